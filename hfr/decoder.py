@@ -1,0 +1,53 @@
+"""The HFR decoder: reconstructs the three encoder feature maps from the deepest one (eq. 3-4)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.LeakyReLU(0.1, inplace=True),
+    )
+
+
+class LevelDecoder(nn.Module):
+    """Three conv blocks (1x1, 3x3, 1x1) and a 1x1 projection to one level's channels."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            _conv_block(in_channels, out_channels, 1),
+            _conv_block(out_channels, out_channels, 3),
+            _conv_block(out_channels, out_channels, 1),
+        )
+        self.project = nn.Conv2d(out_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.convs(x))
+
+
+class HierarchicalDecoder(nn.Module):
+    """Decode ``f3`` into ``d3``, then ``d2`` and ``d1`` each from the previous one upsampled x2.
+
+    Args:
+        channels: the encoder's channels at stages 1, 2, 3, e.g. ``[64, 128, 256]`` for ResNet18.
+    """
+
+    def __init__(self, channels: list[int]) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.level3 = LevelDecoder(c3, c3)
+        self.level2 = LevelDecoder(c3, c2)
+        self.level1 = LevelDecoder(c2, c1)
+
+    def forward(self, f3: torch.Tensor) -> list[torch.Tensor]:
+        """Return ``[d1, d2, d3]``, shaped like the encoder's ``[f1, f2, f3]``."""
+        d3 = self.level3(f3)
+        d2 = self.level2(F.interpolate(d3, scale_factor=2.0, mode="nearest"))
+        d1 = self.level1(F.interpolate(d2, scale_factor=2.0, mode="nearest"))
+        return [d1, d2, d3]

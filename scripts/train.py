@@ -1,0 +1,106 @@
+"""Train one HFR category and save it with ``save_pretrained``.
+
+python scripts/train.py --data DIR --category bottle --encoder mobilenetv2_100 \
+    --encoder-weights mobilenet_v2-b0353104.pth --epochs 50 --output models/hfr-mvtec-bottle
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from _common import command_line
+from hfr import HFR
+from hfr.data import load_folder, load_mvtec
+from hfr.device import auto_device
+from hfr.evaluate import evaluate
+from hfr.train import TrainConfig, fit
+
+
+def parse_args() -> argparse.Namespace:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--data", help="dataset root in MVTec AD layout (DIR/<category>/train/good)"
+    )
+    source.add_argument("--train-dir", help="a plain folder of normal training images")
+    parser.add_argument("--category", help="category under --data (required with --data)")
+    parser.add_argument("--dataset-name", default="mvtec_ad", help="recorded in the config")
+    parser.add_argument("--encoder", default="resnet18.tv_in1k", help="timm model name")
+    parser.add_argument(
+        "--encoder-weights", default=None, help="weights file; default: timm's from the Hub"
+    )
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--no-feature-cache", action="store_true", help="re-encode images every epoch"
+    )
+    parser.add_argument(
+        "--checkpoint-dir", help="resumable checkpoints (default: OUTPUT-checkpoints)"
+    )
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    parser.add_argument(
+        "--evaluate", action="store_true", help="evaluate on the test split afterwards"
+    )
+    parser.add_argument("--output", required=True, help="model folder to write")
+    args = parser.parse_args()
+    if args.data and not args.category:
+        parser.error("--data needs --category")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.data:
+        dataset = load_mvtec(args.data, args.category, name=args.dataset_name)
+    else:
+        dataset = load_folder(args.train_dir, category=args.category)
+    device = auto_device(args.device)
+    model = HFR(
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        input_size=args.image_size,
+        dataset=dataset.name,
+        category=dataset.category,
+    ).to(device)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        cache_features=not args.no_feature_cache,
+    )
+    began = time.perf_counter()
+    result = fit(
+        model,
+        dataset.train,
+        config,
+        checkpoint_dir=args.checkpoint_dir or f"{args.output}-checkpoints",
+    )
+    seconds = time.perf_counter() - began
+    model.training_info = {
+        **model.training_info,
+        "seconds": round(seconds, 1),
+        "device": str(device),
+        "command": command_line(),
+    }
+    if args.evaluate and dataset.test:
+        model.evaluation = {**evaluate(model, dataset), "command": command_line()}
+        print(json.dumps(model.evaluation, indent=2))
+    model.save_pretrained(args.output)
+    print(
+        f"trained {len(result.losses)} epochs in {seconds:.1f} s, "
+        f"final loss {result.losses[-1]:.4f}; "
+        f"threshold {model.calibration.threshold:.4f}; saved to {args.output}"
+    )
+
+
+if __name__ == "__main__":
+    main()
