@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -27,7 +28,7 @@ from hfr import anomaly
 from hfr.calibration import Calibration
 from hfr.decoder import HierarchicalDecoder
 from hfr.encoder import RANDOM_WEIGHTS, build_encoder
-from hfr.errors import EncoderWeightsError, ModelFormatError
+from hfr.errors import EncoderWeightsError, HFRError, ModelFormatError
 from hfr.images import ImageInput, load_rgb
 from hfr.preprocessing import Preprocessing
 
@@ -269,6 +270,12 @@ class HFR(
 
     # --- Hub serialisation: decoder weights only, strict and pickle-free loading ---
 
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The model card of ``hub_cards/model_card.md`` (``repo_id=`` names the repo in it)."""
+        from hfr.hub import model_card
+
+        return model_card(self, repo_id=kwargs.get("repo_id"))
+
     def _save_pretrained(self, save_directory: Path) -> None:
         state = {
             f"decoder.{k}": v.detach().cpu().contiguous()
@@ -276,6 +283,45 @@ class HFR(
         }
         save_file(state, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt"})
         (save_directory / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        **model_kwargs: Any,
+    ) -> HFR:
+        """Load a model from a local folder or a Hub repo, strictly and without pickle.
+
+        Works offline from the cache (``HF_HUB_OFFLINE=1``). Any failure (missing repo, revision
+        or file, corrupt weights, a config that does not match) raises an :class:`HFRError`.
+
+        Example:
+            >>> model = HFR.from_pretrained("hfr-anomaly/hfr-mvtec-bottle")  # doctest: +SKIP
+            >>> model = HFR.from_pretrained("models/bottle", map_location="cuda")  # doctest: +SKIP
+        """
+        name = str(pretrained_model_name_or_path)
+        try:
+            return super().from_pretrained(
+                pretrained_model_name_or_path,
+                force_download=force_download,
+                token=token,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                revision=revision,
+                **model_kwargs,
+            )
+        except HFRError:
+            raise
+        except (HfHubHTTPError, OfflineModeIsEnabled, LocalEntryNotFoundError, OSError) as error:
+            raise ModelFormatError(
+                _hub_error_message(name, CONFIG_FILE, revision, error)
+            ) from error
 
     @classmethod
     def _from_pretrained(
@@ -383,23 +429,24 @@ def _fetch(
             local_files_only=local_files_only,
             token=token,
         )
-    except RepositoryNotFoundError as error:
-        raise ModelFormatError(
-            f"model repo {model_id!r} not found on the Hub (or private: log in or pass token=)"
-        ) from error
-    except RevisionNotFoundError as error:
-        raise ModelFormatError(f"{model_id!r} has no revision {revision!r}") from error
-    except LocalEntryNotFoundError as error:
-        raise ModelFormatError(
+    except (HfHubHTTPError, OfflineModeIsEnabled, EntryNotFoundError) as error:
+        raise ModelFormatError(_hub_error_message(model_id, filename, revision, error)) from error
+
+
+def _hub_error_message(model_id: str, filename: str, revision: str | None, error: Exception) -> str:
+    """One clear sentence for each way a Hub download can fail."""
+    if isinstance(error, RepositoryNotFoundError):
+        return f"model repo {model_id!r} not found on the Hub (or private: log in or pass token=)"
+    if isinstance(error, RevisionNotFoundError):
+        return f"{model_id!r} has no revision {revision!r}"
+    if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        return (
             f"{filename} of {model_id!r} is not in the cache and the Hub cannot be reached "
             "(offline mode or no network)"
-        ) from error
-    except EntryNotFoundError as error:
-        raise ModelFormatError(
-            f"{model_id!r} has no {filename}; HFR loads only safetensors weights, never pickles"
-        ) from error
-    except HfHubHTTPError as error:
-        raise ModelFormatError(f"cannot download {filename} of {model_id!r}: {error}") from error
+        )
+    if isinstance(error, EntryNotFoundError):
+        return f"{model_id!r} has no {filename}; HFR loads only safetensors weights, never pickles"
+    return f"cannot download {filename} of {model_id!r}: {error}"
 
 
 def _raise_missing_config(

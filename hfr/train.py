@@ -189,7 +189,7 @@ def _run_epoch(
             reconstructions = model.decoder(features[-1])
         loss = anomaly.reconstruction_loss(anomaly.residual_maps(features, reconstructions))
         if not torch.isfinite(loss):
-            return float(loss)
+            return loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

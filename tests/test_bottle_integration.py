@@ -1,0 +1,102 @@
+"""Real ImageNet weights (torchvision MobileNetV2) on real MVTec AD bottle images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hfr import HFR
+from hfr.data import load_mvtec
+from hfr.metrics import pixel_auroc
+from hfr.train import TrainConfig, fit
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(bottle: Path, mobilenet_weights: str) -> HFR:
+    import torch
+
+    torch.manual_seed(0)
+    dataset = load_mvtec(bottle.parent, "bottle")
+    model = HFR(encoder="mobilenetv2_100", encoder_weights=mobilenet_weights)
+    fit(model, dataset.train[:40], TrainConfig(epochs=12, batch_size=8), progress=False)
+    return model
+
+
+def test_map_is_clearly_higher_inside_defects(trained: HFR, bottle: Path) -> None:
+    dataset = load_mvtec(bottle.parent, "bottle")
+    defective = [s for s in dataset.test if s.label == 1][::8]
+    good = [s for s in dataset.test if s.label == 0][:4]
+    predictions = trained.predict([s.image for s in defective + good])
+    masks = np.stack([s.mask((900, 900)) for s in defective])
+    maps = np.stack([p.anomaly_map for p in predictions[: len(defective)]])
+    assert maps.shape == masks.shape == (len(defective), 900, 900)
+    inside, outside = maps[masks].mean(), maps[~masks].mean()
+    assert inside > 2.0 * outside, (inside, outside)
+    assert pixel_auroc(masks, maps) > 0.95
+    defect_scores = [p.score for p in predictions[: len(defective)]]
+    good_scores = [p.score for p in predictions[len(defective) :]]
+    assert min(defect_scores) > max(good_scores)
+    assert all(p.is_anomalous for p in predictions[: len(defective)])
+    assert sum(p.is_anomalous for p in predictions[len(defective) :]) <= 1
+
+
+def _subset(bottle: Path, target: Path) -> Path:
+    """A small MVTec-layout copy made of links to the real files (nothing is copied)."""
+    base = target / "bottle"
+    picks = {"train/good": 24, "test/good": 3, "test/broken_large": 3}
+    for folder, count in picks.items():
+        (base / folder).mkdir(parents=True)
+        for image in sorted((bottle / folder).glob("*.png"))[:count]:
+            (base / folder / image.name).symlink_to(image)
+    (base / "ground_truth" / "broken_large").mkdir(parents=True)
+    for mask in sorted((bottle / "ground_truth" / "broken_large").glob("*.png"))[:3]:
+        (base / "ground_truth" / "broken_large" / mask.name).symlink_to(mask)
+    return target
+
+
+def test_train_evaluate_predict_scripts(
+    bottle: Path, mobilenet_weights: str, tmp_path: Path
+) -> None:
+    data = _subset(bottle, tmp_path / "data")
+    model_dir, results = tmp_path / "model", tmp_path / "results.json"
+    run = [sys.executable]
+    subprocess.run(
+        [*run, "scripts/train.py", "--data", data, "--category", "bottle",
+         "--encoder", "mobilenetv2_100", "--encoder-weights", mobilenet_weights,
+         "--epochs", "3", "--batch-size", "8", "--image-size", "128", "--output", model_dir],
+        cwd=ROOT, check=True,
+    )  # fmt: skip
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["encoder_weights"] == mobilenet_weights
+    assert config["preprocessing"]["input_size"] == [128, 128]
+    subprocess.run(
+        [*run, "scripts/evaluate.py", "--model", model_dir, "--data", data,
+         "--category", "bottle", "--output", results],
+        cwd=ROOT, check=True,
+    )  # fmt: skip
+    metrics = json.loads(results.read_text())
+    for key in ("image_auroc", "pixel_auroc", "aupro"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["pixel_auroc"] > 0.8
+    assert metrics["resolution"] == "128x128" and "scripts/evaluate.py" in metrics["command"]
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    out = tmp_path / "predictions"
+    subprocess.run(
+        [*run, "scripts/predict.py", "--model", model_dir,
+         data / "bottle" / "test" / "broken_large", junk, "--output", out],
+        cwd=ROOT, check=True,
+    )  # fmt: skip
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert len(rows) == 4
+    assert "cannot read image" in next(r for r in rows if r["image"].endswith("junk.png"))["error"]
+    assert len(list((out / "overlays").glob("*.png"))) == 3

@@ -1,0 +1,174 @@
+"""Push and pull through the real huggingface_hub client against the local test Hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_images, tiny_model
+from huggingface_hub import HfApi
+
+from hfr import HFR, Calibration
+from hfr.errors import EncoderWeightsError, ModelFormatError
+from hfr.hub import is_pushed, push_folder, repo_name
+
+IMAGES = synthetic_images(3, seed=21)
+
+
+def trained_tiny(seed: int = 0) -> HFR:
+    model = tiny_model(seed=seed, dataset="mvtec_ad", category="widget")
+    scores = [p.score for p in model.predict(synthetic_images(4, seed=seed + 1))]
+    model.calibration = Calibration.from_normal_scores(np.array(scores))
+    return model
+
+
+@pytest.fixture
+def api(hub) -> HfApi:
+    return HfApi(token="test-token")
+
+
+def test_round_trip_through_the_hub(api: HfApi, hub, tmp_path: Path) -> None:
+    model = trained_tiny()
+    repo_id = f"hfr-test/{repo_name('mvtec_ad', 'widget')}"
+    model.push_to_hub(repo_id, token="test-token")
+    info = api.model_info(repo_id)
+    assert sorted(s.rfilename for s in info.siblings) == [
+        ".gitattributes", "README.md", "config.json", "model.safetensors"
+    ]  # fmt: skip
+    assert "hfr" in info.tags and "anomaly-detection" in info.tags
+    assert [m.id for m in api.list_models(author="hfr-test")] == [repo_id]
+
+    loaded = HFR.from_pretrained(repo_id, cache_dir=tmp_path / "empty-cache")
+    for a, b in zip(model.predict(IMAGES), loaded.predict(IMAGES), strict=True):
+        assert a.score == b.score and a.is_anomalous == b.is_anomalous
+        np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
+    assert f"{repo_id}@{info.sha[:8]}/model.safetensors" in hub.downloads
+
+
+def test_pinned_revision_loads_that_commit(api: HfApi, tmp_path: Path) -> None:
+    repo_id = "hfr-test/hfr-mvtec-revisions"
+    first, second = trained_tiny(seed=1), trained_tiny(seed=2)
+    first.push_to_hub(repo_id, token="test-token")
+    first_sha = api.model_info(repo_id).sha
+    second.push_to_hub(repo_id, token="test-token")
+    assert api.model_info(repo_id).sha != first_sha
+    old = HFR.from_pretrained(repo_id, revision=first_sha, cache_dir=tmp_path)
+    new = HFR.from_pretrained(repo_id, cache_dir=tmp_path)
+    assert old.predict(IMAGES[0])[0].score == first.predict(IMAGES[0])[0].score
+    assert new.predict(IMAGES[0])[0].score == second.predict(IMAGES[0])[0].score
+    with pytest.raises(ModelFormatError, match="no revision"):
+        HFR.from_pretrained(repo_id, revision="0" * 40, cache_dir=tmp_path)
+
+
+def test_missing_repo_is_a_clear_error(hub, tmp_path: Path) -> None:
+    with pytest.raises(ModelFormatError, match="not found on the Hub"):
+        HFR.from_pretrained("hfr-test/does-not-exist", cache_dir=tmp_path)
+
+
+def _upload(api: HfApi, repo_id: str, files: dict[str, bytes]) -> None:
+    from huggingface_hub import CommitOperationAdd
+
+    api.create_repo(repo_id, exist_ok=True)
+    operations = [CommitOperationAdd(path, content) for path, content in files.items()]
+    api.create_commit(repo_id, operations=operations, commit_message="test files")
+
+
+def _saved_files(model: HFR, folder: Path) -> dict[str, bytes]:
+    model.save_pretrained(folder)
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_corrupted_and_truncated_weights_on_the_hub(api: HfApi, tmp_path: Path) -> None:
+    files = _saved_files(trained_tiny(), tmp_path / "model")
+    _upload(
+        api, "hfr-test/truncated", {**files, "model.safetensors": files["model.safetensors"][:100]}
+    )
+    with pytest.raises(ModelFormatError, match="not a readable safetensors"):
+        HFR.from_pretrained("hfr-test/truncated", cache_dir=tmp_path / "c1")
+    garbage = bytes(range(256)) * 8
+    _upload(api, "hfr-test/garbage", {**files, "model.safetensors": garbage})
+    with pytest.raises(ModelFormatError, match="not a readable safetensors"):
+        HFR.from_pretrained("hfr-test/garbage", cache_dir=tmp_path / "c2")
+
+
+def test_config_naming_other_encoder_weights(api: HfApi, tmp_path: Path) -> None:
+    files = _saved_files(trained_tiny(), tmp_path / "model")
+    config = json.loads(files["config.json"])
+    config["encoder_fingerprint"] = "ffffffffffffffff"
+    _upload(api, "hfr-test/other-encoder", {**files, "config.json": json.dumps(config).encode()})
+    with pytest.raises(EncoderWeightsError, match="fingerprint ffffffffffffffff"):
+        HFR.from_pretrained("hfr-test/other-encoder", cache_dir=tmp_path)
+
+
+def test_repo_with_a_pickle_is_never_unpickled(api: HfApi, hub, tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"x": Payload()}, buffer)
+    files = _saved_files(trained_tiny(), tmp_path / "model")
+    _upload(api, "hfr-test/with-pickle", {**files, "pytorch_model.bin": buffer.getvalue()})
+    HFR.from_pretrained("hfr-test/with-pickle", cache_dir=tmp_path / "c1")  # loads safetensors
+    pickle_only = {k: v for k, v in files.items() if k != "model.safetensors"}
+    _upload(api, "hfr-test/pickle-only", {**pickle_only, "pytorch_model.bin": buffer.getvalue()})
+    with pytest.raises(ModelFormatError, match="never pickles"):
+        HFR.from_pretrained("hfr-test/pickle-only", cache_dir=tmp_path / "c2")
+    assert not any("pytorch_model.bin" in d for d in hub.downloads)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_repo_without_config(api: HfApi, tmp_path: Path) -> None:
+    files = _saved_files(trained_tiny(), tmp_path / "model")
+    _upload(api, "hfr-test/no-config", {"model.safetensors": files["model.safetensors"]})
+    with pytest.raises(ModelFormatError, match="no config.json"):
+        HFR.from_pretrained("hfr-test/no-config", cache_dir=tmp_path / "c")
+
+
+def test_offline_loading_from_the_cache(hub, tmp_path: Path) -> None:
+    repo_id = "hfr-test/hfr-offline"
+    model = trained_tiny(seed=5)
+    model.push_to_hub(repo_id, token="test-token")
+    cache = tmp_path / "cache"
+    expected = HFR.from_pretrained(repo_id, cache_dir=cache).predict(IMAGES[0])[0].score
+    # a new process, offline and pointed at a dead endpoint: only the cache can serve it
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); from conftest import synthetic_images;"
+        "from hfr import HFR;"
+        f"m = HFR.from_pretrained({repo_id!r}, cache_dir={str(cache)!r});"
+        "print(m.predict(synthetic_images(3, seed=21)[0])[0].score)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip().splitlines()[-1]) == pytest.approx(expected, rel=1e-6)
+    code_missing = (
+        "from hfr import HFR;"
+        f"HFR.from_pretrained('hfr-test/never-cached', cache_dir={str(cache)!r})"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code_missing], env=env, cwd=root, capture_output=True, text=True
+    )
+    assert out.returncode != 0 and "ModelFormatError" in out.stderr
+
+
+def test_push_folder_is_idempotent(api: HfApi, tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    trained_tiny(seed=7).save_pretrained(folder)
+    repo_id = "hfr-test/hfr-mvtec-idempotent"
+    assert not is_pushed(api, repo_id, folder)
+    push_folder(api, folder, repo_id)
+    assert is_pushed(api, repo_id, folder)
+    trained_tiny(seed=8).save_pretrained(folder)
+    assert not is_pushed(api, repo_id, folder)

@@ -1,0 +1,163 @@
+"""HFR model: predict API, batching, calibration use, strict save/load and config validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_images, tiny_model
+
+from hfr import HFR, Calibration
+from hfr.errors import EncoderWeightsError, ModelFormatError
+
+
+def calibrated(model: HFR) -> HFR:
+    scores = [p.score for p in model.predict(synthetic_images(4, seed=9))]
+    model.calibration = Calibration.from_normal_scores(np.array(scores))
+    return model
+
+
+def test_forward_shapes(model: HFR) -> None:
+    out = model(torch.randn(3, 3, 64, 64))
+    assert out.maps.shape == (3, 64, 64)
+    assert out.scores.shape == (3,)
+    assert [tuple(level.shape) for level in out.level_maps] == [(3, 16, 16), (3, 8, 8), (3, 4, 4)]
+    torch.testing.assert_close(out.scores, out.maps.flatten(1).amax(1))
+
+
+def test_predict_maps_at_original_size_and_level_maps(model: HFR) -> None:
+    images = [np.zeros((40, 90, 3), np.uint8), np.full((17, 23), 100, np.uint8)]
+    predictions = model.predict(images, return_level_maps=True)
+    assert [p.anomaly_map.shape for p in predictions] == [(40, 90), (17, 23)]
+    assert all(p.anomaly_map.dtype == np.float32 for p in predictions)
+    assert [m.shape for m in predictions[0].level_maps] == [(40, 90)] * 3
+    assert predictions[0].normalized_score is None  # not calibrated yet
+    assert model.predict(images, map_size="input")[0].anomaly_map.shape == (64, 64)
+
+
+def test_batched_equals_one_by_one(model: HFR) -> None:
+    images = synthetic_images(5, seed=4)
+    together = model.predict(images, batch_size=5)
+    alone = [model.predict(image)[0] for image in images]
+    for a, b in zip(together, alone, strict=True):
+        assert a.score == pytest.approx(b.score, rel=1e-5)
+        np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, rtol=1e-4, atol=1e-6)
+
+
+def test_verdict_follows_threshold(model: HFR) -> None:
+    calibrated(model)
+    image = synthetic_images(1, seed=11)[0]
+    prediction = model.predict(image)[0]
+    assert prediction.is_anomalous == (prediction.score >= model.calibration.threshold)
+    assert model.predict(image, threshold=0.0)[0].is_anomalous is True
+    assert model.predict(image, threshold=1.0)[0].is_anomalous is False
+    assert 0.0 < prediction.normalized_score < 1.0
+    assert prediction.normalized_map.shape == prediction.anomaly_map.shape
+
+
+def test_save_and_load_round_trip_is_identical(model: HFR, tmp_path: Path) -> None:
+    calibrated(model)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.save_pretrained(tmp_path)
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    loaded = HFR.from_pretrained(tmp_path)
+    images = synthetic_images(3, seed=5)
+    for a, b in zip(model.predict(images), loaded.predict(images), strict=True):
+        assert a.score == b.score
+        assert a.normalized_score == b.normalized_score
+        np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
+
+
+def test_saved_weights_hold_the_decoder_only(model: HFR, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    model.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as handle:
+        keys = list(handle.keys())
+    assert keys and all(key.startswith("decoder.") for key in keys)
+    assert len(keys) == len(model.decoder.state_dict())
+
+
+def test_config_describes_encoder_preprocessing_and_calibration(model: HFR, tmp_path: Path) -> None:
+    calibrated(model).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["encoder"] == "resnet18"
+    assert config["encoder_fingerprint"] == model.encoder_fingerprint
+    assert config["preprocessing"]["input_size"] == [64, 64]
+    assert config["calibration"]["threshold"] == model.calibration.threshold
+    assert config["format_version"] == 1
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_loading_refuses_other_encoder_weights(model: HFR, tmp_path: Path) -> None:
+    model.save_pretrained(tmp_path)
+    _edit_config(tmp_path, encoder_fingerprint="0123456789abcdef")
+    with pytest.raises(EncoderWeightsError, match="trained on weights with fingerprint"):
+        HFR.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"format_version": 99}, "format version 99"),
+        ({"sigma": -1}, "sigma"),
+        ({"preprocessing": {"input_size": [50, 50]}}, "multiples of 16"),
+        ({"calibration": {"threshold": "high"}}, "calibration"),
+    ],
+)
+def test_bad_config_values_are_clear_errors(model, tmp_path, changes, message) -> None:
+    model.save_pretrained(tmp_path)
+    _edit_config(tmp_path, **changes)
+    with pytest.raises(ModelFormatError, match=message):
+        HFR.from_pretrained(tmp_path)
+
+
+def test_truncated_or_mismatched_weights_are_refused(model: HFR, tmp_path: Path) -> None:
+    model.save_pretrained(tmp_path / "good")
+    weights = (tmp_path / "good" / "model.safetensors").read_bytes()
+    (tmp_path / "good" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ModelFormatError, match="not a readable safetensors"):
+        HFR.from_pretrained(tmp_path / "good")
+    tiny_model(encoder="mobilenetv2_100").save_pretrained(tmp_path / "other")
+    _edit_config(
+        tmp_path / "other", encoder="resnet18", encoder_fingerprint=model.encoder_fingerprint
+    )
+    with pytest.raises(ModelFormatError, match=r"has shape \(24, 32, 1, 1\), expected"):
+        HFR.from_pretrained(tmp_path / "other")
+
+
+def test_missing_or_unexpected_keys_are_refused(model: HFR, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    save_file({**state, "encoder.extra": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ModelFormatError, match=r"unexpected \['encoder.extra'\]"):
+        HFR.from_pretrained(tmp_path)
+    state.pop("decoder.level3.project.bias")
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ModelFormatError, match=r"missing \['decoder.level3.project.bias'\]"):
+        HFR.from_pretrained(tmp_path)
+
+
+def test_folder_without_config_or_weights(tmp_path: Path, model: HFR) -> None:
+    with pytest.raises(ModelFormatError, match="config.json"):
+        HFR.from_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(ModelFormatError, match="has no model.safetensors"):
+        HFR.from_pretrained(tmp_path)
