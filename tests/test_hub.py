@@ -172,3 +172,20 @@ def test_push_folder_is_idempotent(api: HfApi, tmp_path: Path) -> None:
     assert is_pushed(api, repo_id, folder)
     trained_tiny(seed=8).save_pretrained(folder)
     assert not is_pushed(api, repo_id, folder)
+
+
+def test_push_script_pushes_then_skips(hub, tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    trained_tiny(seed=9).save_pretrained(folder)
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "scripts/push.py", "--model", str(folder), "--org", "hfr-script"]
+    env = {**os.environ, "HF_TOKEN": "test-token"}
+    first = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "pushed:" in first.stdout
+    again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    assert "skipped: hfr-script/hfr-mvtec-widget already holds these weights" in again.stdout
+    card = (folder / "README.md").read_text()
+    assert 'HFR.from_pretrained("hfr-script/hfr-mvtec-widget")' in card
+    loaded = HFR.from_pretrained("hfr-script/hfr-mvtec-widget", cache_dir=tmp_path / "cache")
+    assert loaded.encoder_fingerprint == trained_tiny(seed=9).encoder_fingerprint

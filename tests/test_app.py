@@ -1,0 +1,251 @@
+"""The Gradio demo, launched for real on localhost and driven through gradio_client and Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import synthetic_images, tiny_model
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from hfr import Calibration
+from hfr.catalog import ModelCache, folder_models
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = "hfr-mvtec-bottle-mobilenetv2 (bundled)"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _calibrated_tiny(seed: int):
+    model = tiny_model(seed=seed, dataset="mvtec_ad", category="widget")
+    scores = [p.score for p in model.predict(synthetic_images(4, seed=seed))]
+    model.calibration = Calibration.from_normal_scores(np.array(scores))
+    return model
+
+
+@pytest.fixture(scope="module")
+def app_url(hub, tmp_path_factory):
+    """app.py in its own process, listing the Hub org 'hfr-app' of the test Hub."""
+    _calibrated_tiny(1).push_to_hub("hfr-app/hfr-mvtec-widget", token="test-token")
+    broken = tmp_path_factory.mktemp("broken")
+    _calibrated_tiny(2).save_pretrained(broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token="test-token")
+    api.create_repo("hfr-app/hfr-mvtec-broken")
+    api.upload_folder(repo_id="hfr-app/hfr-mvtec-broken", folder_path=broken)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "HFR_HUB_ORG": "hfr-app",
+        "HFR_MAX_SIDE": "1600",
+    }
+    env["GRADIO_ANALYTICS_ENABLED"] = "False"
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=handle, stderr=handle
+        )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(log.read_text()) from None
+            time.sleep(0.5)
+    else:
+        process.kill()
+        raise RuntimeError(f"app did not start:\n{log.read_text()}")
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def client(app_url: str) -> Client:
+    return Client(app_url, verbose=False)
+
+
+def analyze(
+    client: Client, paths: list[Path], model: str = BUNDLED, *, threshold=0.5, levels=False
+):
+    files = [handle_file(str(p)) for p in paths]
+    return client.predict(files, model, threshold, 0.5, levels, api_name="/analyze")
+
+
+@pytest.mark.slow
+def test_defective_bottle_gets_score_verdict_and_overlay(client: Client, bottle: Path) -> None:
+    broken = bottle / "test" / "broken_large" / "000.png"
+    good = bottle / "test" / "good" / "000.png"
+    gallery, table, csv_path, levels, status = analyze(client, [good, broken], levels=True)
+    assert [row[0] for row in table["data"]] == ["000.png", "000.png"]
+    top, second = table["data"]
+    assert top[3] == "ANOMALOUS" and top[1] > 0.5
+    assert second[3] == "normal" and second[1] < 0.5
+    assert "ANOMALOUS" in gallery[0]["caption"]
+    with Image.open(gallery[0]["image"]) as picture:
+        assert picture.size == (900, 900)
+        assert np.asarray(picture.convert("RGB")).std() > 10
+    assert Path(csv_path).read_text().startswith("image,normalized_score,raw_score,verdict")
+    assert len(levels["value"]) == 3
+    assert "2 image(s) analysed" in status
+
+
+def test_odd_images_are_converted(client: Client, tmp_path: Path) -> None:
+    paths = []
+    array = synthetic_images(1, size=64)[0]
+    for name, image in {
+        "gray.png": Image.fromarray(array[..., 0]),
+        "rgba.png": Image.fromarray(np.dstack([array, np.full(array.shape[:2], 128, np.uint8)])),
+        "deep.png": Image.fromarray(array[..., 0].astype(np.uint16) * 257),
+        "tiny.png": Image.fromarray(array[:3, :3]),
+    }.items():
+        image.save(tmp_path / name)
+        paths.append(tmp_path / name)
+    _, table, _, _, status = analyze(client, paths)
+    assert sorted(row[0] for row in table["data"]) == [
+        "deep.png",
+        "gray.png",
+        "rgba.png",
+        "tiny.png",
+    ]
+    assert "4 image(s) analysed" in status
+
+
+def test_huge_image_is_downscaled_with_a_notice(client: Client, tmp_path: Path) -> None:
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (4000, 2000), (90, 90, 90)).save(path)
+    gallery, _, _, _, status = analyze(client, [path])
+    assert "downscaled from 4000x2000 to 1600x800" in status
+    with Image.open(gallery[0]["image"]) as picture:
+        assert picture.size == (1600, 800)
+
+
+def test_bad_files_get_clear_messages(client: Client, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(Exception, match="None of the files is a readable image") as failure:
+        analyze(client, [text, corrupt])
+    assert "notes.txt" in str(failure.value) and "Traceback" not in str(failure.value)
+    good = tmp_path / "ok.png"
+    Image.fromarray(synthetic_images(1)[0]).save(good)
+    _, table, _, _, status = analyze(client, [good, corrupt])
+    assert len(table["data"]) == 1
+    assert "`corrupt.png` skipped: cannot read image" in status
+
+
+def test_hub_models_are_listed_and_pulled_on_demand(client: Client, tmp_path: Path) -> None:
+    good = tmp_path / "ok.png"
+    Image.fromarray(synthetic_images(1)[0]).save(good)
+    _, table, _, _, status = analyze(client, [good], model="hfr-app/hfr-mvtec-widget (Hub)")
+    assert len(table["data"]) == 1 and "analysed" in status
+    with pytest.raises(Exception, match="Could not load hfr-app/hfr-mvtec-broken") as failure:
+        analyze(client, [good], model="hfr-app/hfr-mvtec-broken (Hub)")
+    assert "not a readable safetensors" in str(failure.value)
+
+
+def test_concurrent_users_are_queued(client: Client, app_url: str, tmp_path: Path) -> None:
+    good = tmp_path / "ok.png"
+    Image.fromarray(synthetic_images(1)[0]).save(good)
+    jobs = [
+        Client(app_url, verbose=False).submit(
+            [handle_file(str(good))], BUNDLED, 0.5, 0.5, False, api_name="/analyze"
+        )
+        for _ in range(6)
+    ]
+    results = [job.result(timeout=120) for job in jobs]
+    assert all(len(result[1]["data"]) == 1 for result in results)
+
+
+def test_unreachable_hub_leaves_local_models(monkeypatch) -> None:
+    sys.path.insert(0, str(ROOT))
+    from huggingface_hub import HfApi
+
+    import app
+    from hfr.catalog import hub_models
+
+    dead = HfApi(endpoint="http://127.0.0.1:9")  # a closed port: a real connection failure
+    monkeypatch.setattr(app, "hub_models", lambda org: hub_models(org, api=dead))
+    entries, note = app.discover_models()
+    assert [e.label for e in entries] == [BUNDLED]
+    assert "could not be listed" in note
+
+
+def test_model_cache_is_a_bounded_lru(tmp_path: Path) -> None:
+    for seed in range(3):
+        _calibrated_tiny(seed).save_pretrained(tmp_path / f"m{seed}")
+    sources = [e.source for e in folder_models(tmp_path, "local")]
+    cache = ModelCache(capacity=2)
+    first = cache.get(sources[0])
+    cache.get(sources[1])
+    assert cache.get(sources[0]) is first  # a hit refreshes it
+    cache.get(sources[2])  # evicts sources[1], the least recently used
+    assert len(cache) == 2 and sources[1] not in cache and sources[0] in cache
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_page_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Path) -> None:
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("Debian packages chromium and chromium-driver are not installed (see .ci/run)")
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    flags = [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run",
+        "--disable-sync", "--window-size=1400,1300", f"--user-data-dir={tmp_path / 'profile'}",
+    ]  # fmt: skip
+    for flag in flags:
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        driver.get(app_url)
+        wait = WebDriverWait(driver, 90)
+        upload = wait.until(
+            ready.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]"))
+        )
+        upload.send_keys(str(bottle / "test" / "broken_large" / "000.png"))
+        wait.until(lambda d: "000.png" in d.page_source)
+        button = next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text == "Analyse")
+        button.click()
+        wait.until(lambda d: "ANOMALOUS" in d.find_element(By.ID, "scores").text)
+        overlay = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#overlays img")))
+        assert overlay.get_attribute("naturalWidth") not in (None, "0")
+        assert "image(s) analysed" in driver.find_element(By.ID, "status").text
+        shot = tmp_path / "page.png"
+        driver.save_screenshot(str(shot))
+        if os.environ.get("HFR_SCREENSHOT"):
+            shutil.copy(shot, os.environ["HFR_SCREENSHOT"])
+    finally:
+        driver.quit()
+    with Image.open(shot) as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    assert pixels.std() > 20  # not blank
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000  # a rendered page with a heat map
