@@ -1,6 +1,14 @@
-"""Residual maps, the anomaly map and the score (eq. 5-11), batched torch on the model's device."""
+"""Residual maps, the anomaly map and the score (eq. 5-11), batched torch on the model's device.
+
+Bilinear upsampling and the reflect-mode Gaussian filter are both separable linear operators,
+so "resize each level, sum, smooth" equals ``sum_k A_H,k @ M_k @ A_W,k^T`` with ``A = G @ U``
+built once per size: a few small batched matrix products instead of full-resolution resizes
+and convolutions.
+"""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import torch
 from torch.nn import functional as F
@@ -15,10 +23,13 @@ def residual_maps(
 
     Equal to ``0.5 * || f/||f|| - d/||d|| ||^2`` summed over channels (eq. 5-6).
     """
-    return [
-        1.0 - F.cosine_similarity(f.float(), d.float(), dim=1, eps=1e-8)
-        for f, d in zip(features, reconstructions, strict=True)
-    ]
+    maps = []
+    for f, d in zip(features, reconstructions, strict=True):
+        f, d = f.float(), d.float()
+        dot = (f * d).sum(1)
+        norms = (f * f).sum(1) * (d * d).sum(1)
+        maps.append(1.0 - dot * torch.rsqrt(norms.clamp_min(1e-16)))
+    return maps
 
 
 def reconstruction_loss(residuals: list[torch.Tensor]) -> torch.Tensor:
@@ -26,47 +37,53 @@ def reconstruction_loss(residuals: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([r.mean() for r in residuals]).mean()
 
 
-def gaussian_kernel_1d(sigma: float, *, device: torch.device | None = None) -> torch.Tensor:
+def gaussian_kernel_1d(sigma: float) -> torch.Tensor:
     """Normalised 1-D Gaussian, truncated at 4 sigma as ``scipy.ndimage.gaussian_filter``."""
     radius = int(4.0 * sigma + 0.5)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     return kernel / kernel.sum()
 
 
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Exact separable Gaussian filter of ``(B, H, W)`` maps with reflected borders.
-
-    Matches ``scipy.ndimage.gaussian_filter(mode="reflect", truncate=4)`` per image while it costs
-    two 1-D passes instead of one dense 2-D convolution.
-    """
+def gaussian_matrix(size: int, sigma: float) -> torch.Tensor:
+    """``(size, size)`` matrix of the 1-D Gaussian filter with scipy's "reflect" borders."""
     if sigma <= 0:
-        return maps
-    kernel = gaussian_kernel_1d(sigma, device=maps.device)
+        return torch.eye(size, dtype=torch.float64)
+    kernel = gaussian_kernel_1d(sigma)
     radius = kernel.numel() // 2
-    x = maps.unsqueeze(1)
-    x = _reflect_pad(x, radius, dim=3)
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    x = _reflect_pad(x, radius, dim=2)
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
-    return x.squeeze(1)
-
-
-def _reflect_pad(x: torch.Tensor, radius: int, *, dim: int) -> torch.Tensor:
-    """scipy's "reflect" (edge sample repeated: d c b a | a b c d), valid for any radius."""
-    size = x.shape[dim]
+    rows = torch.arange(size).repeat_interleave(kernel.numel())
+    source = rows + torch.arange(-radius, radius + 1).repeat(size)
     period = 2 * size
-    index = torch.arange(-radius, size + radius, device=x.device) % period
-    index = torch.where(index >= size, period - 1 - index, index)
-    return x.index_select(dim, index)
+    source = source % period
+    source = torch.where(source >= size, period - 1 - source, source)  # d c b a | a b c d
+    matrix = torch.zeros(size, size, dtype=torch.float64)
+    matrix.index_put_((rows, source), kernel.repeat(size), accumulate=True)
+    return matrix
+
+
+def upsample_matrix(in_size: int, out_size: int) -> torch.Tensor:
+    """``(out, in)`` matrix of 1-D linear resizing, as ``F.interpolate(align_corners=False)``."""
+    if in_size == out_size:
+        return torch.eye(out_size, dtype=torch.float64)
+    deltas = torch.eye(in_size, dtype=torch.float64)[:, None, :]
+    return F.interpolate(deltas, size=out_size, mode="linear", align_corners=False)[:, 0, :].T
+
+
+@lru_cache(maxsize=64)
+def _axis_operator(in_size: int, out_size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    operator = gaussian_matrix(out_size, sigma) @ upsample_matrix(in_size, out_size)
+    return operator.to(device=device, dtype=torch.float32)
 
 
 def anomaly_map(residuals: list[torch.Tensor], size: tuple[int, int], sigma: float) -> torch.Tensor:
     """Residual maps resized (bilinear) to ``size``, summed, Gaussian-smoothed (eq. 9-10)."""
-    total = torch.zeros((residuals[0].shape[0], *size), device=residuals[0].device)
+    total = None
     for level in residuals:
-        total += resize_maps(level, size)
-    return gaussian_blur(total, sigma)
+        rows = _axis_operator(level.shape[-2], size[0], float(sigma), level.device)
+        cols = _axis_operator(level.shape[-1], size[1], float(sigma), level.device)
+        term = rows @ level.float() @ cols.T
+        total = term if total is None else total + term
+    return total
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

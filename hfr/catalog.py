@@ -3,10 +3,12 @@ LRU cache of loaded models, so memory stays bounded however many categories are 
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from huggingface_hub import HfApi
 
@@ -36,9 +38,28 @@ def folder_models(root: Path, origin: str) -> list[ModelEntry]:
     ]
 
 
+def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub endpoint opens within ``timeout`` seconds.
+
+    Checked first so that an offline machine is told at once instead of after the client's retries.
+    """
+    address = urlparse(endpoint)
+    port = address.port or (443 if address.scheme == "https" else 80)
+    try:
+        with socket.create_connection((address.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def hub_models(org: str, *, api: HfApi | None = None) -> list[ModelEntry]:
-    """The ``hfr-*`` model repos of a Hub user or organisation (raises on network errors)."""
+    """The ``hfr-*`` model repos of a Hub user or organisation.
+
+    Raises ``ConnectionError`` when the Hub cannot be reached and HTTP errors as the client does.
+    """
     api = api or HfApi()
+    if not hub_reachable(api.endpoint):
+        raise ConnectionError(f"{api.endpoint} cannot be reached")
     return [
         ModelEntry(f"{model.id} (Hub)", model.id, "hub")
         for model in api.list_models(author=org, search="hfr-")

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
+from torch.nn import functional as F
 
 from hfr import anomaly
+from hfr.decoder import HierarchicalDecoder, upsample2x_nearest
 
 
 def test_residual_is_half_squared_distance_of_unit_vectors() -> None:
@@ -25,22 +27,45 @@ def test_identical_features_give_zero_residual_and_loss() -> None:
     assert float(anomaly.reconstruction_loss(residuals)) == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize(("sigma", "size"), [(4.0, (64, 64)), (4.0, (10, 7)), (1.5, (33, 20))])
-def test_gaussian_blur_matches_scipy(sigma: float, size: tuple[int, int]) -> None:
-    maps = torch.rand(2, *size)
-    ours = anomaly.gaussian_blur(maps, sigma).numpy()
+@pytest.mark.parametrize(("sigma", "size"), [(4.0, 64), (4.0, 7), (1.5, 33), (0.0, 10)])
+def test_gaussian_matrix_matches_scipy(sigma: float, size: int) -> None:
+    signal = np.random.default_rng(0).random(size)
+    ours = anomaly.gaussian_matrix(size, sigma).numpy() @ signal
+    reference = gaussian_filter(signal, sigma, mode="reflect") if sigma else signal
+    np.testing.assert_allclose(ours, reference, atol=1e-12)
+
+
+def test_anomaly_map_equals_resize_sum_and_scipy_smoothing() -> None:
+    levels = [torch.rand(2, 32, 24), torch.rand(2, 16, 12), torch.rand(2, 8, 6)]
+    ours = anomaly.anomaly_map(levels, (128, 96), sigma=4.0).numpy()
+    summed = sum(
+        F.interpolate(level[:, None], size=(128, 96), mode="bilinear", align_corners=False)[:, 0]
+        for level in levels
+    ).numpy()
     for index in range(2):
-        reference = gaussian_filter(maps[index].numpy().astype(np.float64), sigma, mode="reflect")
-        np.testing.assert_allclose(ours[index], reference, atol=1e-5)
+        reference = gaussian_filter(summed[index].astype(np.float64), 4.0, mode="reflect")
+        np.testing.assert_allclose(ours[index], reference, atol=2e-5)
 
 
-def test_anomaly_map_sums_resized_levels_and_scores_are_maxima() -> None:
+def test_scores_are_map_maxima_and_sigma_zero_is_plain_resize() -> None:
     levels = [torch.zeros(1, 16, 16), torch.zeros(1, 8, 8), torch.zeros(1, 4, 4)]
     levels[2][0, 1, 1] = 1.0
     maps = anomaly.anomaly_map(levels, (64, 64), sigma=0.0)
-    expected = anomaly.resize_maps(levels[2], (64, 64))
-    torch.testing.assert_close(maps, expected)
+    torch.testing.assert_close(maps, anomaly.resize_maps(levels[2], (64, 64)), atol=1e-6, rtol=0)
     assert float(anomaly.image_scores(maps)[0]) == pytest.approx(float(maps.max()))
-    smoothed = anomaly.anomaly_map(levels, (64, 64), sigma=4.0)
-    assert smoothed.shape == (1, 64, 64)
-    assert float(smoothed.sum()) == pytest.approx(float(maps.sum()), rel=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_decoder_equals_the_papers_upsample_then_convolve_order(mode: str) -> None:
+    torch.manual_seed(0)
+    decoder = HierarchicalDecoder([16, 32, 64])
+    getattr(decoder, mode)()
+    f3 = torch.randn(3, 64, 4, 4)
+
+    def paper_order(x: torch.Tensor) -> torch.Tensor:
+        d3 = decoder.level3.project(decoder.level3.convs(x))
+        d2 = decoder.level2.project(decoder.level2.convs(F.interpolate(d3, scale_factor=2.0)))
+        return decoder.level1.project(decoder.level1.convs(F.interpolate(d2, scale_factor=2.0)))
+
+    torch.testing.assert_close(decoder(f3)[0], paper_order(f3), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(upsample2x_nearest(f3), F.interpolate(f3, scale_factor=2.0))

@@ -1,0 +1,110 @@
+"""Timing the pipeline's pieces: encoder, decoder, maps (residuals, resize, smoothing, score)."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from hfr import anomaly
+from hfr.model import HFR
+
+
+@dataclass
+class Timing:
+    """Milliseconds per image for each piece, and the peak memory seen."""
+
+    encoder: str
+    device: str
+    batch_size: int
+    image_size: int
+    encoder_ms_per_image: float
+    decoder_ms_per_image: float
+    maps_ms_per_image: float
+    full_ms_per_image: float
+    full_over_encoder: float
+    maps_share_of_full: float
+    peak_memory_mb: float
+    images_per_second: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(
+    step: Callable[[], object], device: torch.device, *, warmup: int = 2, repeats: int = 5
+) -> float:
+    """Median wall time of ``step`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    _synchronize(device)
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        step()
+        _synchronize(device)
+        times.append(time.perf_counter() - began)
+    return sorted(times)[len(times) // 2]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: peak allocated by torch since the last reset. CPU: the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@torch.inference_mode()
+def time_pipeline(model: HFR, batch_size: int, *, repeats: int = 5, warmup: int = 2) -> Timing:
+    """Time encoder-only, decoder, maps and the full forward on one random batch."""
+    device = model.device
+    size = model.preprocessing.input_size
+    images = torch.randn(batch_size, 3, *size, device=device)
+    if next(model.encoder.parameters()).is_contiguous(memory_format=torch.channels_last):
+        images = images.contiguous(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    features, reconstructions = model.reconstruct(images)
+
+    def maps() -> torch.Tensor:
+        residuals = anomaly.residual_maps(features, reconstructions)
+        return anomaly.image_scores(anomaly.anomaly_map(residuals, size, model.sigma))
+
+    def encoder() -> object:
+        with model._autocast():
+            return model.encoder(images)
+
+    def decoder() -> object:
+        with model._autocast():
+            return model.decoder(features[-1])
+
+    options = {"warmup": warmup, "repeats": repeats}
+    seconds = {
+        "encoder": median_seconds(encoder, device, **options),
+        "decoder": median_seconds(decoder, device, **options),
+        "maps": median_seconds(maps, device, **options),
+        "full": median_seconds(lambda: model(images), device, **options),
+    }
+    per_image = {k: 1000 * v / batch_size for k, v in seconds.items()}
+    return Timing(
+        encoder=model.encoder_name,
+        device=str(device),
+        batch_size=batch_size,
+        image_size=size[0],
+        encoder_ms_per_image=per_image["encoder"],
+        decoder_ms_per_image=per_image["decoder"],
+        maps_ms_per_image=per_image["maps"],
+        full_ms_per_image=per_image["full"],
+        full_over_encoder=seconds["full"] / seconds["encoder"],
+        maps_share_of_full=seconds["maps"] / seconds["full"],
+        peak_memory_mb=peak_memory_mb(device),
+        images_per_second=batch_size / seconds["full"],
+    )
