@@ -71,8 +71,10 @@ def upsample_matrix(in_size: int, out_size: int) -> torch.Tensor:
 
 @lru_cache(maxsize=64)
 def _axis_operator(in_size: int, out_size: int, sigma: float, device: torch.device) -> torch.Tensor:
-    operator = gaussian_matrix(out_size, sigma) @ upsample_matrix(in_size, out_size)
-    return operator.to(device=device, dtype=torch.float32)
+    # Cached across calls, so never an inference tensor: it may later serve a training forward.
+    with torch.inference_mode(False):
+        operator = gaussian_matrix(out_size, sigma) @ upsample_matrix(in_size, out_size)
+        return operator.to(device=device, dtype=torch.float32)
 
 
 def anomaly_map(residuals: list[torch.Tensor], size: tuple[int, int], sigma: float) -> torch.Tensor:

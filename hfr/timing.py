@@ -43,16 +43,33 @@ def median_seconds(
     step: Callable[[], object], device: torch.device, *, warmup: int = 2, repeats: int = 5
 ) -> float:
     """Median wall time of ``step`` after ``warmup`` calls."""
+    return interleaved_medians({"step": step}, device, warmup=warmup, repeats=repeats)["step"]
+
+
+def interleaved_medians(
+    steps: dict[str, Callable[[], object]],
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+) -> dict[str, float]:
+    """Median wall time of each step, timed round by round (A, B, C, A, B, C, ...).
+
+    Interleaving exposes every step to the same background load, so ratios stay meaningful on
+    a shared machine.
+    """
     for _ in range(warmup):
-        step()
+        for step in steps.values():
+            step()
     _synchronize(device)
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        began = time.perf_counter()
-        step()
-        _synchronize(device)
-        times.append(time.perf_counter() - began)
-    return sorted(times)[len(times) // 2]
+        for name, step in steps.items():
+            began = time.perf_counter()
+            step()
+            _synchronize(device)
+            times[name].append(time.perf_counter() - began)
+    return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -86,13 +103,8 @@ def time_pipeline(model: HFR, batch_size: int, *, repeats: int = 5, warmup: int 
         with model._autocast():
             return model.decoder(features[-1])
 
-    options = {"warmup": warmup, "repeats": repeats}
-    seconds = {
-        "encoder": median_seconds(encoder, device, **options),
-        "decoder": median_seconds(decoder, device, **options),
-        "maps": median_seconds(maps, device, **options),
-        "full": median_seconds(lambda: model(images), device, **options),
-    }
+    steps = {"encoder": encoder, "decoder": decoder, "maps": maps, "full": lambda: model(images)}
+    seconds = interleaved_medians(steps, device, warmup=warmup, repeats=repeats)
     per_image = {k: 1000 * v / batch_size for k, v in seconds.items()}
     return Timing(
         encoder=model.encoder_name,

@@ -81,7 +81,9 @@ def main() -> None:
     )
     if model.evaluation:
         print(json.dumps(model.evaluation, indent=2))
+    epochs = max(len(result.losses), 1)
     print(
+        f"features {result.feature_seconds:.1f} s, {result.train_seconds / epochs:.2f} s/epoch; "
         f"trained {len(result.losses)} epochs in {model.training_info['seconds']} s, "
         f"final loss {result.losses[-1]:.4f}; threshold {model.calibration.threshold:.4f}; "
         f"saved to {args.output}"

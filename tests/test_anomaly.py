@@ -69,3 +69,11 @@ def test_decoder_equals_the_papers_upsample_then_convolve_order(mode: str) -> No
 
     torch.testing.assert_close(decoder(f3)[0], paper_order(f3), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(upsample2x_nearest(f3), F.interpolate(f3, scale_factor=2.0))
+
+
+def test_operators_cached_under_inference_mode_still_serve_training() -> None:
+    with torch.inference_mode():
+        anomaly.anomaly_map([torch.rand(1, 12, 12)], (52, 52), sigma=2.5)
+    level = torch.rand(1, 12, 12, requires_grad=True)
+    anomaly.anomaly_map([level], (52, 52), sigma=2.5).sum().backward()
+    assert level.grad is not None and level.grad.shape == (1, 12, 12)

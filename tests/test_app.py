@@ -249,3 +249,22 @@ def test_page_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Path) -
         pixels = np.asarray(picture.convert("RGB"))
     assert pixels.std() > 20  # not blank
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000  # a rendered page with a heat map
+
+
+def test_space_folder_and_card(tmp_path: Path) -> None:
+    """The deploy script's --dry-run output (the test Hub serves model repos only, not Spaces)."""
+    out = tmp_path / "space"
+    command = [sys.executable, "scripts/deploy_space.py", "--space-id", "acme/hfr-demo"]
+    command += ["--org", "acme", "--dry-run", "--output", str(out)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    from huggingface_hub import SpaceCard
+
+    card = SpaceCard.load(out / "README.md").data
+    assert card.sdk == "gradio" and card.app_file == "app.py"
+    import gradio
+
+    assert card.sdk_version == gradio.__version__
+    assert card.license == "cc-by-nc-sa-4.0" and card.suggested_hardware == "zero-a10g"
+    assert card.models == ["acme/hfr-mvtec-bottle"] and card.python_version == "3.11"
+    assert (out / "demo_model" / "hfr-mvtec-bottle-mobilenetv2" / "model.safetensors").is_file()
+    assert 'os.environ.get("HFR_HUB_ORG", "acme")' in (out / "app.py").read_text()

@@ -1,0 +1,79 @@
+"""Deploy the Gradio demo as a Hugging Face Space (ZeroGPU-ready through ``spaces.GPU``).
+
+python scripts/deploy_space.py --space-id ORG/hfr-demo --org ORG
+python scripts/deploy_space.py --space-id ORG/hfr-demo --org ORG --dry-run --output space/
+
+The Space gets app.py, the hfr package, the bundled demo model, requirements.txt and the Space
+card rendered from hub_cards/space_card.md; the app lists the hfr-* models of --org.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import gradio
+import jinja2
+from huggingface_hub import HfApi
+
+from _common import command_line
+from hfr.hub import repo_name
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ("app.py", "hfr", "hub_cards", "demo_model", "requirements.txt")
+
+
+def build_space(target: Path, *, org: str) -> Path:
+    """Write the Space's files into ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED:
+        source = ROOT / name
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+            shutil.copytree(source, target / name, dirs_exist_ok=True, ignore=ignore)
+        else:
+            shutil.copy2(source, target / name)
+    configs = [json.loads(p.read_text()) for p in (ROOT / "demo_model").glob("*/config.json")]
+    models = sorted(f"{org}/{repo_name(c['dataset'], c['category'])}" for c in configs)
+    template = jinja2.Template((ROOT / "hub_cards" / "space_card.md").read_text())
+    card = template.render(gradio_version=gradio.__version__, models=models, org=org)
+    (target / "README.md").write_text(card)
+    with open(target / "app.py", "r+") as handle:  # the Space lists this organisation's models
+        text = handle.read().replace(
+            'os.environ.get("HFR_HUB_ORG", "hfr-anomaly")',
+            f'os.environ.get("HFR_HUB_ORG", "{org}")',
+        )
+        handle.seek(0)
+        handle.write(text)
+        handle.truncate()
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--space-id", required=True, help="ORG/NAME of the Space")
+    parser.add_argument("--org", required=True, help="Hub organisation whose hfr-* models it lists")
+    parser.add_argument("--dry-run", action="store_true", help="write the folder, upload nothing")
+    parser.add_argument("--output", help="folder to write (default: a temporary one)")
+    parser.add_argument("--private", action="store_true")
+    args = parser.parse_args()
+    target = Path(args.output or tempfile.mkdtemp(prefix="hfr-space-"))
+    build_space(target, org=args.org)
+    if args.dry_run:
+        print(f"Space files written to {target} (dry run: {command_line()})")
+        return
+    api = HfApi()
+    api.create_repo(
+        args.space_id, repo_type="space", space_sdk="gradio", private=args.private, exist_ok=True
+    )
+    info = api.upload_folder(repo_id=args.space_id, repo_type="space", folder_path=target)
+    print(f"deployed: {info}")
+
+
+if __name__ == "__main__":
+    main()

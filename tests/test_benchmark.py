@@ -1,0 +1,62 @@
+"""The benchmark script's interface (outside checks rely on its JSON keys)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from hfr.timing import interleaved_medians, time_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_time_pipeline_reports_consistent_pieces() -> None:
+    timing = time_pipeline(tiny_model(), 2, repeats=2, warmup=1)
+    assert timing.batch_size == 2 and timing.image_size == 64
+    for value in (timing.encoder_ms_per_image, timing.full_ms_per_image, timing.maps_ms_per_image):
+        assert value > 0
+    assert timing.full_over_encoder == pytest.approx(
+        timing.full_ms_per_image / timing.encoder_ms_per_image
+    )
+    assert 0 < timing.maps_share_of_full < 1
+
+
+def test_interleaved_medians_time_each_step() -> None:
+    calls = {"a": 0, "b": 0}
+
+    def step(name: str):
+        def run() -> None:
+            calls[name] += 1
+
+        return run
+
+    medians = interleaved_medians(
+        {"a": step("a"), "b": step("b")}, torch.device("cpu"), warmup=1, repeats=3
+    )
+    assert calls == {"a": 4, "b": 4} and set(medians) == {"a", "b"}
+
+
+@pytest.mark.slow
+def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
+    output, table = tmp_path / "bench.json", tmp_path / "bench.md"
+    command = [
+        sys.executable, "scripts/benchmark.py", "--device", "cpu", "--encoders", "resnet18",
+        "--batch-size", "1,2", "--image-size", "64", "--repeats", "1",
+        "--output", str(output), "--markdown", str(table),
+    ]  # fmt: skip
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    records = json.loads(output.read_text())
+    assert [r["batch_size"] for r in records] == [1, 2]
+    for record in records:
+        for key in ("encoder", "device", "batch_size", "encoder_ms_per_image", "full_ms_per_image",
+                    "peak_memory_mb", "train_seconds_per_epoch"):  # fmt: skip
+            assert key in record
+        assert record["encoder"] == "resnet18" and record["device"] == "cpu"
+        assert record["peak_memory_mb"] > 50
+    assert "| resnet18 | 2 |" in table.read_text()
