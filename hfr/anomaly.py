@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -37,44 +38,60 @@ def reconstruction_loss(residuals: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([r.mean() for r in residuals]).mean()
 
 
-def gaussian_kernel_1d(sigma: float) -> torch.Tensor:
+def gaussian_kernel_1d(sigma: float) -> np.ndarray:
     """Normalised 1-D Gaussian, truncated at 4 sigma as ``scipy.ndimage.gaussian_filter``."""
     radius = int(4.0 * sigma + 0.5)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     return kernel / kernel.sum()
 
 
-def gaussian_matrix(size: int, sigma: float) -> torch.Tensor:
+def gaussian_matrix(size: int, sigma: float) -> np.ndarray:
     """``(size, size)`` matrix of the 1-D Gaussian filter with scipy's "reflect" borders."""
     if sigma <= 0:
-        return torch.eye(size, dtype=torch.float64)
+        return np.eye(size)
     kernel = gaussian_kernel_1d(sigma)
-    radius = kernel.numel() // 2
-    rows = torch.arange(size).repeat_interleave(kernel.numel())
-    source = rows + torch.arange(-radius, radius + 1).repeat(size)
-    period = 2 * size
-    source = source % period
-    source = torch.where(source >= size, period - 1 - source, source)  # d c b a | a b c d
-    matrix = torch.zeros(size, size, dtype=torch.float64)
-    matrix.index_put_((rows, source), kernel.repeat(size), accumulate=True)
+    radius = kernel.size // 2
+    rows = np.repeat(np.arange(size), kernel.size)
+    source = (rows + np.tile(np.arange(-radius, radius + 1), size)) % (2 * size)
+    source = np.where(source >= size, 2 * size - 1 - source, source)  # d c b a | a b c d
+    matrix = np.zeros((size, size))
+    np.add.at(matrix, (rows, source), np.tile(kernel, size))
     return matrix
 
 
-def upsample_matrix(in_size: int, out_size: int) -> torch.Tensor:
+def upsample_matrix(in_size: int, out_size: int) -> np.ndarray:
     """``(out, in)`` matrix of 1-D linear resizing, as ``F.interpolate(align_corners=False)``."""
-    if in_size == out_size:
-        return torch.eye(out_size, dtype=torch.float64)
-    deltas = torch.eye(in_size, dtype=torch.float64)[:, None, :]
-    return F.interpolate(deltas, size=out_size, mode="linear", align_corners=False)[:, 0, :].T
+    source = np.maximum((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(int), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    weight = source - low
+    matrix = np.zeros((out_size, in_size))
+    np.add.at(matrix, (np.arange(out_size), low), 1.0 - weight)
+    np.add.at(matrix, (np.arange(out_size), high), weight)
+    return matrix
 
 
 @lru_cache(maxsize=64)
-def _axis_operator(in_size: int, out_size: int, sigma: float, device: torch.device) -> torch.Tensor:
+def _axis_matrix(in_size: int, out_size: int, sigma: float) -> np.ndarray:
+    """Gaussian after linear upsampling along one axis, ``(out, in)`` float32."""
+    return (gaussian_matrix(out_size, sigma) @ upsample_matrix(in_size, out_size)).astype(
+        np.float32
+    )
+
+
+@lru_cache(maxsize=64)
+def _device_operator(
+    in_size: int, out_size: int, sigma: float, device: torch.device
+) -> torch.Tensor:
     # Cached across calls, so never an inference tensor: it may later serve a training forward.
     with torch.inference_mode(False):
-        operator = gaussian_matrix(out_size, sigma) @ upsample_matrix(in_size, out_size)
-        return operator.to(device=device, dtype=torch.float32)
+        return torch.from_numpy(_axis_matrix(in_size, out_size, sigma)).to(device)
+
+
+def _axis_operator(in_size: int, out_size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    if torch.compiler.is_compiling():  # tracing (compile, ONNX export): a constant, never cached
+        return torch.from_numpy(_axis_matrix(in_size, out_size, sigma)).to(device)
+    return _device_operator(in_size, out_size, sigma, device)
 
 
 def anomaly_map(residuals: list[torch.Tensor], size: tuple[int, int], sigma: float) -> torch.Tensor:

@@ -30,7 +30,7 @@ def test_identical_features_give_zero_residual_and_loss() -> None:
 @pytest.mark.parametrize(("sigma", "size"), [(4.0, 64), (4.0, 7), (1.5, 33), (0.0, 10)])
 def test_gaussian_matrix_matches_scipy(sigma: float, size: int) -> None:
     signal = np.random.default_rng(0).random(size)
-    ours = anomaly.gaussian_matrix(size, sigma).numpy() @ signal
+    ours = anomaly.gaussian_matrix(size, sigma) @ signal
     reference = gaussian_filter(signal, sigma, mode="reflect") if sigma else signal
     np.testing.assert_allclose(ours, reference, atol=1e-12)
 
@@ -77,3 +77,11 @@ def test_operators_cached_under_inference_mode_still_serve_training() -> None:
     level = torch.rand(1, 12, 12, requires_grad=True)
     anomaly.anomaly_map([level], (52, 52), sigma=2.5).sum().backward()
     assert level.grad is not None and level.grad.shape == (1, 12, 12)
+
+
+@pytest.mark.parametrize(("in_size", "out_size"), [(16, 64), (7, 50), (64, 64), (32, 20)])
+def test_upsample_matrix_matches_torch_interpolate(in_size: int, out_size: int) -> None:
+    signal = torch.rand(1, 1, in_size, dtype=torch.float64)
+    expected = F.interpolate(signal, size=out_size, mode="linear", align_corners=False)[0, 0]
+    ours = anomaly.upsample_matrix(in_size, out_size) @ signal[0, 0].numpy()
+    np.testing.assert_allclose(ours, expected.numpy(), atol=1e-12)

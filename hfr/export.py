@@ -1,0 +1,58 @@
+"""ONNX export of the whole pipeline: normalised images in, anomaly maps and scores out.
+
+The model's config (encoder, preprocessing, calibration) travels in the ONNX metadata under
+``hfr_config``, so a runtime without Python HFR can preprocess and threshold the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hfr.model import HFR
+
+
+class _MapsAndScores(nn.Module):
+    def __init__(self, model: HFR) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.model(images)
+        return output.maps, output.scores
+
+
+def export_onnx(model: HFR, path: str | Path, *, opset: int = 18) -> Path:
+    """Write ``model`` as ONNX with a dynamic batch dimension.
+
+    Input ``images``: ``(B, 3, H, W)`` float32, preprocessed as ``config["preprocessing"]`` says.
+    Outputs ``maps`` ``(B, H, W)`` and ``scores`` ``(B,)``.
+
+    Example:
+        >>> export_onnx(HFR.from_pretrained("models/bottle"), "bottle.onnx")  # doctest: +SKIP
+    """
+    import onnx
+
+    path = Path(path)
+    model = model.to("cpu").eval()
+    height, width = model.preprocessing.input_size
+    example = torch.randn(2, 3, height, width)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        _MapsAndScores(model).eval(),
+        (example,),
+        input_names=["images"],
+        output_names=["maps", "scores"],
+        dynamic_shapes={"images": {0: batch}},
+        opset_version=opset,
+        dynamo=True,
+    )
+    program.save(str(path))
+    exported = onnx.load(str(path))
+    entry = exported.metadata_props.add()
+    entry.key, entry.value = "hfr_config", json.dumps(model.config())
+    onnx.save(exported, str(path))
+    return path
