@@ -19,13 +19,11 @@ import traceback
 from pathlib import Path
 
 from huggingface_hub import HfApi
-from train import add_training_arguments, training_config
+from train import add_training_arguments, train_from_args
 
-from _common import command_line
 from hfr import HFR
 from hfr.data import categories, load_mvtec
 from hfr.hub import is_pushed, push_folder, repo_name
-from hfr.pipeline import train_category
 
 
 def publish(
@@ -89,17 +87,7 @@ def main() -> None:
         try:
             if not (folder / "model.safetensors").is_file() or args.force:
                 dataset = load_mvtec(args.data, category, name=args.dataset_name)
-                train_category(
-                    dataset,
-                    folder,
-                    encoder=args.encoder,
-                    encoder_weights=args.encoder_weights,
-                    image_size=args.image_size,
-                    config=training_config(args),
-                    device=args.device,
-                    command=command_line(),
-                    repo_id=repo_id,
-                )
+                train_from_args(dataset, folder, args, repo_id=repo_id)
             outcomes[category] = publish(
                 api, folder, repo_id, dry_run=args.dry_run, force=args.force, private=args.private
             )

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from train import add_training_arguments, training_config
+from train import add_training_arguments, train_from_args
 
 from _common import command_line
 from hfr.data import (
@@ -29,7 +29,6 @@ from hfr.data import (
     load_idx_one_class,
     load_mvtec,
 )
-from hfr.pipeline import train_category
 
 PAPER_MVTEC = {  # mean of the 15 MVTec AD categories (REFERENCE.md section 2)
     "HFR paper, R18": (0.976, 0.966, 0.906),
@@ -68,16 +67,7 @@ def run_one(
 ) -> dict:
     dataset: AnomalyDataset = load()
     began = time.perf_counter()
-    model, result = train_category(
-        dataset,
-        output / "models" / name,
-        encoder=args.encoder,
-        encoder_weights=args.encoder_weights,
-        image_size=args.image_size,
-        config=training_config(args),
-        device=args.device,
-        command=command_line(),
-    )
+    model, result = train_from_args(dataset, output / "models" / name, args)
     return {
         "run": name,
         **model.evaluation,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from _common import command_line
-from hfr.data import load_folder, load_mvtec
+from hfr import HFR
+from hfr.data import AnomalyDataset, load_folder, load_mvtec
 from hfr.pipeline import train_category
-from hfr.train import TrainConfig
+from hfr.train import TrainConfig, TrainResult
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +45,23 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def train_from_args(
+    dataset: AnomalyDataset, output: str | Path, args: argparse.Namespace, **options: object
+) -> tuple[HFR, TrainResult]:
+    """``train_category`` with the options of :func:`add_training_arguments`."""
+    return train_category(
+        dataset,
+        output,
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        image_size=args.image_size,
+        config=training_config(args),
+        device=args.device,
+        command=command_line(),
+        **options,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,17 +87,7 @@ def main() -> None:
         dataset = load_mvtec(args.data, args.category, name=args.dataset_name)
     else:
         dataset = load_folder(args.train_dir, category=args.category)
-    model, result = train_category(
-        dataset,
-        args.output,
-        encoder=args.encoder,
-        encoder_weights=args.encoder_weights,
-        image_size=args.image_size,
-        config=training_config(args),
-        device=args.device,
-        run_evaluation=args.evaluate,
-        command=command_line(),
-    )
+    model, result = train_from_args(dataset, args.output, args, run_evaluation=args.evaluate)
     if model.evaluation:
         print(json.dumps(model.evaluation, indent=2))
     epochs = max(len(result.losses), 1)

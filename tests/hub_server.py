@@ -200,14 +200,24 @@ class HubHandler(BaseHTTPRequestHandler):
             return
         self._json(200, {"ok": True})
 
+    def _repo_commit(
+        self, repo_id: str, revision: str, head: bool = False
+    ) -> tuple[Repo, Commit] | None:
+        """The repo and the commit a revision names, or None after answering the Hub's 404."""
+        repo = self._repo(repo_id, head=head)
+        if repo is None:
+            return None
+        commit = self.state.find_commit(repo, revision)
+        if commit is None:
+            self._error(404, "RevisionNotFound", f"no revision {revision}", head=head)
+            return None
+        return repo, commit
+
     def commit(self, query: dict, repo: str, revision: str) -> None:
-        target = self._repo(repo)
-        if target is None:
+        found = self._repo_commit(repo, revision)
+        if found is None:
             return
-        parent = self.state.find_commit(target, revision)
-        if parent is None:
-            self._error(404, "RevisionNotFound", f"no revision {revision}")
-            return
+        target, parent = found
         files, message = dict(parent.files), ""
         for line in self._body().splitlines():
             item = json.loads(line)
@@ -258,14 +268,9 @@ class HubHandler(BaseHTTPRequestHandler):
         }
 
     def model_info(self, query: dict, repo: str, revision: str = "main") -> None:
-        target = self._repo(repo)
-        if target is None:
-            return
-        commit = self.state.find_commit(target, revision)
-        if commit is None:
-            self._error(404, "RevisionNotFound", f"no revision {revision}")
-            return
-        self._json(200, self._info(target, commit))
+        found = self._repo_commit(repo, revision)
+        if found is not None:
+            self._json(200, self._info(*found))
 
     def list_models(self, query: dict) -> None:
         author = query.get("author", [None])[0]
@@ -282,13 +287,10 @@ class HubHandler(BaseHTTPRequestHandler):
     def resolve(
         self, query: dict, repo: str, revision: str, filename: str, head: bool = False
     ) -> None:
-        target = self._repo(repo, head=head)
-        if target is None:
+        found = self._repo_commit(repo, revision, head=head)
+        if found is None:
             return
-        commit = self.state.find_commit(target, revision)
-        if commit is None:
-            self._error(404, "RevisionNotFound", f"no revision {revision}", head=head)
-            return
+        _, commit = found
         if filename not in commit.files:
             self._error(
                 404, "EntryNotFound", "Entry not found", head=head, **{"X-Repo-Commit": commit.oid}
