@@ -48,12 +48,17 @@ def collect(
 
 
 def compute_metrics(result: EvaluationMaps, *, fpr_limit: float = 0.3) -> dict[str, float]:
-    """Image AUROC and F1-max; with masks also pixel AUROC, AUPRO and pixel F1-max."""
-    values: dict[str, float] = {"image_auroc": metrics.image_auroc(result.labels, result.scores)}
-    values["image_f1_max"], values["image_f1_threshold"] = metrics.f1_max(
-        result.labels, result.scores
-    )
-    if result.masks.size:
+    """Image AUROC and F1-max; with masks also pixel AUROC, AUPRO and pixel F1-max.
+
+    Metrics that need both normal and anomalous test images are left out when a class is missing.
+    """
+    values: dict[str, float] = {}
+    if 0 < result.labels.sum() < result.labels.size:
+        values["image_auroc"] = metrics.image_auroc(result.labels, result.scores)
+        values["image_f1_max"], values["image_f1_threshold"] = metrics.f1_max(
+            result.labels, result.scores
+        )
+    if result.masks.size and result.masks.any() and not result.masks.all():
         values["pixel_auroc"] = metrics.pixel_auroc(result.masks, result.maps)
         values["aupro"] = metrics.aupro(result.masks, result.maps, fpr_limit=fpr_limit)
         values["pixel_f1_max"], values["pixel_f1_threshold"] = metrics.f1_max(

@@ -189,3 +189,37 @@ def test_push_script_pushes_then_skips(hub, tmp_path: Path) -> None:
     assert 'HFR.from_pretrained("hfr-script/hfr-mvtec-widget")' in card
     loaded = HFR.from_pretrained("hfr-script/hfr-mvtec-widget", cache_dir=tmp_path / "cache")
     assert loaded.encoder_fingerprint == trained_tiny(seed=9).encoder_fingerprint
+
+
+def test_push_all_categories_isolates_failures(hub, tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for index, image in enumerate(synthetic_images(6, size=64)):
+        (data / "good_cat" / "train" / "good").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(data / "good_cat" / "train" / "good" / f"{index}.png")
+        (data / "broken_cat" / "train" / "good").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(data / "broken_cat" / "train" / "good" / f"{index}.png")
+    (data / "good_cat" / "test" / "good").mkdir(parents=True)
+    Image.fromarray(synthetic_images(1, size=64, seed=3)[0]).save(
+        data / "good_cat" / "test" / "good" / "0.png"
+    )
+    # broken_cat has no test folder: its layout is wrong
+    command = [
+        sys.executable, "scripts/push.py", "--data", str(data), "--org", "hfr-all", "--all",
+        "--encoder", "resnet18", "--encoder-weights", "random", "--image-size", "64",
+        "--epochs", "1", "--batch-size", "2", "--work-dir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_TOKEN": "test-token"}
+    run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    assert run.returncode == 1  # one category failed
+    assert "broken_cat: failed: DatasetLayoutError" in run.stdout
+    assert "good_cat: pushed:" in run.stdout
+    card = (tmp_path / "work" / "hfr-mvtec-good-cat" / "README.md").read_text()
+    assert 'HFR.from_pretrained("hfr-all/hfr-mvtec-good-cat")' in card
+    HFR.from_pretrained("hfr-all/hfr-mvtec-good-cat", cache_dir=tmp_path / "cache")
+    rerun = subprocess.run(
+        [*command, "--category", "good_cat"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert "good_cat: skipped" in rerun.stdout
