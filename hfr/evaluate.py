@@ -67,6 +67,19 @@ def compute_metrics(result: EvaluationMaps, *, fpr_limit: float = 0.3) -> dict[s
     return values
 
 
+def threshold_rates(model: HFR, result: EvaluationMaps) -> dict[str, float]:
+    """Share of anomalous (TPR) and of normal (FPR) test images the calibrated threshold flags."""
+    if model.calibration is None:
+        return {}
+    flagged = result.scores >= model.calibration.threshold
+    rates = {}
+    if result.labels.any():
+        rates["threshold_tpr"] = float(flagged[result.labels == 1].mean())
+    if not result.labels.all():
+        rates["threshold_fpr"] = float(flagged[result.labels == 0].mean())
+    return rates
+
+
 def evaluate(
     model: HFR, dataset: AnomalyDataset, *, batch_size: int = 16, progress: bool = True
 ) -> dict:
@@ -75,6 +88,7 @@ def evaluate(
     height, width = model.preprocessing.input_size
     return {
         **compute_metrics(result),
+        **threshold_rates(model, result),
         "aupro_fpr_limit": 0.3,
         "resolution": f"{height}x{width}",
         "mask_interpolation": "nearest",

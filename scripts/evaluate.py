@@ -14,7 +14,7 @@ import numpy as np
 
 from _common import command_line, load_model
 from hfr.data import load_mvtec
-from hfr.evaluate import collect, compute_metrics
+from hfr.evaluate import collect, compute_metrics, threshold_rates
 
 
 def main() -> None:
@@ -38,6 +38,7 @@ def main() -> None:
     height, width = model.preprocessing.input_size
     results = {
         **compute_metrics(maps),
+        **threshold_rates(model, maps),
         "aupro_fpr_limit": 0.3,
         "resolution": f"{height}x{width}",
         "mask_interpolation": "nearest",

@@ -161,3 +161,17 @@ def test_folder_without_config_or_weights(tmp_path: Path, model: HFR) -> None:
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(ModelFormatError, match="has no model.safetensors"):
         HFR.from_pretrained(tmp_path)
+
+
+def test_threshold_rates_on_a_test_split(model: HFR) -> None:
+    from hfr.evaluate import EvaluationMaps, threshold_rates
+
+    calibrated(model)
+    t = model.calibration.threshold
+    result = EvaluationMaps(
+        maps=np.zeros((4, 2, 2)),
+        masks=np.zeros(0),
+        labels=np.array([0, 0, 1, 1]),
+        scores=np.array([t - 1, t + 1, t + 1, t - 1]),
+    )
+    assert threshold_rates(model, result) == {"threshold_tpr": 0.5, "threshold_fpr": 0.5}
