@@ -21,6 +21,7 @@ def train_category(
     encoder: str,
     encoder_weights: str | None,
     image_size: int = 256,
+    sigma: float = 4.0,
     config: TrainConfig | None = None,
     device: str | None = None,
     run_evaluation: bool = True,
@@ -40,6 +41,7 @@ def train_category(
         encoder=encoder,
         encoder_weights=encoder_weights,
         input_size=image_size,
+        sigma=sigma,
         dataset=dataset.name,
         category=dataset.category,
     ).to(chosen)

@@ -25,6 +25,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--encoder-weights", default=None, help="weights file (default: timm's, from the Hub)"
     )
     parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--sigma", type=float, default=4.0, help="Gaussian smoothing of the map")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
@@ -55,6 +56,7 @@ def train_from_args(
         encoder=args.encoder,
         encoder_weights=args.encoder_weights,
         image_size=args.image_size,
+        sigma=args.sigma,
         config=training_config(args),
         device=args.device,
         command=command_line(),
