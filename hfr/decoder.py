@@ -65,8 +65,7 @@ class HierarchicalDecoder(nn.Module):
 def upsample2x_nearest(x: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour x2 upsampling, equal to ``F.interpolate(mode="nearest")``.
 
-    A broadcast copy: on CPU it is about ten times faster than ``F.interpolate`` (measured with
-    torch 2.14, 16x128x32x32: 12 ms against 130 ms).
+    A broadcast copy, used because ``F.interpolate``'s nearest kernel is slow on CPU in torch 2.14.
     """
     batch, channels, height, width = x.shape
     expanded = x[:, :, :, None, :, None].expand(batch, channels, height, 2, width, 2)
