@@ -12,6 +12,8 @@ from hfr import metrics
 from hfr.data import AnomalyDataset
 from hfr.model import HFR
 
+AUPRO_FPR_LIMIT = 0.3
+
 
 @dataclass
 class EvaluationMaps:
@@ -47,7 +49,9 @@ def collect(
     return EvaluationMaps(np.stack(maps), masks, labels, np.array(scores)), seconds / len(samples)
 
 
-def compute_metrics(result: EvaluationMaps, *, fpr_limit: float = 0.3) -> dict[str, float]:
+def compute_metrics(
+    result: EvaluationMaps, *, fpr_limit: float = AUPRO_FPR_LIMIT
+) -> dict[str, float]:
     """Image AUROC and F1-max; with masks also pixel AUROC, AUPRO and pixel F1-max.
 
     Metrics that need both normal and anomalous test images are left out when a class is missing.
@@ -85,11 +89,18 @@ def evaluate(
 ) -> dict:
     """Every metric plus how it was measured (resolution, mask interpolation, timing)."""
     result, seconds_per_image = collect(model, dataset, batch_size=batch_size, progress=progress)
+    return report(model, dataset, result, seconds_per_image)
+
+
+def report(
+    model: HFR, dataset: AnomalyDataset, result: EvaluationMaps, seconds_per_image: float
+) -> dict:
+    """The metrics of collected maps plus how they were measured."""
     height, width = model.preprocessing.input_size
     return {
         **compute_metrics(result),
         **threshold_rates(model, result),
-        "aupro_fpr_limit": 0.3,
+        "aupro_fpr_limit": AUPRO_FPR_LIMIT,
         "resolution": f"{height}x{width}",
         "mask_interpolation": "nearest",
         "num_test_images": int(result.labels.size),

@@ -96,7 +96,6 @@ def fit(
         num_train_images=len(train_images), num_calibration_images=len(calibration_images)
     )
     torch.manual_seed(config.seed)
-    device = model.device
     optimizer = torch.optim.SGD(
         model.decoder.parameters(),
         lr=config.lr,
@@ -118,7 +117,7 @@ def fit(
     for epoch in bar:
         good_state = {k: v.clone() for k, v in model.decoder.state_dict().items()}
         order = torch.randperm(len(train_images), generator=generator)
-        loss = _run_epoch(model, optimizer, order, cache, train_images, config.batch_size, device)
+        loss = _run_epoch(model, optimizer, order, cache, train_images, config.batch_size)
         if not math.isfinite(loss):
             model.decoder.load_state_dict(good_state)
             kept = f"; the checkpoint {checkpoint} keeps epoch {epoch}" if checkpoint else ""
@@ -170,7 +169,6 @@ def _run_epoch(
     cache: list[torch.Tensor] | None,
     images: Sequence[ImageInput],
     batch_size: int,
-    device: torch.device,
 ) -> float:
     """One pass over the training images; returns the mean loss (NaN/inf as soon as seen)."""
     model.decoder.train()

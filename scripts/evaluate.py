@@ -14,7 +14,7 @@ import numpy as np
 
 from _common import command_line, load_model
 from hfr.data import load_mvtec
-from hfr.evaluate import collect, compute_metrics, threshold_rates
+from hfr.evaluate import collect, report
 
 
 def main() -> None:
@@ -35,21 +35,10 @@ def main() -> None:
     model = load_model(args.model, args.device)
     dataset = load_mvtec(args.data, args.category)
     maps, seconds_per_image = collect(model, dataset, batch_size=args.batch_size)
-    height, width = model.preprocessing.input_size
     results = {
-        **compute_metrics(maps),
-        **threshold_rates(model, maps),
-        "aupro_fpr_limit": 0.3,
-        "resolution": f"{height}x{width}",
-        "mask_interpolation": "nearest",
-        "num_test_images": int(maps.labels.size),
-        "num_anomalous": int(maps.labels.sum()),
-        "inference_ms_per_image": 1000.0 * seconds_per_image,
-        "device": str(model.device),
+        **report(model, dataset, maps, seconds_per_image),
         "model": args.model,
         "encoder": model.encoder_name,
-        "dataset": dataset.name,
-        "category": dataset.category,
         "command": command_line(),
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
