@@ -21,6 +21,10 @@ from torch import nn
 from hfr.errors import EncoderWeightsError
 
 FEATURE_STAGES = (1, 2, 3)
+# Where in each stage the features are taken: "stage" is the stage's output (the paper's choice);
+# "expansion" is timm's inverted-residual expansion (MobileNet / EfficientNet families): the wide,
+# activated output of the depthwise conv in each stage's last block, before its linear projection.
+FEATURE_LOCATIONS = ("stage", "expansion")
 EXPECTED_STRIDES = [4, 8, 16]
 WEIGHTS_ENV_VAR = "HFR_ENCODER_WEIGHTS"
 RANDOM_WEIGHTS = "random"
@@ -56,7 +60,9 @@ class FrozenEncoder(nn.Module):
             return list(self.backbone(images))
 
 
-def build_encoder(name: str, weights: str | None) -> tuple[FrozenEncoder, str]:
+def build_encoder(
+    name: str, weights: str | None, *, feature_location: str = "stage"
+) -> tuple[FrozenEncoder, str]:
     """Create the frozen encoder ``name`` and load ``weights``.
 
     Args:
@@ -64,6 +70,8 @@ def build_encoder(name: str, weights: str | None) -> tuple[FrozenEncoder, str]:
         weights: ``None`` for timm's pretrained weights from the Hub, ``"random"`` for a seeded
             random initialisation (tests, timing), or a weights file name or path, resolved by
             :func:`resolve_weights_file`.
+        feature_location: one of :data:`FEATURE_LOCATIONS`; ``"expansion"`` needs a timm
+            inverted-residual network (``mobilenetv2_100``, ``tf_efficientnet_lite0``, ...).
 
     Returns:
         The encoder and the fingerprint of its weights.
@@ -72,8 +80,16 @@ def build_encoder(name: str, weights: str | None) -> tuple[FrozenEncoder, str]:
         >>> encoder, fingerprint = build_encoder("resnet18", "random")
         >>> encoder.channels
         [64, 128, 256]
+        >>> build_encoder("mobilenetv2_100", "random", feature_location="expansion")[0].channels
+        [144, 192, 576]
     """
-    features_kwargs = {"features_only": True, "out_indices": FEATURE_STAGES}
+    if feature_location not in FEATURE_LOCATIONS:
+        raise EncoderWeightsError(
+            f"feature_location must be one of {FEATURE_LOCATIONS}, got {feature_location!r}"
+        )
+    features_kwargs: dict = {"features_only": True, "out_indices": FEATURE_STAGES}
+    if feature_location != "stage":
+        features_kwargs["feature_location"] = feature_location
     try:
         if weights is None:
             backbone = timm.create_model(name, pretrained=True, **features_kwargs)
@@ -84,6 +100,13 @@ def build_encoder(name: str, weights: str | None) -> tuple[FrozenEncoder, str]:
     except RuntimeError as error:
         if "Unknown model" in str(error):
             raise EncoderWeightsError(f"timm has no model named {name!r}") from error
+        raise
+    except TypeError as error:
+        if "feature_location" in str(error):
+            raise EncoderWeightsError(
+                f"encoder {name!r} has no {feature_location!r} features; use an inverted-residual "
+                "network (MobileNet, EfficientNet) or feature_location='stage'"
+            ) from error
         raise
     strides = list(backbone.feature_info.reduction())
     if strides != EXPECTED_STRIDES:

@@ -86,6 +86,9 @@ class HFR(
         encoder_weights: ``None`` for timm's weights from the Hub, ``"random"``, or a weights file
             (path or name; see :func:`hfr.encoder.resolve_weights_file`).
         encoder_fingerprint: expected fingerprint of the encoder weights; a mismatch raises.
+        feature_location: ``"stage"`` (stage outputs, the paper's choice) or ``"expansion"``
+            (the expansion layers of MobileNet / EfficientNet encoders; see
+            :data:`hfr.encoder.FEATURE_LOCATIONS`).
         input_size: side of the square network input.
         preprocessing: a :class:`Preprocessing` as dict; defaults come from timm's config.
         sigma: standard deviation of the Gaussian that smooths the map.
@@ -106,6 +109,7 @@ class HFR(
         encoder: str = "resnet18.tv_in1k",
         encoder_weights: str | None = None,
         encoder_fingerprint: str | None = None,
+        feature_location: str = "stage",
         input_size: int = 256,
         preprocessing: dict | None = None,
         sigma: float = anomaly.DEFAULT_SIGMA,
@@ -126,7 +130,10 @@ class HFR(
             raise ModelFormatError(f"sigma must be a number in [0, 64], got {sigma!r}")
         self.encoder_name = encoder
         self.encoder_weights = encoder_weights
-        self.encoder, fingerprint = build_encoder(encoder, encoder_weights)
+        self.feature_location = feature_location
+        self.encoder, fingerprint = build_encoder(
+            encoder, encoder_weights, feature_location=feature_location
+        )
         if encoder_fingerprint is not None and encoder_fingerprint != fingerprint:
             raise EncoderWeightsError(
                 f"the encoder weights {encoder_weights or 'from the Hub'!r} of {encoder!r} have "
@@ -162,6 +169,7 @@ class HFR(
             "encoder": self.encoder_name,
             "encoder_weights": _weights_name(self.encoder_weights),
             "encoder_fingerprint": self.encoder_fingerprint,
+            "feature_location": self.feature_location,
             "input_size": self.preprocessing.input_size[0],
             "preprocessing": self.preprocessing.to_dict(),
             "sigma": self.sigma,

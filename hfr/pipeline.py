@@ -20,6 +20,7 @@ def train_category(
     *,
     encoder: str,
     encoder_weights: str | None,
+    feature_location: str = "stage",
     image_size: int = 256,
     sigma: float = 4.0,
     config: TrainConfig | None = None,
@@ -40,6 +41,7 @@ def train_category(
     model = HFR(
         encoder=encoder,
         encoder_weights=encoder_weights,
+        feature_location=feature_location,
         input_size=image_size,
         sigma=sigma,
         dataset=dataset.name,

@@ -1,14 +1,16 @@
 """The paper's protocols on the data available, each as a table beside the paper's numbers.
 
 python scripts/reproduce.py mvtec --data DIR --encoder mobilenetv2_100 \
-    --encoder-weights mobilenet_v2-b0353104.pth --epochs 50 --output-dir OUT
+    --encoder-weights mobilenet_v2-b0353104.pth --output-dir OUT
 python scripts/reproduce.py mnist --data DIR --encoder mobilenetv2_100 \
-    --encoder-weights mobilenet_v2-b0353104.pth --image-size 64 --epochs 10 --output-dir OUT
+    --encoder-weights mobilenet_v2-b0353104.pth --feature-location expansion --output-dir OUT
 python scripts/reproduce.py fashion-mnist ...   # default data: /usr/share/datasets/fashion-mnist
 python scripts/reproduce.py cifar10 --data DIR_WITH_train_AND_test_CLASS_FOLDERS ...
 
-Every run (a category or a normal class) is saved as JSON when it finishes; running the command
-again skips finished runs and resumes an interrupted one from its checkpoint.
+MVTec runs with the paper's settings (256x256, lr 0.4, 50 epochs); the one-class protocols
+default to 32x32, lr 0.04 and 10 epochs (README, "one-class protocols"). Every run (a category
+or a normal class) is saved as JSON when it finishes; running the command again skips finished
+runs and resumes an interrupted one from its checkpoint.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 DEFAULT_DATA = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
+ONE_CLASS_DEFAULTS = {"image_size": 32, "epochs": 10, "lr": 0.04}
+PROTOCOL_DEFAULTS = {  # training options each protocol uses unless given on the command line
+    "mvtec": {},
+    "mnist": ONE_CLASS_DEFAULTS,
+    "fashion-mnist": ONE_CLASS_DEFAULTS,
+    "cifar10": ONE_CLASS_DEFAULTS,
+}
 
 
 def runs(args: argparse.Namespace) -> list[tuple[str, Callable[[], AnomalyDataset]]]:
@@ -76,7 +85,9 @@ def run_one(
         "total_seconds": round(time.perf_counter() - began, 1),
         "encoder": args.encoder,
         "encoder_weights": args.encoder_weights,
+        "feature_location": args.feature_location,
         "image_size": args.image_size,
+        "lr": args.lr,
     }
 
 
@@ -84,6 +95,8 @@ def summary(protocol: str, results: list[dict], args: argparse.Namespace) -> str
     """A markdown table of the runs, their mean, and the paper's figures."""
     command = command_line()
     label = f"HFR (ours), {args.encoder}"
+    if args.feature_location != "stage":
+        label += f" ({args.feature_location} features)"
     if protocol == "mvtec":
         lines = [
             "| category | image AUROC | pixel AUROC | AUPRO | train s |",
@@ -137,6 +150,7 @@ def main() -> None:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--only", help="comma-separated run names (categories or classes)")
     add_training_arguments(parser)
+    parser.set_defaults(**PROTOCOL_DEFAULTS[parser.parse_known_args()[0].protocol])
     args = parser.parse_args()
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from _common import command_line
 from hfr import HFR
 from hfr.data import AnomalyDataset, load_folder, load_mvtec
+from hfr.encoder import FEATURE_LOCATIONS
 from hfr.pipeline import train_category
 from hfr.train import TrainConfig, TrainResult
 
@@ -23,6 +24,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default="resnet18.tv_in1k", help="timm model name")
     parser.add_argument(
         "--encoder-weights", default=None, help="weights file (default: timm's, from the Hub)"
+    )
+    parser.add_argument(
+        "--feature-location",
+        choices=FEATURE_LOCATIONS,
+        default="stage",
+        help="stage outputs (paper) or the expansion layers of MobileNet/EfficientNet encoders",
     )
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--sigma", type=float, default=4.0, help="Gaussian smoothing of the map")
@@ -55,6 +62,7 @@ def train_from_args(
         output,
         encoder=args.encoder,
         encoder_weights=args.encoder_weights,
+        feature_location=args.feature_location,
         image_size=args.image_size,
         sigma=args.sigma,
         config=training_config(args),

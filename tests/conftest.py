@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import os
 import socket
@@ -36,6 +37,13 @@ DATA_ROOT = Path(
 BOTTLE = DATA_ROOT / "mvtec_ad" / "bottle"
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 EFFICIENTNET_FILE = "efficientnet-lite0-57934424.pth"
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as a gzipped IDX file of unsigned bytes (the MNIST format)."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
 
 
 def tiny_model(seed: int = 0, **kwargs) -> HFR:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_idx
 from PIL import Image
 
 from hfr.data import (
@@ -91,18 +91,12 @@ def test_plain_folders_with_and_without_masks(tmp_path: Path) -> None:
         load_folder(tmp_path / "normal", test_anomalous_dir=tmp_path / "bad", mask_dir=tmp_path)
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_idx_one_class_protocol(tmp_path: Path) -> None:
     images = np.arange(6 * 4 * 4).reshape(6, 4, 4) % 255
     labels = np.array([0, 1, 0, 2, 1, 0])
     for split in ("train", "t10k"):
-        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
-        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
     np.testing.assert_array_equal(read_idx(tmp_path / "train-images-idx3-ubyte.gz"), images)
     dataset = load_idx_one_class(tmp_path, 0)
     assert len(dataset.train) == 3

@@ -54,6 +54,28 @@ def test_torchvision_file_maps_by_order_with_identical_outputs(tmp_path: Path) -
     assert print_ != build_encoder("mobilenetv2_100", "random")[1]
 
 
+def test_expansion_features_match_torchvision_expansion_layers(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    reference = torchvision.models.mobilenet_v2(weights=None).eval()
+    path = tmp_path / "mobilenet_v2-test.pth"
+    torch.save(reference.state_dict(), path)
+    encoder, _ = build_encoder("mobilenetv2_100", str(path), feature_location="expansion")
+    assert encoder.channels == [144, 192, 576]
+    images = torch.randn(2, 3, 64, 64)
+    features = encoder(images)
+    with torch.no_grad():  # each stage's last block, after its expand and depthwise convs
+        for level, block in zip(features, (3, 6, 13), strict=True):
+            expected = reference.features[block].conv[:2](reference.features[:block](images))
+            torch.testing.assert_close(level, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_expansion_features_need_an_inverted_residual_network() -> None:
+    with pytest.raises(EncoderWeightsError, match="no 'expansion' features"):
+        build_encoder("resnet18", "random", feature_location="expansion")
+    with pytest.raises(EncoderWeightsError, match="feature_location must be one of"):
+        build_encoder("mobilenetv2_100", "random", feature_location="middle")
+
+
 def test_timm_layout_and_safetensors_files_load(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

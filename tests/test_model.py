@@ -126,6 +126,33 @@ def test_bad_config_values_are_clear_errors(model, tmp_path, changes, message) -
         HFR.from_pretrained(tmp_path)
 
 
+def test_feature_location_travels_in_the_config(tmp_path: Path) -> None:
+    model = tiny_model(encoder="mobilenetv2_100", feature_location="expansion")
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["feature_location"] == "expansion"
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.encoder.channels == [144, 192, 576]
+    image = synthetic_images(1, seed=2)
+    np.testing.assert_array_equal(
+        model.predict(image)[0].anomaly_map, loaded.predict(image)[0].anomaly_map
+    )
+
+
+def test_configs_without_feature_location_load_stage_features(model, tmp_path) -> None:
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["feature_location"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert HFR.from_pretrained(tmp_path).feature_location == "stage"
+
+
+def test_a_feature_location_the_encoder_lacks_is_refused(model, tmp_path) -> None:
+    model.save_pretrained(tmp_path)
+    _edit_config(tmp_path, feature_location="expansion")
+    with pytest.raises(EncoderWeightsError, match="no 'expansion' features"):
+        HFR.from_pretrained(tmp_path)
+
+
 def test_truncated_or_mismatched_weights_are_refused(model: HFR, tmp_path: Path) -> None:
     model.save_pretrained(tmp_path / "good")
     weights = (tmp_path / "good" / "model.safetensors").read_bytes()
