@@ -30,3 +30,15 @@ def test_onnx_matches_torch_and_carries_the_config(tmp_path: Path) -> None:
     # eager use after tracing still works (the cached operators were not poisoned by the export)
     model.decoder.train()
     model(torch.randn(2, 3, 64, 64)).maps.sum().backward()
+
+
+def test_onnx_export_of_expansion_features_matches_torch(tmp_path: Path) -> None:
+    model = tiny_model(encoder="mobilenetv2_100", feature_location="expansion", input_size=32)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = torch.randn(2, 3, 32, 32)
+    maps, scores = session.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        expected = model(images)
+    np.testing.assert_allclose(maps, expected.maps.numpy(), atol=1e-5)
+    np.testing.assert_allclose(scores, expected.scores.numpy(), atol=1e-5)
