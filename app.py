@@ -2,28 +2,32 @@
 
 python app.py  # http://127.0.0.1:7860
 
-Models: the bundled MobileNetV2 bottle demo, model folders named in HFR_MODEL_DIRS (separated by
-':'), and the hfr-* repos of the Hub organisation HFR_HUB_ORG (empty: no Hub). Example images:
-HFR_EXAMPLES_DIR (MVTec AD images cannot be shipped; get them from https://www.mvtec.com/company/research/datasets/mvtec-ad).
+Settings come from the environment when the app starts (never at import): HFR_HUB_ORG (the Hub
+organisation whose hfr-* repos are offered; empty: no Hub), HFR_MODEL_DIRS (model folders,
+separated by ':'), HFR_EXAMPLES_DIR, HFR_MAX_SIDE, HFR_MODEL_CACHE, HFR_CONCURRENCY. A Space
+deployed by scripts/deploy_space.py carries its defaults in space_settings.json beside this file.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import torch
 
-from hfr.catalog import BUNDLED_DIR, ModelCache, ModelEntry, folder_models, hub_models
+from hfr.catalog import ModelCache, ModelEntry, discover_models
 from hfr.device import auto_device
 from hfr.errors import HFRError, ImageLoadError
 from hfr.images import list_images, load_rgb
+from hfr.postprocess import Prediction
 from hfr.viz import colormap, overlay
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator elsewhere
@@ -36,12 +40,53 @@ except ImportError:
         return function
 
 
-HUB_ORG = os.environ.get("HFR_HUB_ORG", "hfr-anomaly")
-MODEL_DIRS = [Path(p) for p in os.environ.get("HFR_MODEL_DIRS", "").split(":") if p]
-EXAMPLES_DIR = Path(os.environ.get("HFR_EXAMPLES_DIR", "examples"))
-MAX_SIDE = int(os.environ.get("HFR_MAX_SIDE", "1600"))
+SPACE_SETTINGS_FILE = Path(__file__).with_name("space_settings.json")
 MAX_IMAGES = 64
-CACHE = ModelCache(capacity=int(os.environ.get("HFR_MODEL_CACHE", "3")), device=str(auto_device()))
+CSV_FILES_KEPT = 32
+# Model caches of the demos built in this process, by name: ZeroGPU passes a GPU function's
+# arguments between processes, so it gets the cache's name, never the cache itself.
+_CACHES: dict[str, ModelCache] = {}
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Where models and examples come from, and the app's limits."""
+
+    hub_org: str = "hfr-anomaly"
+    model_dirs: tuple[str, ...] = ()
+    examples_dir: str = "examples"
+    max_side: int = 1600
+    cache_size: int = 3
+    concurrency: int = 2
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, space_file: Path = SPACE_SETTINGS_FILE
+    ) -> AppSettings:
+        """Defaults, then ``space_settings.json`` (a deployed Space), then the environment."""
+        settings = cls()
+        if space_file.is_file():
+            settings = replace(settings, **json.loads(space_file.read_text()))
+        environ = os.environ if environ is None else environ
+        names = {
+            "hub_org": "HFR_HUB_ORG",
+            "examples_dir": "HFR_EXAMPLES_DIR",
+            "max_side": "HFR_MAX_SIDE",
+            "cache_size": "HFR_MODEL_CACHE",
+            "concurrency": "HFR_CONCURRENCY",
+        }
+        kinds = {f.name: f.type for f in fields(cls)}
+        for name, variable in names.items():
+            if variable in environ:
+                value = environ[variable]
+                settings = replace(
+                    settings, **{name: int(value) if kinds[name] == "int" else value}
+                )
+        if "HFR_MODEL_DIRS" in environ:
+            dirs = tuple(p for p in environ["HFR_MODEL_DIRS"].split(":") if p)
+            settings = replace(settings, model_dirs=dirs)
+        return settings
 
 
 @dataclass
@@ -57,22 +102,7 @@ class Result:
     level_scale: float
 
 
-def discover_models() -> tuple[list[ModelEntry], str]:
-    """Bundled, local and Hub models, and a note on what could not be listed."""
-    entries = folder_models(BUNDLED_DIR, "bundled")
-    for folder in MODEL_DIRS:
-        entries += folder_models(folder, "local")
-    note = ""
-    if HUB_ORG:
-        try:
-            entries += hub_models(HUB_ORG)
-        except Exception as error:  # offline, DNS, HTTP errors: the local models still work
-            reason = type(error).__name__
-            note = f"Hub models of `{HUB_ORG}` could not be listed ({reason}); local models only."
-    return entries, note
-
-
-def read_uploads(paths: list[str]) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+def read_uploads(paths: list[str], max_side: int) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
     """Decode uploads; unreadable ones become notices, huge ones are downscaled with a notice."""
     images, notices = [], []
     for path in paths[:MAX_IMAGES]:
@@ -83,8 +113,8 @@ def read_uploads(paths: list[str]) -> tuple[list[tuple[str, np.ndarray]], list[s
             notices.append(f"`{name}` skipped: {str(error).replace(str(path), name)}")
             continue
         height, width = rgb.shape[:2]
-        if max(height, width) > MAX_SIDE:
-            scale = MAX_SIDE / max(height, width)
+        if max(height, width) > max_side:
+            scale = max_side / max(height, width)
             size = (max(1, round(height * scale)), max(1, round(width * scale)))
             tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
             rgb = torch.nn.functional.interpolate(tensor, size=size, mode="area")[0]
@@ -97,51 +127,34 @@ def read_uploads(paths: list[str]) -> tuple[list[tuple[str, np.ndarray]], list[s
 
 
 @gpu
-def run_model(source: str, images: list[np.ndarray]) -> list:
-    """Load (cached) and run the model: the only GPU work."""
-    return CACHE.get(source).predict(images, batch_size=16, return_level_maps=True)
+def run_model(
+    cache_name: str, entry: ModelEntry, images: list[np.ndarray]
+) -> tuple[list[Prediction], float, str]:
+    """Load the model (once, cached) and score: the only GPU work.
 
-
-def analyze(files, model_label, entries, threshold, opacity, show_levels, progress=gr.Progress()):
-    """Score the uploaded images and draw their overlays."""
-    if not files:
-        raise gr.Error("Upload one or more images first.", print_exception=False)
-    entry = next((e for e in entries if e.label == model_label), None)
-    if entry is None:
-        raise gr.Error("Pick a model first.", print_exception=False)
-    paths = [f if isinstance(f, str) else f.name for f in files]
-    images, notices = read_uploads(paths)
-    if not images:
-        raise gr.Error(
-            "None of the files is a readable image.<br>" + "<br>".join(notices),
-            print_exception=False,
-        )
-    if entry.source not in CACHE:
-        progress(0.1, desc=f"Loading {entry.label} ...")
-    began = time.perf_counter()
+    Returns the predictions, the calibrated raw threshold and the device used.
+    """
     try:
-        model = CACHE.get(entry.source)
-        if model.calibration is None:
-            raise gr.Error(
-                f"{entry.label} is not calibrated; train it with scripts/train.py.",
-                print_exception=False,
-            )
-        progress(0.5, desc="Scoring ...")
-        predictions = run_model(entry.source, [rgb for _, rgb in images])
+        model = _CACHES[cache_name].get(entry.source)
     except HFRError as error:
         raise gr.Error(f"Could not load {entry.label}: {error}", print_exception=False) from error
-    seconds = time.perf_counter() - began
-    level_scale = model.calibration.threshold / 3
-    results = [
-        Result(name, rgb, p.score, p.normalized_score, p.normalized_map, p.level_maps, level_scale)
-        for (name, rgb), p in zip(images, predictions, strict=True)
-    ]
-    results.sort(key=lambda r: r.normalized_score, reverse=True)
-    notices.append(f"{len(results)} image(s) analysed in {seconds:.2f} s on {model.device}.")
-    return (results, *render(results, threshold, opacity, show_levels), "\n\n".join(notices))
+    calibration = model.config.calibration
+    if calibration is None:
+        raise gr.Error(
+            f"{entry.label} is not calibrated; train it with `hfr train`.", print_exception=False
+        )
+    try:
+        predictions = model.predict(images, batch_size=16, return_level_maps=True)
+    except HFRError as error:
+        raise gr.Error(
+            f"{entry.label} could not score these images: {error}", print_exception=False
+        ) from error
+    return predictions, calibration.threshold, str(model.device)
 
 
-def render(results: list[Result], threshold: float, opacity: float, show_levels: bool):
+def render(
+    results: list[Result], threshold: float, opacity: float, show_levels: bool, csv_dir: Path
+):
     """Gallery, score table, CSV and level maps for the current slider values."""
     if not results:
         return [], [], None, gr.update(value=[], visible=False)
@@ -163,7 +176,8 @@ def render(results: list[Result], threshold: float, opacity: float, show_levels:
             levels.append(
                 (colormap(0.5 * level / top.level_scale), f"{top.name}: level {index} residual")
             )
-    return gallery, table, write_csv(table), gr.update(value=levels, visible=show_levels)
+    csv_path = write_csv(table, csv_dir)
+    return gallery, table, csv_path, gr.update(value=levels, visible=show_levels)
 
 
 def verdict(result: Result, threshold: float) -> str:
@@ -174,20 +188,74 @@ def caption(result: Result, threshold: float) -> str:
     return f"{result.name}: score {result.normalized_score:.3f} ({verdict(result, threshold)})"
 
 
-def write_csv(rows: list[list]) -> str:
+def spreadsheet_safe(text: str) -> str:
+    """A cell a spreadsheet shows as text, never runs as a formula."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def write_csv(rows: list[list], folder: Path) -> str:
+    """The score table as CSV in ``folder``, keeping only the newest files there."""
     with tempfile.NamedTemporaryFile(
-        "w", suffix=".csv", prefix="hfr-scores-", delete=False, newline=""
+        "w", suffix=".csv", prefix="hfr-scores-", dir=folder, delete=False, newline=""
     ) as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "normalized_score", "raw_score", "verdict"])
-        writer.writerows(rows)
+        writer.writerows([[spreadsheet_safe(row[0]), *row[1:]] for row in rows])
+    old = sorted(folder.glob("hfr-scores-*.csv"), key=lambda p: p.stat().st_mtime)
+    for stale in old[:-CSV_FILES_KEPT]:
+        stale.unlink(missing_ok=True)
     return handle.name
 
 
-def build_demo() -> gr.Blocks:
-    entries, note = discover_models()
+def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
+    """The demo's page and its event handlers, with its own model cache."""
+    settings = settings or AppSettings()
+    cache = ModelCache(capacity=settings.cache_size, device=str(auto_device()))
+    csv_dir = Path(tempfile.mkdtemp(prefix="hfr-app-"))
+    cache_name = csv_dir.name
+    _CACHES[cache_name] = cache
+    entries, note = discover_models([Path(p) for p in settings.model_dirs], settings.hub_org)
     labels = [e.label for e in entries]
-    examples = [str(p) for p in list_images(EXAMPLES_DIR)][:12] if EXAMPLES_DIR.is_dir() else []
+    examples_dir = Path(settings.examples_dir)
+    examples = [str(p) for p in list_images(examples_dir)][:12] if examples_dir.is_dir() else []
+
+    def analyze(
+        files, model_label, entries, threshold, opacity, show_levels, progress=gr.Progress()
+    ):
+        """Score the uploaded images and draw their overlays."""
+        if not files:
+            raise gr.Error("Upload one or more images first.", print_exception=False)
+        entry = next((e for e in entries if e.label == model_label), None)
+        if entry is None:
+            raise gr.Error("Pick a model first.", print_exception=False)
+        paths = [f if isinstance(f, str) else f.name for f in files]
+        images, notices = read_uploads(paths, settings.max_side)
+        if not images:
+            raise gr.Error(
+                "None of the files is a readable image.<br>" + "<br>".join(notices),
+                print_exception=False,
+            )
+        progress(0.1, desc="Scoring ..." if entry.source in cache else f"Loading {entry.label} ...")
+        began = time.perf_counter()
+        predictions, raw_threshold, device = run_model(
+            cache_name, entry, [rgb for _, rgb in images]
+        )
+        seconds = time.perf_counter() - began
+        level_scale = raw_threshold / 3
+        results = [
+            Result(
+                name, rgb, p.score, p.normalized_score, p.normalized_map, p.level_maps, level_scale
+            )
+            for (name, rgb), p in zip(images, predictions, strict=True)
+        ]
+        results.sort(key=lambda r: r.normalized_score, reverse=True)
+        notices.append(f"{len(results)} image(s) analysed in {seconds:.2f} s on {device}.")
+        shown = render(results, threshold, opacity, show_levels, csv_dir)
+        return (results, *shown, "\n\n".join(notices))
+
+    def redraw(results, threshold, opacity, show_levels):
+        return render(results, threshold, opacity, show_levels, csv_dir)
+
     with gr.Blocks(title="HFR anomaly detection") as demo:
         gr.Markdown(
             "# HFR: unsupervised anomaly detection\n"
@@ -238,15 +306,21 @@ def build_demo() -> gr.Blocks:
         model_choice.change(lambda: 0.5, outputs=threshold, api_name=False)
         for control in (threshold, opacity, show_levels):
             control.change(
-                render,
+                redraw,
                 inputs=[results_state, threshold, opacity, show_levels],
                 outputs=outputs,
                 api_name=False,
             )
-    return demo
+    return demo.queue(default_concurrency_limit=settings.concurrency, max_size=64)
+
+
+def main() -> None:
+    """Read the settings, build the page, serve it."""
+    settings = AppSettings.load()
+    build_demo(settings).launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size="50mb"
+    )
 
 
 if __name__ == "__main__":
-    build_demo().queue(default_concurrency_limit=2, max_size=64).launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size="50mb"
-    )
+    main()

@@ -1,8 +1,57 @@
-"""HFR: hierarchically feature reconstructed autoencoder for unsupervised anomaly detection."""
+"""HFR: hierarchically feature reconstructed autoencoder for unsupervised anomaly detection.
 
-from hfr.calibration import Calibration
-from hfr.model import HFR, AnomalyOutput, Prediction
-from hfr.preprocessing import Preprocessing
+The public names are imported on first use, so ``import hfr`` (and ``hfr --help``) stays fast and
+torch loads only when a model is needed.
 
-__all__ = ["HFR", "AnomalyOutput", "Calibration", "Prediction", "Preprocessing"]
-__version__ = "0.1.0"
+Example:
+    >>> import hfr
+    >>> hfr.HFRConfig().sigma
+    4.0
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "HFR": "hfr.model",
+    "HFRConfig": "hfr.config",
+    "Preprocessing": "hfr.config",
+    "TrainConfig": "hfr.config",
+    "Calibration": "hfr.calibration",
+    "Prediction": "hfr.postprocess",
+    "AnomalyOutput": "hfr.anomaly",
+    "HFRError": "hfr.errors",
+}
+__all__ = [
+    "HFR",
+    "AnomalyOutput",
+    "Calibration",
+    "HFRConfig",
+    "HFRError",
+    "Prediction",
+    "Preprocessing",
+    "TrainConfig",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from hfr.anomaly import AnomalyOutput
+    from hfr.calibration import Calibration
+    from hfr.config import HFRConfig, Preprocessing, TrainConfig
+    from hfr.errors import HFRError
+    from hfr.model import HFR
+    from hfr.postprocess import Prediction
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'hfr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -8,13 +8,21 @@ and convolutions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-DEFAULT_SIGMA = 4.0
+
+@dataclass
+class AnomalyOutput:
+    """Batched forward result on the model's device: maps at input size, scores, level maps."""
+
+    maps: torch.Tensor
+    scores: torch.Tensor
+    level_maps: list[torch.Tensor]
 
 
 def residual_maps(

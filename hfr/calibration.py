@@ -9,12 +9,15 @@ per-image min-max scaling.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from hfr.errors import ModelFormatError
+from hfr.errors import ConfigError, TrainingError
+
+if TYPE_CHECKING:
+    import torch
 
 THRESHOLD_SIGMAS = 3.0
 _NORMAL_MEAN_LEVEL = 0.05  # normalised value given to the mean normal score
@@ -33,9 +36,17 @@ class Calibration:
     method: str
 
     def __post_init__(self) -> None:
-        values = (self.threshold, self.scale, self.normal_mean, self.normal_std, self.normal_max)
-        if not all(math.isfinite(v) for v in values) or self.scale <= 0:
-            raise ModelFormatError(f"invalid calibration values: {asdict(self)}")
+        for name in ("threshold", "scale", "normal_mean", "normal_std", "normal_max"):
+            value = getattr(self, name)
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (finite and math.isfinite(value)) or (name == "scale" and value <= 0):
+                expected = "a finite number" + (" above 0" if name == "scale" else "")
+                raise ConfigError(f"calibration.{name} must be {expected}, got {value!r}")
+        count = self.num_images
+        if not isinstance(count, int) or isinstance(count, bool) or count < 2:
+            raise ConfigError(f"calibration.num_images must be an integer >= 2, got {count!r}")
+        if not isinstance(self.method, str):
+            raise ConfigError(f"calibration.method must be a string, got {self.method!r}")
 
     @classmethod
     def from_normal_scores(
@@ -43,11 +54,13 @@ class Calibration:
     ) -> Calibration:
         """Threshold = mean + ``sigmas`` standard deviations of normal scores (at least their max).
 
-        Raises ``ValueError`` for fewer than two scores.
+        Raises :class:`TrainingError` for fewer than two scores or a score that is not finite.
         """
         scores = np.asarray(scores, dtype=np.float64)
         if scores.size < 2:
-            raise ValueError("calibration needs the scores of at least two normal images")
+            raise TrainingError("calibration needs the scores of at least two normal images")
+        if not np.isfinite(scores).all():
+            raise TrainingError("calibration got NaN or infinite scores: the model cannot score")
         mean, std, peak = float(scores.mean()), float(scores.std(ddof=1)), float(scores.max())
         threshold = max(mean + sigmas * std, peak)
         spread = max(threshold - mean, 1e-6 * max(abs(threshold), 1.0))
@@ -59,8 +72,8 @@ class Calibration:
         return cls(threshold, scale, mean, std, peak, int(scores.size), method)
 
     def normalize(self, values: torch.Tensor) -> torch.Tensor:
-        """Map raw scores or map pixels into (0, 1), with the threshold at 0.5."""
-        return torch.sigmoid((values - self.threshold) / self.scale)
+        """Map raw scores or map pixels (a tensor) into (0, 1), with the threshold at 0.5."""
+        return ((values - self.threshold) / self.scale).sigmoid()
 
     def raw_threshold(self, normalized_threshold: float) -> float:
         """The raw score that a threshold on the normalised scale corresponds to."""
@@ -72,9 +85,9 @@ class Calibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> Calibration:
+    def from_dict(cls, values: object) -> Calibration:
         """Validate and build from ``config.json`` values."""
-        try:
-            return cls(**values)
-        except TypeError as error:
-            raise ModelFormatError(f"calibration in config is malformed: {error}") from error
+        names = sorted(f.name for f in fields(cls))
+        if not isinstance(values, dict) or sorted(values) != names:
+            raise ConfigError(f"calibration must be an object with keys {names}, got {values!r}")
+        return cls(**values)

@@ -3,18 +3,28 @@ LRU cache of loaded models, so memory stays bounded however many categories are 
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from urllib.parse import urlparse
 
 from huggingface_hub import HfApi
 
-from hfr.model import CONFIG_FILE, HFR
+from hfr.config import CONFIG_FILE, WEIGHTS_FILE
+from hfr.errors import HFRError
+from hfr.model import HFR
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "demo_model"
+logger = logging.getLogger(__name__)
+
+
+def bundled_dir() -> Path:
+    """The folder of the models shipped inside the package (package data)."""
+    return Path(str(files("hfr").joinpath("bundled")))
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,7 @@ def folder_models(root: Path, origin: str) -> list[ModelEntry]:
     return [
         ModelEntry(f"{folder.name} ({origin})", str(folder), origin)
         for folder in folders
-        if (folder / CONFIG_FILE).is_file() and (folder / "model.safetensors").is_file()
+        if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
     ]
 
 
@@ -66,12 +76,33 @@ def hub_models(org: str, *, api: HfApi | None = None) -> list[ModelEntry]:
     ]
 
 
+def discover_models(
+    model_dirs: Sequence[Path] = (), hub_org: str = "", *, api: HfApi | None = None
+) -> tuple[list[ModelEntry], str]:
+    """Bundled, local and Hub models, and a note on what could not be listed.
+
+    An unreachable Hub leaves the bundled and local models and says so in the note.
+    """
+    entries = folder_models(bundled_dir(), "bundled")
+    for folder in model_dirs:
+        entries += folder_models(Path(folder), "local")
+    note = ""
+    if hub_org:
+        try:
+            entries += hub_models(hub_org, api=api)
+        except Exception as error:  # offline, DNS, HTTP errors: the local models still work
+            logger.warning("Hub models of %s could not be listed: %s", hub_org, error)
+            reason = type(error).__name__
+            note = f"Hub models of `{hub_org}` could not be listed ({reason}); local models only."
+    return entries, note
+
+
 class ModelCache:
     """Thread-safe LRU cache of loaded models; loading one evicts the least recently used."""
 
     def __init__(self, capacity: int = 3, device: str | None = None) -> None:
         if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+            raise HFRError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self.device = device
         self._models: OrderedDict[str, HFR] = OrderedDict()

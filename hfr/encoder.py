@@ -18,16 +18,14 @@ import timm
 import torch
 from torch import nn
 
-from hfr.errors import EncoderWeightsError
+from hfr.config import FEATURE_LOCATIONS, RANDOM_WEIGHTS
+from hfr.errors import EncoderWeightsError, UnknownEncoderError
 
 FEATURE_STAGES = (1, 2, 3)
-# Where in each stage the features are taken: "stage" is the stage's output (the paper's choice);
-# "expansion" is timm's inverted-residual expansion (MobileNet / EfficientNet families): the wide,
-# activated output of the depthwise conv in each stage's last block, before its linear projection.
-FEATURE_LOCATIONS = ("stage", "expansion")
 EXPECTED_STRIDES = [4, 8, 16]
 WEIGHTS_ENV_VAR = "HFR_ENCODER_WEIGHTS"
-RANDOM_WEIGHTS = "random"
+# timm modules whose inverted-residual blocks expose the "expansion" feature location.
+_EXPANSION_FAMILIES = ("timm.models.efficientnet", "timm.models.mobilenetv3")
 
 # Installed Python packages known to ship ImageNet weight files: (module, folder inside it).
 _PACKAGED_WEIGHT_DIRS = (
@@ -83,31 +81,16 @@ def build_encoder(
         >>> build_encoder("mobilenetv2_100", "random", feature_location="expansion")[0].channels
         [144, 192, 576]
     """
-    if feature_location not in FEATURE_LOCATIONS:
-        raise EncoderWeightsError(
-            f"feature_location must be one of {FEATURE_LOCATIONS}, got {feature_location!r}"
-        )
+    _check_encoder(name, feature_location)
     features_kwargs: dict = {"features_only": True, "out_indices": FEATURE_STAGES}
     if feature_location != "stage":
         features_kwargs["feature_location"] = feature_location
-    try:
-        if weights is None:
-            backbone = timm.create_model(name, pretrained=True, **features_kwargs)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                backbone = timm.create_model(name, pretrained=False, **features_kwargs)
-    except RuntimeError as error:
-        if "Unknown model" in str(error):
-            raise EncoderWeightsError(f"timm has no model named {name!r}") from error
-        raise
-    except TypeError as error:
-        if "feature_location" in str(error):
-            raise EncoderWeightsError(
-                f"encoder {name!r} has no {feature_location!r} features; use an inverted-residual "
-                "network (MobileNet, EfficientNet) or feature_location='stage'"
-            ) from error
-        raise
+    if weights is None:
+        backbone = _pretrained_from_hub(name, features_kwargs)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            backbone = timm.create_model(name, pretrained=False, **features_kwargs)
     strides = list(backbone.feature_info.reduction())
     if strides != EXPECTED_STRIDES:
         raise EncoderWeightsError(
@@ -119,6 +102,36 @@ def build_encoder(
         load_into_backbone(backbone, name, state, source=str(source))
     encoder = FrozenEncoder(backbone)
     return encoder, fingerprint(encoder)
+
+
+def _check_encoder(name: str, feature_location: str) -> None:
+    """Refuse unknown timm names and feature locations the architecture does not have."""
+    if not isinstance(name, str) or not timm.is_model(name):
+        raise UnknownEncoderError(f"timm has no model named {name!r}")
+    if feature_location not in FEATURE_LOCATIONS:
+        raise UnknownEncoderError(
+            f"feature_location must be one of {FEATURE_LOCATIONS}, got {feature_location!r}"
+        )
+    family = timm.models.model_entrypoint(timm.models.get_arch_name(name)).__module__
+    if feature_location == "expansion" and family not in _EXPANSION_FAMILIES:
+        raise UnknownEncoderError(
+            f"encoder {name!r} has no {feature_location!r} features; use an inverted-residual "
+            "network (MobileNet, EfficientNet) or feature_location='stage'"
+        )
+
+
+def _pretrained_from_hub(name: str, features_kwargs: dict) -> nn.Module:
+    """timm's pretrained weights for ``name``, from the Hub or its cache."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return timm.create_model(name, pretrained=True, **features_kwargs)
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+        raise EncoderWeightsError(
+            f"timm's pretrained weights for {name!r} could not be downloaded or found in the "
+            f"cache ({type(error).__name__}). Offline, pass a local file with "
+            f"encoder_weights=PATH (--encoder-weights) or set {WEIGHTS_ENV_VAR}."
+        ) from error
 
 
 def resolve_weights_file(weights: str) -> Path:

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from hfr import metrics
 from hfr.data import AnomalyDataset
+from hfr.errors import DatasetLayoutError
 from hfr.model import HFR
 
 AUPRO_FPR_LIMIT = 0.3
@@ -30,8 +31,8 @@ def collect(
 ) -> tuple[EvaluationMaps, float]:
     """Maps at the model's input size for every test sample, and inference seconds per image."""
     if not dataset.test:
-        raise ValueError(f"{dataset.name}/{dataset.category} has no test samples")
-    size = model.preprocessing.input_size
+        raise DatasetLayoutError(f"{dataset.name}/{dataset.category} has no test samples")
+    size = model.config.preprocessing.input_size
     maps, scores = [], []
     seconds = 0.0
     samples = dataset.test
@@ -73,9 +74,10 @@ def compute_metrics(
 
 def threshold_rates(model: HFR, result: EvaluationMaps) -> dict[str, float]:
     """Share of anomalous (TPR) and of normal (FPR) test images the calibrated threshold flags."""
-    if model.calibration is None:
+    calibration = model.config.calibration
+    if calibration is None:
         return {}
-    flagged = result.scores >= model.calibration.threshold
+    flagged = result.scores >= calibration.threshold
     rates = {}
     if result.labels.any():
         rates["threshold_tpr"] = float(flagged[result.labels == 1].mean())
@@ -96,7 +98,7 @@ def report(
     model: HFR, dataset: AnomalyDataset, result: EvaluationMaps, seconds_per_image: float
 ) -> dict:
     """The metrics of collected maps plus how they were measured."""
-    height, width = model.preprocessing.input_size
+    height, width = model.config.preprocessing.input_size
     return {
         **compute_metrics(result),
         **threshold_rates(model, result),

@@ -7,12 +7,17 @@ The model's config (encoder, preprocessing, calibration) travels in the ONNX met
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from hfr.extras import require
 from hfr.model import HFR
+
+logger = logging.getLogger(__name__)
 
 
 class _MapsAndScores(nn.Module):
@@ -34,13 +39,14 @@ def export_onnx(model: HFR, path: str | Path, *, opset: int = 18) -> Path:
     Example:
         >>> export_onnx(HFR.from_pretrained("models/bottle"), "bottle.onnx")  # doctest: +SKIP
     """
-    import onnx
-
+    onnx = require("onnx", "export")
+    require("onnxscript", "export")
     path = Path(path)
     model = model.to("cpu").eval()
-    height, width = model.preprocessing.input_size
+    height, width = model.config.preprocessing.input_size
     example = torch.randn(2, 3, height, width)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    logger.info("tracing %s for ONNX opset %d", model.config.encoder, opset)
     program = torch.onnx.export(
         _MapsAndScores(model).eval(),
         (example,),
@@ -53,6 +59,25 @@ def export_onnx(model: HFR, path: str | Path, *, opset: int = 18) -> Path:
     program.save(str(path))
     exported = onnx.load(str(path))
     entry = exported.metadata_props.add()
-    entry.key, entry.value = "hfr_config", json.dumps(model.config())
+    entry.key, entry.value = "hfr_config", json.dumps(model.config.to_dict())
     onnx.save(exported, str(path))
+    logger.info("wrote %s", path)
     return path
+
+
+def max_onnx_difference(model: HFR, path: str | Path, *, batch_size: int = 3) -> dict[str, float]:
+    """Largest absolute difference between onnxruntime and PyTorch, on a random batch.
+
+    Returns ``{"maps": ..., "scores": ...}``.
+    """
+    onnxruntime = require("onnxruntime", "export")
+    model = model.to("cpu").eval()
+    images = torch.randn(batch_size, 3, *model.config.preprocessing.input_size)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    maps, scores = session.run(None, {"images": images.numpy()})
+    with torch.inference_mode():
+        expected = model(images)
+    return {
+        "maps": float(np.abs(maps - expected.maps.numpy()).max()),
+        "scores": float(np.abs(scores - expected.scores.numpy()).max()),
+    }

@@ -1,97 +1,108 @@
-"""Hub helpers: repo names, model cards from ``hub_cards/``, and idempotent pushes."""
+"""The Hub side: repo names, downloads with one clear error per failure, and idempotent pushes.
+
+Nothing here knows the model class: :mod:`hfr.model` calls :func:`download`, the command line
+calls :func:`push_folder`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import timm
-from huggingface_hub import HfApi, ModelCard, ModelCardData
-from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
-from huggingface_hub.repocard_data import EvalResult
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
 
-if TYPE_CHECKING:
-    from hfr.model import HFR
+from hfr.config import CONFIG_FILE, WEIGHTS_FILE
+from hfr.errors import ModelFormatError, ModelNotFoundError
 
-CARDS_DIR = Path(__file__).resolve().parent.parent / "hub_cards"
-MODEL_CARD_TEMPLATE = CARDS_DIR / "model_card.md"
-REPO_FILES = ("config.json", "model.safetensors", "README.md")
-_DATASET_LABELS = {"mvtec_ad": "MVTec AD", "mvtec_3d": "MVTec 3D-AD (RGB)", "visa": "VisA"}
+CARD_FILE = "README.md"
+REPO_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 _DATASET_SLUGS = {"mvtec_ad": "mvtec", "mvtec_3d": "mvtec3d"}
-_NON_COMMERCIAL = ("mvtec_ad", "mvtec_3d")
 
 
 def repo_name(dataset: str, category: str) -> str:
-    """Hub repo name of a category, e.g. ``hfr-mvtec-bottle``."""
+    """Hub repo name of a category.
+
+    Example:
+        >>> repo_name("mvtec_ad", "metal_nut")
+        'hfr-mvtec-metal-nut'
+    """
     slug = _DATASET_SLUGS.get(dataset, dataset.replace("_", "-"))
     return f"hfr-{slug}-{category.replace('_', '-')}"
 
 
-def card_license(dataset: str | None) -> str:
-    """MVTec-derived models inherit CC BY-NC-SA 4.0; others are marked ``other``."""
-    return "cc-by-nc-sa-4.0" if dataset in _NON_COMMERCIAL else "other"
+def download(
+    model_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> Path:
+    """Path of ``filename`` in a local model folder or a Hub repo (downloaded or cached).
 
-
-def model_card(model: HFR, *, repo_id: str | None = None) -> ModelCard:
-    """Render ``hub_cards/model_card.md`` for a trained (and ideally evaluated) model."""
-    config = model.config()
-    dataset, category = config["dataset"] or "custom", config["category"] or "custom"
-    repo_id = repo_id or f"<org>/{repo_name(dataset, category)}"
-    evaluation = config["evaluation"] or {}
-    license_ = card_license(config["dataset"])
-    card_data = ModelCardData(
-        library_name="hfr",
-        license=license_,
-        tags=["anomaly-detection", "hfr", "image-segmentation", dataset, category],
-        pipeline_tag="image-segmentation",
-        base_model=_base_model(config["encoder"], config["encoder_weights"]),
-        model_name=repo_id.split("/")[-1],
-        eval_results=_eval_results(evaluation, dataset, category) or None,
-    )
-    weights_note = None
-    if config["encoder_weights"] not in (None, "random"):
-        weights_note = (
-            f"The encoder weights file `{config['encoder_weights']}` is found automatically when "
-            "known (installed package, torch hub cache, public URL); otherwise pass "
-            "`encoder_weights=PATH` or set `HFR_ENCODER_WEIGHTS` to the file or its folder."
+    Raises :class:`ModelNotFoundError` with one sentence saying what is missing and why.
+    """
+    local = Path(model_id)
+    if local.is_dir():
+        if not (local / filename).is_file():
+            raise ModelNotFoundError(_missing_file_message(str(local), filename))
+        return local / filename
+    try:
+        validate_repo_id(model_id)
+    except HFValidationError as error:
+        raise ModelNotFoundError(
+            f"{model_id!r} is neither a model folder nor a Hub repo id ('org/name')"
+        ) from error
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id=model_id,
+                filename=filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                local_files_only=local_files_only,
+                token=token,
+            )
         )
-    return ModelCard.from_template(
-        card_data,
-        template_str=MODEL_CARD_TEMPLATE.read_text(),
-        title=f"HFR {_DATASET_LABELS.get(dataset, dataset)} {category}",
-        dataset_label=_DATASET_LABELS.get(dataset, dataset),
-        decoder_parameters=f"{sum(p.numel() for p in model.decoder.parameters()):,}",
-        repo_id=repo_id,
-        weights_note=weights_note,
-        **config,
-    )
+    except (HfHubHTTPError, OfflineModeIsEnabled, LocalEntryNotFoundError, OSError) as error:
+        raise ModelNotFoundError(_hub_error_message(model_id, filename, revision, error)) from error
 
 
-def _base_model(encoder: str, weights: str | None) -> str | None:
-    """The encoder's Hub id when its weights come from the Hub through timm."""
-    if weights is not None:
-        return None
-    cfg = timm.models.get_pretrained_cfg(encoder)
-    return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-
-
-def _eval_results(evaluation: dict, dataset: str, category: str) -> list[EvalResult]:
-    names = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO@0.3"}
-    return [
-        EvalResult(
-            task_type="image-segmentation",
-            task_name="anomaly detection",
-            dataset_type=dataset,
-            dataset_name=f"{_DATASET_LABELS.get(dataset, dataset)} {category}",
-            dataset_config=category,
-            metric_type=key,
-            metric_name=label,
-            metric_value=round(float(evaluation[key]), 4),
+def _missing_file_message(model_id: str, filename: str) -> str:
+    if filename == WEIGHTS_FILE:
+        return (
+            f"{model_id} has no {WEIGHTS_FILE}; HFR loads only safetensors weights, never pickles"
         )
-        for key, label in names.items()
-        if key in evaluation
-    ]
+    return f"{model_id} has no {filename}: not an HFR model (save one with save_pretrained)"
+
+
+def _hub_error_message(model_id: str, filename: str, revision: str | None, error: Exception) -> str:
+    """One clear sentence for each way a Hub download can fail."""
+    if isinstance(error, RepositoryNotFoundError):
+        return f"model repo {model_id!r} not found on the Hub (or private: log in or pass token=)"
+    if isinstance(error, RevisionNotFoundError):
+        return f"{model_id!r} has no revision {revision!r}"
+    if isinstance(error, EntryNotFoundError):
+        return _missing_file_message(repr(model_id), filename)
+    if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        return (
+            f"{filename} of {model_id!r} is not in the cache and the Hub cannot be reached "
+            "(offline mode or no network)"
+        )
+    return f"cannot download {filename} of {model_id!r}: {error}"
 
 
 def sha256_of(path: Path) -> str:
@@ -106,13 +117,11 @@ def sha256_of(path: Path) -> str:
 def is_pushed(api: HfApi, repo_id: str, model_dir: Path) -> bool:
     """Whether ``repo_id`` already holds exactly the decoder weights of ``model_dir``."""
     try:
-        url = f"{api.endpoint}/{repo_id}/resolve/main/model.safetensors"
-        from huggingface_hub import get_hf_file_metadata
-
+        url = f"{api.endpoint}/{repo_id}/resolve/main/{WEIGHTS_FILE}"
         remote = get_hf_file_metadata(url, token=api.token)
     except (RepositoryNotFoundError, EntryNotFoundError):
         return False
-    return remote.etag == sha256_of(model_dir / "model.safetensors")
+    return remote.etag == sha256_of(model_dir / WEIGHTS_FILE)
 
 
 def push_folder(
@@ -121,7 +130,7 @@ def push_folder(
     """Create ``repo_id`` if needed, upload the files of ``model_dir``; return the commit URL."""
     missing = [name for name in REPO_FILES if not (model_dir / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{model_dir} lacks {missing}; save the model with save_pretrained")
+        raise ModelFormatError(f"{model_dir} lacks {missing}; save the model with save_pretrained")
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(
         repo_id=repo_id,

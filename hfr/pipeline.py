@@ -2,62 +2,91 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from hfr.config import DEFAULT_ENCODER, DEFAULT_INPUT_SIZE, DEFAULT_SIGMA, TrainConfig
 from hfr.data import AnomalyDataset
 from hfr.device import auto_device
 from hfr.evaluate import evaluate
+from hfr.hub import CARD_FILE
 from hfr.model import HFR
-from hfr.train import TrainConfig, TrainResult, fit
+from hfr.train import TrainResult, fit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What a new model is built from (the encoder and how its maps are made)."""
+
+    encoder: str = DEFAULT_ENCODER
+    encoder_weights: str | None = None
+    feature_location: str = "stage"
+    input_size: int = DEFAULT_INPUT_SIZE
+    sigma: float = DEFAULT_SIGMA
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a category is trained and recorded."""
+
+    training: TrainConfig = field(default_factory=TrainConfig)
+    device: str | None = None
+    command: str | None = None
+    progress: bool = True
 
 
 def train_category(
     dataset: AnomalyDataset,
     output: str | Path,
     *,
-    encoder: str,
-    encoder_weights: str | None,
-    feature_location: str = "stage",
-    image_size: int = 256,
-    sigma: float = 4.0,
-    config: TrainConfig | None = None,
-    device: str | None = None,
+    settings: ModelSettings | None = None,
+    options: RunOptions | None = None,
     run_evaluation: bool = True,
-    command: str | None = None,
     repo_id: str | None = None,
-    progress: bool = True,
 ) -> tuple[HFR, TrainResult]:
     """Train on ``dataset.train``, evaluate on ``dataset.test`` if asked, save to ``output``.
 
     Checkpoints go to ``<output>-checkpoints`` so an interrupted run resumes. ``repo_id`` is the
     Hub repo named in the model card.
     """
-    config = config or TrainConfig()
-    torch.manual_seed(config.seed)  # the decoder's initialisation
-    chosen = auto_device(device)
+    settings = settings or ModelSettings()
+    options = options or RunOptions()
+    torch.manual_seed(options.training.seed)  # the decoder's initialisation
+    device = auto_device(options.device)
     model = HFR(
-        encoder=encoder,
-        encoder_weights=encoder_weights,
-        feature_location=feature_location,
-        input_size=image_size,
-        sigma=sigma,
+        encoder=settings.encoder,
+        encoder_weights=settings.encoder_weights,
+        feature_location=settings.feature_location,
+        input_size=settings.input_size,
+        sigma=settings.sigma,
         dataset=dataset.name,
         category=dataset.category,
-    ).to(chosen)
+    ).to(device)
     began = time.perf_counter()
     result = fit(
-        model, dataset.train, config, checkpoint_dir=f"{output}-checkpoints", progress=progress
+        model,
+        dataset.train,
+        options.training,
+        checkpoint_dir=f"{output}-checkpoints",
+        progress=options.progress,
     )
-    model.training_info = {
-        **model.training_info,
+    training = {
+        **model.config.training,
         "seconds": round(time.perf_counter() - began, 1),
-        "device": str(chosen),
-        "command": command,
+        "device": str(device),
+        "command": options.command,
     }
+    model.config = model.config.replace(training=training)
     if run_evaluation and dataset.test:
-        model.evaluation = {**evaluate(model, dataset, progress=progress), "command": command}
+        evaluation = evaluate(model, dataset, progress=options.progress)
+        model.config = model.config.replace(evaluation={**evaluation, "command": options.command})
+    Path(output, CARD_FILE).unlink(missing_ok=True)  # the mixin keeps an existing card
     model.save_pretrained(output, model_card_kwargs={"repo_id": repo_id})
+    logger.info("saved %s/%s to %s", dataset.name, dataset.category, output)
     return model, result

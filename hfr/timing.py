@@ -83,7 +83,7 @@ def peak_memory_mb(device: torch.device) -> float:
 def time_pipeline(model: HFR, batch_size: int, *, repeats: int = 5, warmup: int = 2) -> Timing:
     """Time encoder-only, decoder, maps and the full forward on one random batch."""
     device = model.device
-    size = model.preprocessing.input_size
+    size = model.config.preprocessing.input_size
     images = torch.randn(batch_size, 3, *size, device=device)
     if next(model.encoder.parameters()).is_contiguous(memory_format=torch.channels_last):
         images = images.contiguous(memory_format=torch.channels_last)
@@ -93,21 +93,18 @@ def time_pipeline(model: HFR, batch_size: int, *, repeats: int = 5, warmup: int 
 
     def maps() -> torch.Tensor:
         residuals = anomaly.residual_maps(features, reconstructions)
-        return anomaly.image_scores(anomaly.anomaly_map(residuals, size, model.sigma))
+        return anomaly.image_scores(anomaly.anomaly_map(residuals, size, model.config.sigma))
 
-    def encoder() -> object:
-        with model._autocast():
-            return model.encoder(images)
-
-    def decoder() -> object:
-        with model._autocast():
-            return model.decoder(features[-1])
-
-    steps = {"encoder": encoder, "decoder": decoder, "maps": maps, "full": lambda: model(images)}
+    steps = {
+        "encoder": lambda: model.encode(images),
+        "decoder": lambda: model.decode(features[-1]),
+        "maps": maps,
+        "full": lambda: model(images),
+    }
     seconds = interleaved_medians(steps, device, warmup=warmup, repeats=repeats)
     per_image = {k: 1000 * v / batch_size for k, v in seconds.items()}
     return Timing(
-        encoder=model.encoder_name,
+        encoder=model.config.encoder,
         device=str(device),
         batch_size=batch_size,
         image_size=size[0],

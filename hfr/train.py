@@ -6,6 +6,8 @@ and reused in every epoch (``cache_features``).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
 import time
@@ -19,32 +21,21 @@ from tqdm.auto import tqdm
 
 from hfr import anomaly
 from hfr.calibration import Calibration
-from hfr.errors import TrainingDivergedError
-from hfr.images import ImageInput, load_rgb
+from hfr.config import TrainConfig
+from hfr.errors import TrainingDivergedError, TrainingError
+from hfr.images import ImageInput
 from hfr.model import HFR
 
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-@dataclass
-class TrainConfig:
-    """Optimiser and schedule. SGD settings are the paper's (those of STFPM)."""
-
-    epochs: int = 50
-    batch_size: int = 16
-    lr: float = 0.4
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    seed: int = 0
-    calibration_fraction: float = 0.1
-    cache_features: bool = True
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainResult:
-    """Per-epoch losses and timings of a run."""
+    """Per-epoch losses and timings of a run; ``resumed_epochs`` came from a checkpoint."""
 
     losses: list[float] = field(default_factory=list)
+    resumed_epochs: int = 0
     feature_seconds: float = 0.0
     train_seconds: float = 0.0
     calibration_seconds: float = 0.0
@@ -59,7 +50,7 @@ def split_for_calibration(
     count = len(images)
     held_out = max(2, round(fraction * count))
     if count - held_out < 2:
-        raise ValueError(
+        raise TrainingError(
             f"need at least {held_out + 2} normal images "
             f"(2 to train, {held_out} to calibrate), got {count}"
         )
@@ -78,8 +69,9 @@ def fit(
     """Train ``model.decoder`` on normal ``images`` and set ``model.calibration``.
 
     Checkpoints are written to ``checkpoint_dir`` after every epoch; a run started again with the
-    same folder resumes there. A NaN or infinite loss raises :class:`TrainingDivergedError` and
-    leaves the model and the checkpoint at the last good epoch.
+    same folder, images and settings resumes there, and one with other images or settings is
+    refused. A NaN or infinite loss raises :class:`TrainingDivergedError` and leaves the model
+    and the checkpoint at the last good epoch.
 
     Example:
         >>> model = HFR(encoder="mobilenetv2_100", encoder_weights="mobilenet_v2-b0353104.pth")
@@ -87,8 +79,6 @@ def fit(
         >>> fit(model, images, TrainConfig(epochs=50))  # doctest: +SKIP
     """
     config = config or TrainConfig()
-    if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError("epochs and batch_size must be at least 1")
     train_images, calibration_images = split_for_calibration(
         images, config.calibration_fraction, config.seed
     )
@@ -103,10 +93,14 @@ def fit(
         weight_decay=config.weight_decay,
     )
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
-    start_epoch = _resume(model, optimizer, checkpoint, result, config)
+    data_id = data_fingerprint(images)
+    start_epoch = _resume(model, optimizer, checkpoint, result, config, data_id)
+    result.resumed_epochs = start_epoch
 
     started = time.perf_counter()
-    cache = _encode_all(model, train_images, config.batch_size) if config.cache_features else None
+    cache = None
+    if config.cache_features and start_epoch < config.epochs:
+        cache = _encode_all(model, train_images, config.batch_size, progress)
     result.feature_seconds = time.perf_counter() - started
 
     generator = torch.Generator().manual_seed(config.seed)
@@ -128,38 +122,66 @@ def fit(
         result.losses.append(loss)
         bar.set_postfix(loss=f"{loss:.4f}")
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, model, optimizer, epoch + 1, result, config)
+            _save_checkpoint(checkpoint, model, optimizer, epoch + 1, result, config, data_id)
     result.train_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
     model.eval()
-    predictions = model.predict(calibration_images, batch_size=config.batch_size, map_size="input")
-    model.calibration = Calibration.from_normal_scores(np.array([p.score for p in predictions]))
+    scores = _scores(model, calibration_images, config.batch_size, progress)
     result.calibration_seconds = time.perf_counter() - started
-    model.training_info = {
-        **asdict(config),
-        "final_loss": result.losses[-1] if result.losses else None,
-        "num_train_images": result.num_train_images,
-        "num_calibration_images": result.num_calibration_images,
-    }
+    model.config = model.config.replace(
+        calibration=Calibration.from_normal_scores(scores),
+        training={
+            **asdict(config),
+            "final_loss": result.losses[-1] if result.losses else None,
+            "num_train_images": result.num_train_images,
+            "num_calibration_images": result.num_calibration_images,
+        },
+    )
+    logger.info("calibrated on %d held-out normal images", len(calibration_images))
     return result
 
 
-def _encode_all(model: HFR, images: Sequence[ImageInput], batch_size: int) -> list[torch.Tensor]:
+def data_fingerprint(images: Sequence[ImageInput]) -> str:
+    """Identifies a training set: file paths and sizes, or array contents (16 hex digits)."""
+    digest = hashlib.sha256()
+    for image in images:
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            size = path.stat().st_size if path.is_file() else -1
+            digest.update(f"{path.resolve()}:{size}".encode())
+        else:
+            digest.update(np.ascontiguousarray(np.asarray(image)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _batches(images: Sequence[ImageInput], batch_size: int, what: str, progress: bool):
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc=what, unit="batch", disable=not progress, leave=False):
+        yield images[start : start + batch_size]
+
+
+def _encode_all(
+    model: HFR, images: Sequence[ImageInput], batch_size: int, progress: bool
+) -> list[torch.Tensor]:
     """Encoder features of every image, ``[f1, f2, f3]`` each ``(N, C_k, H_k, W_k)``, on device."""
     levels: list[list[torch.Tensor]] = [[], [], []]
     with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = _load_batch(model, images[start : start + batch_size])
-            with model._autocast():
-                features = model.encoder(batch)
-            for level, tensor in zip(levels, features, strict=True):
+        for chunk in _batches(images, batch_size, "features", progress):
+            for level, tensor in zip(levels, model.encode(model.preprocess(chunk)), strict=True):
                 level.append(tensor)
+    logger.info("encoded %d training images once (feature cache)", len(images))
     return [torch.cat(level) for level in levels]
 
 
-def _load_batch(model: HFR, images: Sequence[ImageInput]) -> torch.Tensor:
-    return model.preprocessing([load_rgb(image) for image in images], model.device)
+def _scores(
+    model: HFR, images: Sequence[ImageInput], batch_size: int, progress: bool
+) -> np.ndarray:
+    """Image scores of ``images`` at the network's input size."""
+    scores: list[float] = []
+    for chunk in _batches(images, batch_size, "calibration", progress):
+        scores += [p.score for p in model.predict(chunk, batch_size=batch_size, map_size="input")]
+    return np.array(scores)
 
 
 def _run_epoch(
@@ -180,11 +202,10 @@ def _run_epoch(
         if cache is not None:
             features = [level[indices.to(level.device)] for level in cache]
         else:
-            with torch.inference_mode(), model._autocast():
-                features = model.encoder(_load_batch(model, [images[i] for i in indices.tolist()]))
+            with torch.inference_mode():
+                features = model.encode(model.preprocess([images[i] for i in indices.tolist()]))
             features = [f.clone() for f in features]
-        with model._autocast():
-            reconstructions = model.decoder(features[-1])
+        reconstructions = model.decode(features[-1])
         loss = anomaly.reconstruction_loss(anomaly.residual_maps(features, reconstructions))
         if not torch.isfinite(loss):
             return loss.item()
@@ -204,6 +225,7 @@ def _save_checkpoint(
     epochs_done: int,
     result: TrainResult,
     config: TrainConfig,
+    data_id: str,
 ) -> None:
     """Write atomically, so a crash mid-write never loses the previous checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +234,8 @@ def _save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "epochs_done": epochs_done,
         "losses": result.losses,
-        "encoder_fingerprint": model.encoder_fingerprint,
+        "encoder_fingerprint": model.config.encoder_fingerprint,
+        "data_fingerprint": data_id,
         "config": asdict(config),
     }
     partial = path.with_suffix(".partial")
@@ -226,18 +249,33 @@ def _resume(
     path: Path | None,
     result: TrainResult,
     config: TrainConfig,
+    data_id: str,
 ) -> int:
-    """Load a checkpoint of the same run if there is one; return the number of finished epochs."""
+    """Load a checkpoint of the same run if there is one; return the number of finished epochs.
+
+    A checkpoint of other images, encoder weights or settings raises :class:`TrainingError`
+    naming what differs.
+    """
     if path is None or not path.is_file():
         return 0
     state = torch.load(path, map_location=model.device, weights_only=True)
-    if state["encoder_fingerprint"] != model.encoder_fingerprint:
-        raise ValueError(f"{path} was written for other encoder weights; use another folder")
     saved = {k: v for k, v in state["config"].items() if k != "epochs"}
     current = {k: v for k, v in asdict(config).items() if k != "epochs"}
-    if saved != current:
-        raise ValueError(f"{path} was written with other settings {saved}; use another folder")
+    differences = [
+        f"{k} {saved.get(k)!r} (now {v!r})" for k, v in current.items() if saved.get(k) != v
+    ]
+    if state["encoder_fingerprint"] != model.config.encoder_fingerprint:
+        differences.append("encoder weights")
+    if state.get("data_fingerprint") != data_id:
+        differences.append("training images")
+    if differences:
+        raise TrainingError(
+            f"{path} belongs to another run ({', '.join(differences)} differ); "
+            "delete it or train into another output folder"
+        )
     model.decoder.load_state_dict(state["decoder"])
     optimizer.load_state_dict(state["optimizer"])
     result.losses = list(state["losses"])
-    return min(int(state["epochs_done"]), config.epochs)
+    done = min(int(state["epochs_done"]), config.epochs)
+    logger.info("resuming from %s: %d of %d epochs done", path, done, config.epochs)
+    return done

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -22,8 +23,6 @@ from pathlib import Path
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from _common import command_line
-
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "hfr-mvtec-bottle-mobilenetv2 (bundled)"
 
@@ -34,6 +33,7 @@ def start_app(port: int) -> subprocess.Popen:
         "GRADIO_SERVER_PORT": str(port),
         "HFR_HUB_ORG": "",
         "CUDA_VISIBLE_DEVICES": "",
+        "GRADIO_ANALYTICS_ENABLED": "False",
     }
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env)
     for _ in range(240):
@@ -85,7 +85,7 @@ def main() -> None:
         "warm_seconds": [round(w, 3) for w in warm],
         "device": "cpu",
         "model": MODEL,
-        "command": command_line(),
+        "command": shlex.join(["python", *sys.argv]),
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")

@@ -3,15 +3,19 @@
 python scripts/deploy_space.py --space-id ORG/hfr-demo --org ORG
 python scripts/deploy_space.py --space-id ORG/hfr-demo --org ORG --dry-run --output space/
 
-The Space gets app.py, the hfr package, the bundled demo model, requirements.txt and the Space
-card rendered from hub_cards/space_card.md; the app lists the hfr-* models of --org.
+The Space gets app.py, the hfr package (with its bundled models), pyproject.toml and
+requirements.txt (which installs the package with its app extra), the Space card rendered from
+hub_cards/space_card.md, and space_settings.json, the app's settings as data: it lists the
+hfr-* models of --org.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,11 +23,12 @@ import gradio
 import jinja2
 from huggingface_hub import HfApi
 
-from _common import command_line
+from hfr.catalog import bundled_dir
 from hfr.hub import repo_name
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("app.py", "hfr", "hub_cards", "demo_model", "requirements.txt")
+SHIPPED = ("app.py", "hfr", "pyproject.toml", "requirements.txt")
+SETTINGS_FILE = "space_settings.json"
 
 
 def build_space(target: Path, *, org: str) -> Path:
@@ -36,19 +41,12 @@ def build_space(target: Path, *, org: str) -> Path:
             shutil.copytree(source, target / name, dirs_exist_ok=True, ignore=ignore)
         else:
             shutil.copy2(source, target / name)
-    configs = [json.loads(p.read_text()) for p in (ROOT / "demo_model").glob("*/config.json")]
+    configs = [json.loads(p.read_text()) for p in bundled_dir().glob("*/config.json")]
     models = sorted(f"{org}/{repo_name(c['dataset'], c['category'])}" for c in configs)
     template = jinja2.Template((ROOT / "hub_cards" / "space_card.md").read_text())
     card = template.render(gradio_version=gradio.__version__, models=models, org=org)
     (target / "README.md").write_text(card)
-    with open(target / "app.py", "r+") as handle:  # the Space lists this organisation's models
-        text = handle.read().replace(
-            'os.environ.get("HFR_HUB_ORG", "hfr-anomaly")',
-            f'os.environ.get("HFR_HUB_ORG", "{org}")',
-        )
-        handle.seek(0)
-        handle.write(text)
-        handle.truncate()
+    (target / SETTINGS_FILE).write_text(json.dumps({"hub_org": org}, indent=2) + "\n")
     return target
 
 
@@ -65,7 +63,7 @@ def main() -> None:
     target = Path(args.output or tempfile.mkdtemp(prefix="hfr-space-"))
     build_space(target, org=args.org)
     if args.dry_run:
-        print(f"Space files written to {target} (dry run: {command_line()})")
+        print(f"Space files written to {target} (dry run: {shlex.join(['python', *sys.argv])})")
         return
     api = HfApi()
     api.create_repo(

@@ -6,13 +6,15 @@ python scripts/repo_sizes.py --output docs/results/repo_sizes.md
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 
 from safetensors.torch import save_file
 
-from _common import command_line
 from hfr import HFR
+from hfr.config import WEIGHTS_FILE
 
 
 def sizes(encoder: str) -> tuple[int, int]:
@@ -20,7 +22,7 @@ def sizes(encoder: str) -> tuple[int, int]:
     model = HFR(encoder=encoder, encoder_weights="random")
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
-        decoder_only = (Path(folder) / "model.safetensors").stat().st_size
+        decoder_only = (Path(folder) / WEIGHTS_FILE).stat().st_size
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(Path(folder) / "full.safetensors"))
         full = (Path(folder) / "full.safetensors").stat().st_size
@@ -35,7 +37,7 @@ def main() -> None:
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     lines = [
-        f"Command:\n\n```\n{command_line()}\n```\n",
+        f"Command:\n\n```\n{shlex.join(['python', *sys.argv])}\n```\n",
         "| encoder | category repo (decoder only) | full state dict | share |",
         "|---|---|---|---|",
     ]

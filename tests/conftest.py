@@ -56,6 +56,15 @@ def tiny_model(seed: int = 0, **kwargs) -> HFR:
     return HFR(**{**options, **kwargs})
 
 
+def calibrate(model: HFR, images: list[np.ndarray]) -> HFR:
+    """Calibrate ``model`` on the scores of ``images`` (as training does on held-out images)."""
+    from hfr import Calibration
+
+    scores = np.array([p.score for p in model.predict(images)])
+    model.config = model.config.replace(calibration=Calibration.from_normal_scores(scores))
+    return model
+
+
 @pytest.fixture
 def model() -> HFR:
     return tiny_model()

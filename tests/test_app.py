@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -13,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_images, tiny_model
+from conftest import calibrate, synthetic_images, tiny_model
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from hfr import Calibration
 from hfr.catalog import ModelCache, folder_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,9 +32,7 @@ def _free_port() -> int:
 
 def _calibrated_tiny(seed: int):
     model = tiny_model(seed=seed, dataset="mvtec_ad", category="widget")
-    scores = [p.score for p in model.predict(synthetic_images(4, seed=seed))]
-    model.calibration = Calibration.from_normal_scores(np.array(scores))
-    return model
+    return calibrate(model, synthetic_images(4, seed=seed))
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +53,7 @@ def app_url(hub, tmp_path_factory):
         "GRADIO_SERVER_PORT": str(port),
         "HFR_HUB_ORG": "hfr-app",
         "HFR_MAX_SIDE": "1600",
+        "HFR_CONCURRENCY": "2",
     }
     env["GRADIO_ANALYTICS_ENABLED"] = "False"
     log = tmp_path_factory.mktemp("app") / "app.log"
@@ -166,28 +165,38 @@ def test_hub_models_are_listed_and_pulled_on_demand(client: Client, tmp_path: Pa
 
 
 def test_concurrent_users_are_queued(client: Client, app_url: str, tmp_path: Path) -> None:
-    good = tmp_path / "ok.png"
-    Image.fromarray(synthetic_images(1)[0]).save(good)
+    """Six simultaneous requests against a concurrency limit of 2: some must wait in the queue."""
+    from gradio_client.utils import Status
+
+    image = tmp_path / "big.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(image)
     jobs = [
         Client(app_url, verbose=False).submit(
-            [handle_file(str(good))], BUNDLED, 0.5, 0.5, False, api_name="/analyze"
+            [handle_file(str(image))], BUNDLED, 0.5, 0.5, False, api_name="/analyze"
         )
         for _ in range(6)
     ]
+    waited = set()
+    deadline = time.time() + 120
+    while not all(job.done() for job in jobs) and time.time() < deadline:
+        for index, job in enumerate(jobs):
+            update = job.status()
+            if update.code == Status.IN_QUEUE and (update.rank or 0) >= 1:
+                waited.add(index)
+        time.sleep(0.01)
     results = [job.result(timeout=120) for job in jobs]
     assert all(len(result[1]["data"]) == 1 for result in results)
+    assert waited, "no request ever waited behind two running ones: the queue limit is not set"
 
 
-def test_unreachable_hub_leaves_local_models(monkeypatch) -> None:
-    sys.path.insert(0, str(ROOT))
+def test_unreachable_hub_leaves_local_models() -> None:
     from huggingface_hub import HfApi
 
-    import app
-    from hfr.catalog import hub_models
+    from hfr.catalog import discover_models
 
     dead = HfApi(endpoint="http://127.0.0.1:9")  # a closed port: a real connection failure
-    monkeypatch.setattr(app, "hub_models", lambda org: hub_models(org, api=dead))
-    entries, note = app.discover_models()
+    entries, note = discover_models([], "some-org", api=dead)
     assert [e.label for e in entries] == [BUNDLED]
     assert "could not be listed" in note
 
@@ -266,5 +275,8 @@ def test_space_folder_and_card(tmp_path: Path) -> None:
     assert card.sdk_version == gradio.__version__
     assert card.license == "cc-by-nc-sa-4.0" and card.suggested_hardware == "zero-a10g"
     assert card.models == ["acme/hfr-mvtec-bottle"] and card.python_version == "3.11"
-    assert (out / "demo_model" / "hfr-mvtec-bottle-mobilenetv2" / "model.safetensors").is_file()
-    assert 'os.environ.get("HFR_HUB_ORG", "acme")' in (out / "app.py").read_text()
+    bundled = out / "hfr" / "bundled" / "hfr-mvtec-bottle-mobilenetv2" / "model.safetensors"
+    assert bundled.is_file()
+    assert (out / "app.py").read_bytes() == (ROOT / "app.py").read_bytes()  # settings are data
+    assert json.loads((out / "space_settings.json").read_text()) == {"hub_org": "acme"}
+    assert (out / "requirements.txt").read_text().strip().endswith(".[app]")

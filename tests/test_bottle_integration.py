@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from hfr import HFR
+from hfr.config import TrainConfig
 from hfr.data import load_mvtec
 from hfr.metrics import pixel_auroc
-from hfr.train import TrainConfig, fit
+from hfr.train import fit
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,40 +64,52 @@ def _subset(bottle: Path, target: Path) -> Path:
     return target
 
 
-def test_train_evaluate_predict_scripts(
+def test_the_hfr_command_from_outside_the_checkout(
     bottle: Path, mobilenet_weights: str, tmp_path: Path
 ) -> None:
+    """train, evaluate, predict, export and push --dry-run of the installed ``hfr``, run in a
+    folder outside the repository (so the checkout's files cannot stand in for the package)."""
     data = _subset(bottle, tmp_path / "data")
     model_dir, results = tmp_path / "model", tmp_path / "results.json"
-    run = [sys.executable]
+    run = [sys.executable, "-m", "hfr"]
     subprocess.run(
-        [*run, "scripts/train.py", "--data", data, "--category", "bottle",
+        [*run, "train", "--data", data, "--category", "bottle",
          "--encoder", "mobilenetv2_100", "--encoder-weights", mobilenet_weights,
          "--epochs", "3", "--batch-size", "8", "--image-size", "128", "--output", model_dir],
-        cwd=ROOT, check=True,
+        cwd=tmp_path, check=True,
     )  # fmt: skip
     config = json.loads((model_dir / "config.json").read_text())
     assert config["encoder_weights"] == mobilenet_weights
     assert config["preprocessing"]["input_size"] == [128, 128]
     subprocess.run(
-        [*run, "scripts/evaluate.py", "--model", model_dir, "--data", data,
+        [*run, "evaluate", "--model", model_dir, "--data", data,
          "--category", "bottle", "--output", results],
-        cwd=ROOT, check=True,
+        cwd=tmp_path, check=True,
     )  # fmt: skip
     metrics = json.loads(results.read_text())
     for key in ("image_auroc", "pixel_auroc", "aupro"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["pixel_auroc"] > 0.8
-    assert metrics["resolution"] == "128x128" and "scripts/evaluate.py" in metrics["command"]
+    assert metrics["resolution"] == "128x128" and "hfr evaluate" in metrics["command"]
     junk = tmp_path / "junk.png"
     junk.write_text("not an image")
     out = tmp_path / "predictions"
     subprocess.run(
-        [*run, "scripts/predict.py", "--model", model_dir,
+        [*run, "predict", "--model", model_dir,
          data / "bottle" / "test" / "broken_large", junk, "--output", out],
-        cwd=ROOT, check=True,
+        cwd=tmp_path, check=True,
     )  # fmt: skip
     rows = list(csv.DictReader((out / "scores.csv").open()))
     assert len(rows) == 4
     assert "cannot read image" in next(r for r in rows if r["image"].endswith("junk.png"))["error"]
     assert len(list((out / "overlays").glob("*.png"))) == 3
+    export = subprocess.run(
+        [*run, "export", "--model", model_dir, "--output", tmp_path / "model.onnx"],
+        cwd=tmp_path, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "max |onnx - torch|" in export.stdout and (tmp_path / "model.onnx").stat().st_size
+    push = subprocess.run(
+        [*run, "push", "--model", model_dir, "--org", "acme", "--dry-run"],
+        cwd=tmp_path, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "dry run:" in push.stdout and "acme/hfr-mvtec-bottle" in push.stdout

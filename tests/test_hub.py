@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, tiny_model
+from conftest import calibrate, synthetic_images, tiny_model
 from huggingface_hub import HfApi
 
-from hfr import HFR, Calibration
-from hfr.errors import EncoderWeightsError, ModelFormatError
+from hfr import HFR
+from hfr.errors import EncoderWeightsError, ModelFormatError, ModelNotFoundError
 from hfr.hub import is_pushed, push_folder, repo_name
 
 IMAGES = synthetic_images(3, seed=21)
@@ -23,9 +23,7 @@ IMAGES = synthetic_images(3, seed=21)
 
 def trained_tiny(seed: int = 0) -> HFR:
     model = tiny_model(seed=seed, dataset="mvtec_ad", category="widget")
-    scores = [p.score for p in model.predict(synthetic_images(4, seed=seed + 1))]
-    model.calibration = Calibration.from_normal_scores(np.array(scores))
-    return model
+    return calibrate(model, synthetic_images(4, seed=seed + 1))
 
 
 @pytest.fixture
@@ -62,12 +60,12 @@ def test_pinned_revision_loads_that_commit(api: HfApi, tmp_path: Path) -> None:
     new = HFR.from_pretrained(repo_id, cache_dir=tmp_path)
     assert old.predict(IMAGES[0])[0].score == first.predict(IMAGES[0])[0].score
     assert new.predict(IMAGES[0])[0].score == second.predict(IMAGES[0])[0].score
-    with pytest.raises(ModelFormatError, match="no revision"):
+    with pytest.raises(ModelNotFoundError, match="no revision"):
         HFR.from_pretrained(repo_id, revision="0" * 40, cache_dir=tmp_path)
 
 
 def test_missing_repo_is_a_clear_error(hub, tmp_path: Path) -> None:
-    with pytest.raises(ModelFormatError, match="not found on the Hub"):
+    with pytest.raises(ModelNotFoundError, match="not found on the Hub"):
         HFR.from_pretrained("hfr-test/does-not-exist", cache_dir=tmp_path)
 
 
@@ -120,7 +118,7 @@ def test_repo_with_a_pickle_is_never_unpickled(api: HfApi, hub, tmp_path: Path) 
     HFR.from_pretrained("hfr-test/with-pickle", cache_dir=tmp_path / "c1")  # loads safetensors
     pickle_only = {k: v for k, v in files.items() if k != "model.safetensors"}
     _upload(api, "hfr-test/pickle-only", {**pickle_only, "pytorch_model.bin": buffer.getvalue()})
-    with pytest.raises(ModelFormatError, match="never pickles"):
+    with pytest.raises(ModelNotFoundError, match="never pickles"):
         HFR.from_pretrained("hfr-test/pickle-only", cache_dir=tmp_path / "c2")
     assert not any("pytorch_model.bin" in d for d in hub.downloads)
     assert not (tmp_path / "pwned").exists()
@@ -129,7 +127,7 @@ def test_repo_with_a_pickle_is_never_unpickled(api: HfApi, hub, tmp_path: Path) 
 def test_repo_without_config(api: HfApi, tmp_path: Path) -> None:
     files = _saved_files(trained_tiny(), tmp_path / "model")
     _upload(api, "hfr-test/no-config", {"model.safetensors": files["model.safetensors"]})
-    with pytest.raises(ModelFormatError, match="no config.json"):
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
         HFR.from_pretrained("hfr-test/no-config", cache_dir=tmp_path / "c")
 
 
@@ -141,13 +139,13 @@ def test_offline_loading_from_the_cache(hub, tmp_path: Path) -> None:
     expected = HFR.from_pretrained(repo_id, cache_dir=cache).predict(IMAGES[0])[0].score
     # a new process, offline and pointed at a dead endpoint: only the cache can serve it
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    np.save(tmp_path / "image.npy", IMAGES[0])
     code = (
-        "import sys; sys.path.insert(0, 'tests'); from conftest import synthetic_images;"
-        "from hfr import HFR;"
+        "import numpy as np; from hfr import HFR;"
         f"m = HFR.from_pretrained({repo_id!r}, cache_dir={str(cache)!r});"
-        "print(m.predict(synthetic_images(3, seed=21)[0])[0].score)"
+        f"print(m.predict(np.load({str(tmp_path / 'image.npy')!r}))[0].score)"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = tmp_path  # outside the checkout: the installed package
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True
     )
@@ -160,7 +158,7 @@ def test_offline_loading_from_the_cache(hub, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-c", code_missing], env=env, cwd=root, capture_output=True, text=True
     )
-    assert out.returncode != 0 and "ModelFormatError" in out.stderr
+    assert out.returncode != 0 and "ModelNotFoundError" in out.stderr
 
 
 def test_push_folder_is_idempotent(api: HfApi, tmp_path: Path) -> None:
@@ -177,18 +175,23 @@ def test_push_folder_is_idempotent(api: HfApi, tmp_path: Path) -> None:
 def test_push_script_pushes_then_skips(hub, tmp_path: Path) -> None:
     folder = tmp_path / "model"
     trained_tiny(seed=9).save_pretrained(folder)
-    root = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "scripts/push.py", "--model", str(folder), "--org", "hfr-script"]
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    command = [sys.executable, "-m", "hfr", "push", "--model", str(folder), "--org", "hfr-script"]
     env = {**os.environ, "HF_TOKEN": "test-token"}
-    first = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    dry = subprocess.run([*command, "--dry-run"], cwd=tmp_path, env=env, capture_output=True)
+    assert dry.returncode == 0 and b"dry run:" in dry.stdout
+    first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     assert "pushed:" in first.stdout
-    again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert "skipped: hfr-script/hfr-mvtec-widget already holds these weights" in again.stdout
-    card = (folder / "README.md").read_text()
-    assert 'HFR.from_pretrained("hfr-script/hfr-mvtec-widget")' in card
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the folder is untouched
+    from huggingface_hub import hf_hub_download
+
+    card_file = hf_hub_download("hfr-script/hfr-mvtec-widget", "README.md", cache_dir=tmp_path)
+    assert 'HFR.from_pretrained("hfr-script/hfr-mvtec-widget")' in Path(card_file).read_text()
     loaded = HFR.from_pretrained("hfr-script/hfr-mvtec-widget", cache_dir=tmp_path / "cache")
-    assert loaded.encoder_fingerprint == trained_tiny(seed=9).encoder_fingerprint
+    assert loaded.config.encoder_fingerprint == trained_tiny(seed=9).config.encoder_fingerprint
 
 
 def test_push_all_categories_isolates_failures(hub, tmp_path: Path) -> None:
@@ -206,11 +209,11 @@ def test_push_all_categories_isolates_failures(hub, tmp_path: Path) -> None:
     )
     # broken_cat has no test folder: its layout is wrong
     command = [
-        sys.executable, "scripts/push.py", "--data", str(data), "--org", "hfr-all", "--all",
+        sys.executable, "-m", "hfr", "push", "--data", str(data), "--org", "hfr-all", "--all",
         "--encoder", "resnet18", "--encoder-weights", "random", "--image-size", "64",
         "--epochs", "1", "--batch-size", "2", "--work-dir", str(tmp_path / "work"),
     ]  # fmt: skip
-    root = Path(__file__).resolve().parents[1]
+    root = tmp_path
     env = {**os.environ, "HF_TOKEN": "test-token"}
     run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     assert run.returncode == 1  # one category failed

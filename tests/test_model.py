@@ -8,16 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, tiny_model
+from conftest import calibrate, synthetic_images, tiny_model
 
-from hfr import HFR, Calibration
-from hfr.errors import EncoderWeightsError, ModelFormatError
+from hfr import HFR
+from hfr.errors import EncoderWeightsError, ModelFormatError, ModelNotFoundError
 
 
 def calibrated(model: HFR) -> HFR:
-    scores = [p.score for p in model.predict(synthetic_images(4, seed=9))]
-    model.calibration = Calibration.from_normal_scores(np.array(scores))
-    return model
+    return calibrate(model, synthetic_images(4, seed=9))
 
 
 def test_forward_shapes(model: HFR) -> None:
@@ -51,7 +49,7 @@ def test_verdict_follows_threshold(model: HFR) -> None:
     calibrated(model)
     image = synthetic_images(1, seed=11)[0]
     prediction = model.predict(image)[0]
-    assert prediction.is_anomalous == (prediction.score >= model.calibration.threshold)
+    assert prediction.is_anomalous == (prediction.score >= model.config.calibration.threshold)
     assert model.predict(image, threshold=0.0)[0].is_anomalous is True
     assert model.predict(image, threshold=1.0)[0].is_anomalous is False
     assert 0.0 < prediction.normalized_score < 1.0
@@ -91,9 +89,9 @@ def test_config_describes_encoder_preprocessing_and_calibration(model: HFR, tmp_
     calibrated(model).save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["encoder"] == "resnet18"
-    assert config["encoder_fingerprint"] == model.encoder_fingerprint
+    assert config["encoder_fingerprint"] == model.config.encoder_fingerprint
     assert config["preprocessing"]["input_size"] == [64, 64]
-    assert config["calibration"]["threshold"] == model.calibration.threshold
+    assert config["calibration"]["threshold"] == model.config.calibration.threshold
     assert config["format_version"] == 1
 
 
@@ -113,9 +111,9 @@ def test_loading_refuses_other_encoder_weights(model: HFR, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"format_version": 99}, "format version 99"),
+        ({"format_version": 99}, "format_version must be 1"),
         ({"sigma": -1}, "sigma"),
-        ({"preprocessing": {"input_size": [50, 50]}}, "multiples of 16"),
+        ({"preprocessing": {"input_size": [50, 50]}}, "preprocessing must be an object"),
         ({"calibration": {"threshold": "high"}}, "calibration"),
     ],
 )
@@ -143,7 +141,7 @@ def test_configs_without_feature_location_load_stage_features(model, tmp_path) -
     config = json.loads((tmp_path / "config.json").read_text())
     del config["feature_location"]
     (tmp_path / "config.json").write_text(json.dumps(config))
-    assert HFR.from_pretrained(tmp_path).feature_location == "stage"
+    assert HFR.from_pretrained(tmp_path).config.feature_location == "stage"
 
 
 def test_a_feature_location_the_encoder_lacks_is_refused(model, tmp_path) -> None:
@@ -161,9 +159,9 @@ def test_truncated_or_mismatched_weights_are_refused(model: HFR, tmp_path: Path)
         HFR.from_pretrained(tmp_path / "good")
     tiny_model(encoder="mobilenetv2_100").save_pretrained(tmp_path / "other")
     _edit_config(
-        tmp_path / "other", encoder="resnet18", encoder_fingerprint=model.encoder_fingerprint
+        tmp_path / "other", encoder="resnet18", encoder_fingerprint=model.config.encoder_fingerprint
     )
-    with pytest.raises(ModelFormatError, match=r"has shape \(24, 32, 1, 1\), expected"):
+    with pytest.raises(ModelFormatError, match=r"is torch.float32 \(24, 32, 1, 1\), expected"):
         HFR.from_pretrained(tmp_path / "other")
 
 
@@ -182,11 +180,11 @@ def test_missing_or_unexpected_keys_are_refused(model: HFR, tmp_path: Path) -> N
 
 
 def test_folder_without_config_or_weights(tmp_path: Path, model: HFR) -> None:
-    with pytest.raises(ModelFormatError, match="config.json"):
+    with pytest.raises(ModelNotFoundError, match="config.json"):
         HFR.from_pretrained(tmp_path)
     model.save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").unlink()
-    with pytest.raises(ModelFormatError, match="has no model.safetensors"):
+    with pytest.raises(ModelNotFoundError, match="has no model.safetensors"):
         HFR.from_pretrained(tmp_path)
 
 
@@ -194,7 +192,7 @@ def test_threshold_rates_on_a_test_split(model: HFR) -> None:
     from hfr.evaluate import EvaluationMaps, threshold_rates
 
     calibrated(model)
-    t = model.calibration.threshold
+    t = model.config.calibration.threshold
     result = EvaluationMaps(
         maps=np.zeros((4, 2, 2)),
         masks=np.zeros(0),

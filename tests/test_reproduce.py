@@ -1,4 +1,4 @@
-"""scripts/reproduce.py end to end on a tiny one-class IDX set: records, summary, resuming."""
+"""`hfr reproduce` end to end on a tiny one-class IDX set: records, summary, resuming."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_idx
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tiny_digits(root: Path) -> None:
@@ -35,22 +33,22 @@ def test_one_class_protocol_records_summarises_and_resumes(tmp_path: Path) -> No
     _tiny_digits(tmp_path / "data")
     output = tmp_path / "out"
     command = [
-        sys.executable, "scripts/reproduce.py", "mnist", "--data", str(tmp_path / "data"),
+        sys.executable, "-m", "hfr", "reproduce", "mnist", "--data", str(tmp_path / "data"),
         "--encoder", "resnet18", "--encoder-weights", "random", "--epochs", "1",
         "--only", "0", "--output-dir", str(output),
     ]  # fmt: skip
-    first = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    first = subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, text=True)
     record = json.loads((output / "0.json").read_text())
     assert record["run"] == "0" and 0.0 <= record["image_auroc"] <= 1.0
     assert (record["image_size"], record["lr"], record["epochs"]) == (32, 0.04, 1)  # defaults
     config = json.loads((output / "models" / "0" / "config.json").read_text())
     assert config["preprocessing"]["input_size"] == [32, 32]
     summary = (output / "summary.md").read_text()
-    assert "scripts/reproduce.py mnist" in summary
+    assert "hfr reproduce mnist" in summary
     assert f"| HFR (ours), resnet18, 1 classes | {record['image_auroc']:.4f} |" in summary
     assert "HFR paper, R18 | 0.985" in summary
-    assert "done before" not in first.stdout
+    assert "done before" not in first.stderr
 
-    again = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
-    assert "0: done before, kept" in again.stdout
+    again = subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, text=True)
+    assert "0: done before, kept" in again.stderr
     assert json.loads((output / "0.json").read_text()) == record

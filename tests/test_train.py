@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import synthetic_images, tiny_model
 
-from hfr.errors import TrainingDivergedError
-from hfr.train import CHECKPOINT_FILE, TrainConfig, fit, split_for_calibration
+from hfr.config import TrainConfig
+from hfr.errors import TrainingDivergedError, TrainingError
+from hfr.train import CHECKPOINT_FILE, fit, split_for_calibration
 
 IMAGES = synthetic_images(12, seed=2)
 
@@ -20,10 +21,10 @@ def test_loss_decreases_and_model_is_calibrated() -> None:
     result = fit(model, IMAGES, TrainConfig(epochs=6, batch_size=4, lr=0.1), progress=False)
     assert len(result.losses) == 6
     assert result.losses[-1] < result.losses[0]
-    assert model.calibration is not None
-    assert model.calibration.num_images == 2
-    assert model.calibration.threshold >= model.calibration.normal_max
-    assert model.training_info["epochs"] == 6
+    assert model.config.calibration is not None
+    assert model.config.calibration.num_images == 2
+    assert model.config.calibration.threshold >= model.config.calibration.normal_max
+    assert model.config.training["epochs"] == 6
     assert not model.decoder.training and not model.encoder.training
 
 
@@ -61,7 +62,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path: Path) -> None:
         checkpoint_dir=tmp_path,
         progress=False,
     )
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(TrainingError, match=r"another run \(batch_size 4 \(now 6\) differ"):
         fit(
             tiny_model(),
             IMAGES,
@@ -69,6 +70,24 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path: Path) -> None:
             checkpoint_dir=tmp_path,
             progress=False,
         )
+    other_images = synthetic_images(12, seed=3)
+    config = TrainConfig(epochs=2, batch_size=4)
+    with pytest.raises(TrainingError, match=r"another run \(training images differ"):
+        fit(tiny_model(), other_images, config, checkpoint_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+        ({"batch_size": 1}, "batch_size must be an integer >= 2, got 1"),
+        ({"lr": float("nan")}, "lr must be a number > 0, got nan"),
+        ({"calibration_fraction": 1.5}, r"calibration_fraction must be a number in \(0, 1\)"),
+    ],
+)
+def test_bad_training_settings_are_named(settings: dict, message: str) -> None:
+    with pytest.raises(TrainingError, match=message):
+        TrainConfig(**settings)
 
 
 def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:

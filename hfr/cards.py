@@ -1,0 +1,87 @@
+"""Model cards: ``hfr/templates/model_card.md`` (package data) rendered from a model's config."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import EvalResult
+
+from hfr.config import RANDOM_WEIGHTS, HFRConfig
+from hfr.hub import repo_name
+
+_DATASET_LABELS = {"mvtec_ad": "MVTec AD", "mvtec_3d": "MVTec 3D-AD (RGB)", "visa": "VisA"}
+_NON_COMMERCIAL = ("mvtec_ad", "mvtec_3d")
+_METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO@0.3"}
+
+
+def template_text(name: str = "model_card.md") -> str:
+    """A card template shipped inside the package."""
+    return files("hfr").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def card_license(dataset: str | None) -> str:
+    """MVTec-derived models inherit CC BY-NC-SA 4.0; others are marked ``other``."""
+    return "cc-by-nc-sa-4.0" if dataset in _NON_COMMERCIAL else "other"
+
+
+def model_card(
+    config: HFRConfig, *, decoder_parameters: int, repo_id: str | None = None
+) -> ModelCard:
+    """Render the model card of a trained (and ideally evaluated) model."""
+    dataset, category = config.dataset or "custom", config.category or "custom"
+    repo_id = repo_id or f"<org>/{repo_name(dataset, category)}"
+    evaluation = config.evaluation or {}
+    card_data = ModelCardData(
+        library_name="hfr",
+        license=card_license(config.dataset),
+        tags=["anomaly-detection", "hfr", "image-segmentation", dataset, category],
+        pipeline_tag="image-segmentation",
+        base_model=_base_model(config.encoder, config.encoder_weights),
+        model_name=repo_id.split("/")[-1],
+        eval_results=_eval_results(evaluation, dataset, category) or None,
+    )
+    weights_note = None
+    if config.encoder_weights not in (None, RANDOM_WEIGHTS):
+        weights_note = (
+            f"The encoder weights file `{config.encoder_weights}` is found automatically when "
+            "known (installed package, torch hub cache, public URL); otherwise pass "
+            "`encoder_weights=PATH` or set `HFR_ENCODER_WEIGHTS` to the file or its folder."
+        )
+    return ModelCard.from_template(
+        card_data,
+        template_str=template_text(),
+        title=f"HFR {_DATASET_LABELS.get(dataset, dataset)} {category}",
+        dataset_label=_DATASET_LABELS.get(dataset, dataset),
+        decoder_parameters=f"{decoder_parameters:,}",
+        repo_id=repo_id,
+        weights_note=weights_note,
+        **config.to_dict(),
+    )
+
+
+def _base_model(encoder: str, weights: str | None) -> str | None:
+    """The encoder's Hub id when its weights come from the Hub through timm."""
+    if weights is not None:
+        return None
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(encoder)
+    return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+
+
+def _eval_results(evaluation: dict, dataset: str, category: str) -> list[EvalResult]:
+    return [
+        EvalResult(
+            task_type="image-segmentation",
+            task_name="anomaly detection",
+            dataset_type=dataset,
+            dataset_name=f"{_DATASET_LABELS.get(dataset, dataset)} {category}",
+            dataset_config=category,
+            metric_type=key,
+            metric_name=label,
+            metric_value=round(float(evaluation[key]), 4),
+        )
+        for key, label in _METRIC_NAMES.items()
+        if key in evaluation
+    ]

@@ -1,0 +1,286 @@
+"""The ``hfr`` command: one subcommand per user task.
+
+Building the parser imports no torch: ``hfr --help`` answers at once, and a subcommand's module
+(``hfr.commands.<name>``) is imported only when it runs.
+
+Example:
+    >>> parser = build_parser()
+    >>> parser.parse_args(["train", "--train-dir", "good", "--output", "m"]).epochs
+    50
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+
+from hfr import __version__
+from hfr.config import (
+    DEFAULT_ENCODER,
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_SIGMA,
+    FEATURE_LOCATIONS,
+    TrainConfig,
+)
+from hfr.errors import HFRError
+
+COMMANDS = ("train", "evaluate", "predict", "push", "export", "benchmark", "reproduce", "info")
+PROTOCOLS = ("mvtec", "mnist", "fashion-mnist", "cifar10")
+
+
+class ProtocolDefault:
+    """Default of an option that ``reproduce`` takes from the protocol (shown as such in help)."""
+
+    def __repr__(self) -> str:
+        return "the protocol's"
+
+
+PROTOCOL_DEFAULT = ProtocolDefault()
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default (unless None or off) and keeps the descriptions' breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)r)" if text else "default: %(default)r"
+
+
+def add_model_arguments(
+    parser: argparse.ArgumentParser, *, protocol_defaults: bool = False
+) -> None:
+    """Encoder, input and optimiser options of a new model (train, push, reproduce).
+
+    With ``protocol_defaults``, size, epochs and lr default to the protocol's (see ``reproduce``).
+    """
+    defaults = TrainConfig()
+    per_protocol = PROTOCOL_DEFAULT if protocol_defaults else None
+    group = parser.add_argument_group("model and training")
+    group.add_argument("--encoder", default=DEFAULT_ENCODER, help="timm model name")
+    group.add_argument(
+        "--encoder-weights",
+        default=None,
+        help="weights file name or path, or 'random' (default: timm's, from the Hub)",
+    )
+    group.add_argument(
+        "--feature-location",
+        choices=FEATURE_LOCATIONS,
+        default="stage",
+        help="stage outputs (paper) or the expansion layers of MobileNet/EfficientNet encoders",
+    )
+    group.add_argument(
+        "--image-size",
+        type=int,
+        default=per_protocol or DEFAULT_INPUT_SIZE,
+        help="side of the square network input",
+    )
+    group.add_argument(
+        "--sigma", type=float, default=DEFAULT_SIGMA, help="Gaussian smoothing of the map"
+    )
+    group.add_argument(
+        "--epochs", type=int, default=per_protocol or defaults.epochs, help="training epochs"
+    )
+    group.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="images per SGD step"
+    )
+    group.add_argument(
+        "--lr", type=float, default=per_protocol or defaults.lr, help="SGD learning rate"
+    )
+    group.add_argument("--seed", type=int, default=defaults.seed, help="split and init seed")
+    group.add_argument(
+        "--no-feature-cache", action="store_true", help="re-encode the images every epoch"
+    )
+    _add_device(group)
+
+
+def _add_device(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--device", default=None, help="cuda, mps or cpu (default: the best available)"
+    )
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="train a category and save it (config, weights, model card)",
+        description="Train one category on normal images, calibrate it, save it.\n\n"
+        "  hfr train --data DIR --category bottle --encoder mobilenetv2_100 \\\n"
+        "      --encoder-weights mobilenet_v2-b0353104.pth --evaluate --output models/bottle",
+        formatter_class=_HelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="dataset root in MVTec AD layout (DIR/<category>/...)")
+    source.add_argument("--train-dir", help="a plain folder of normal training images")
+    parser.add_argument("--category", help="category under --data (required with --data)")
+    parser.add_argument("--dataset-name", default="mvtec_ad", help="recorded in config and card")
+    parser.add_argument("--evaluate", action="store_true", help="evaluate on the test split")
+    parser.add_argument("--output", required=True, help="model folder to write")
+    add_model_arguments(parser)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="every metric of a model on an MVTec-layout category, as JSON",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="model folder or Hub repo id")
+    parser.add_argument("--data", required=True, help="dataset root in MVTec AD layout")
+    parser.add_argument("--category", required=True, help="category folder under --data")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument("--save-maps", help="also write the maps, masks and labels (.npz)")
+    parser.add_argument("--output", required=True, help="results JSON to write")
+    _add_device(parser)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "predict",
+        help="score images without ground truth: scores.csv and heat-map overlays",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="model folder or Hub repo id")
+    parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("--output", required=True, help="folder for scores.csv and overlays/")
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="on the normalised scale (0.5: calibrated)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument("--opacity", type=float, default=0.5, help="of the heat map")
+    parser.add_argument("--no-overlays", action="store_true")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the results already in --output"
+    )
+    _add_device(parser)
+
+
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "push",
+        help="publish categories to the Hub as <org>/hfr-<dataset>-<category>",
+        description="Push a saved model folder, or train and push categories of a dataset.\n"
+        "The token comes from `hf auth login` or HF_TOKEN. A failing category does not stop\n"
+        "the others; weights already on the Hub are skipped unless --force.",
+        formatter_class=_HelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a saved model folder to push as it is")
+    source.add_argument("--data", help="dataset root in MVTec AD layout")
+    parser.add_argument("--org", required=True, help="Hub user or organisation")
+    parser.add_argument("--category", action="append", help="category to push (repeatable)")
+    parser.add_argument("--all", action="store_true", help="every category found under --data")
+    parser.add_argument("--dataset-name", default="mvtec_ad", help="in the repo names and cards")
+    parser.add_argument("--work-dir", default="models", help="where trained folders are kept")
+    parser.add_argument("--dry-run", action="store_true", help="prepare everything, push nothing")
+    parser.add_argument("--force", action="store_true", help="push even if the Hub has them")
+    parser.add_argument("--private", action="store_true", help="create private repos")
+    add_model_arguments(parser)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="export a model to ONNX and check it against PyTorch (needs hfr[export])",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="model folder or Hub repo id")
+    parser.add_argument("--output", required=True, help="ONNX file to write")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset version")
+    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "benchmark",
+        help="speed and memory: encoder only against the full pipeline",
+        description="Random-init encoders (timing does not depend on weight values), each in its\n"
+        "own process. On CPU, peak memory is the process's peak RSS; on CUDA, torch's peak.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    parser.add_argument(
+        "--encoders",
+        default="mobilenetv2_100,tf_efficientnet_lite0,resnet18,wide_resnet50_2",
+        help="comma-separated timm names",
+    )
+    parser.add_argument("--batch-size", default="1,16,32", help="one or a comma-separated list")
+    parser.add_argument(
+        "--image-size", type=int, default=DEFAULT_INPUT_SIZE, help="side of the input"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last tensors")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
+    parser.add_argument("--output", required=True, help="JSON list of records")
+    parser.add_argument("--markdown", help="also write a markdown table with command and machine")
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "reproduce",
+        help="the paper's protocols on the data available, beside the paper's numbers",
+        description="MVTec runs at 256x256, lr 0.4, 50 epochs; the one-class protocols (mnist,\n"
+        "fashion-mnist, cifar10) at 32x32, lr 0.04, 10 epochs unless given. Each run is saved\n"
+        "as JSON when it finishes; running again skips finished runs and resumes the rest.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("protocol", choices=PROTOCOLS)
+    parser.add_argument("--data", help="dataset root (fashion-mnist: Debian's copy by default)")
+    parser.add_argument("--output-dir", required=True, help="records, models and summary.md")
+    parser.add_argument("--only", help="comma-separated run names (categories or classes)")
+    add_model_arguments(parser, protocol_defaults=True)
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "info", help="a model's config: encoder, preprocessing, calibration, metrics"
+    )
+    parser.add_argument("model", help="model folder or Hub repo id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hfr`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="hfr",
+        description="HFR anomaly detection: train, evaluate, predict, publish, export, measure.",
+    )
+    parser.add_argument("--version", action="version", version=f"hfr {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_train,
+        _add_evaluate,
+        _add_predict,
+        _add_push,
+        _add_export,
+        _add_benchmark,
+        _add_reproduce,
+        _add_info,
+    ):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hfr`` with ``argv`` (default: the process's arguments); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.command_line = shlex.join(["hfr", *argv])
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    command = importlib.import_module(f"hfr.commands.{args.command}")
+    try:
+        return command.run(args, parser)
+    except HFRError as error:
+        print(f"hfr {args.command}: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""One module per ``hfr`` subcommand, each with ``run(args, parser) -> exit status``."""

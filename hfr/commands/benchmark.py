@@ -1,0 +1,156 @@
+"""``hfr benchmark``: encoder-only forward against the full HFR pipeline, and its pieces.
+
+    hfr benchmark --device cpu --encoders mobilenetv2_100,resnet18 --batch-size 16 \
+        --output bench.json
+
+Random-init encoders (timing does not depend on the weight values). Each encoder runs in its own
+process, so on CPU ``peak_memory_mb`` is that process's peak RSS (torch itself included); on CUDA
+it is torch's peak allocation. Training time per epoch uses cached features, as training does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from hfr import anomaly
+from hfr.model import HFR
+from hfr.timing import median_seconds, time_pipeline
+
+logger = logging.getLogger(__name__)
+
+BOTTLE_TRAIN_IMAGES = 188  # MVTec AD bottle's 209 normal images minus the calibration split
+
+
+def training_seconds_per_epoch(model: HFR, batch_size: int, images: int) -> float:
+    """One epoch of decoder training on cached features of ``images`` images."""
+    device = model.device
+    size = model.config.preprocessing.input_size
+    with torch.inference_mode():
+        features = model.encoder(torch.randn(2, 3, *size, device=device))
+    shapes = [f.shape[1:] for f in features]
+    optimizer = torch.optim.SGD(model.decoder.parameters(), lr=0.01, momentum=0.9)
+    batches = [
+        [torch.randn(batch_size, *shape, device=device) for shape in shapes]
+        for _ in range(max(1, images // batch_size))
+    ]
+    model.decoder.train()
+
+    def epoch() -> None:
+        for batch in batches:
+            reconstructions = model.decode(batch[-1])
+            loss = anomaly.reconstruction_loss(anomaly.residual_maps(batch, reconstructions))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    seconds = median_seconds(epoch, device, warmup=1, repeats=3)
+    model.decoder.eval()
+    return seconds * images / (len(batches) * batch_size)
+
+
+def gflops_per_image(model: HFR) -> tuple[float, float]:
+    """Encoder and decoder GFLOPs for one image (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images = torch.randn(1, 3, *model.config.preprocessing.input_size, device=model.device)
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            features = model.encoder(images)
+        encoder_flops = counter.get_total_flops()
+        with FlopCounterMode(display=False) as counter:
+            model.decoder(features[-1])
+    return encoder_flops / 1e9, counter.get_total_flops() / 1e9
+
+
+def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
+    """All batch sizes for one encoder (run in a child process)."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = HFR(encoder=encoder, encoder_weights="random", input_size=args.image_size).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.forward = torch.compile(model.forward)
+    records = []
+    for batch_size in args.batch_sizes:
+        timing = time_pipeline(model, batch_size, repeats=args.repeats)
+        records.append(
+            {
+                **timing.to_dict(),
+                "threads": args.threads,
+                "channels_last": args.channels_last,
+                "compiled": args.compile,
+                "autocast": "bf16" if device.type == "cuda" else "off",
+            }
+        )
+        logger.info("%s", json.dumps(records[-1]))
+    seconds = training_seconds_per_epoch(model, 16, BOTTLE_TRAIN_IMAGES)
+    encoder_gflops, decoder_gflops = gflops_per_image(model)
+    for record in records:
+        record["train_seconds_per_epoch"] = seconds
+        record["train_epoch_images"] = BOTTLE_TRAIN_IMAGES
+        record["encoder_gflops_per_image"] = round(encoder_gflops, 3)
+        record["decoder_gflops_per_image"] = round(decoder_gflops, 3)
+    return records
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    name = platform.processor() or platform.machine()
+    for line in (
+        Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    ):
+        if line.startswith("model name"):
+            name = line.split(":", 1)[1].strip()
+            break
+    return name
+
+
+def markdown(records: list[dict], command: str, device: str) -> str:
+    lines = [
+        "| encoder | batch | encoder ms/img | decoder ms/img | maps ms/img | full ms/img | "
+        "full / encoder | maps share | img/s | peak MB | train s/epoch (188 img) | "
+        "decoder / encoder GFLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['encoder']} | {r['batch_size']} | {r['encoder_ms_per_image']:.2f} | "
+            f"{r['decoder_ms_per_image']:.2f} | {r['maps_ms_per_image']:.2f} | "
+            f"{r['full_ms_per_image']:.2f} | {r['full_over_encoder']:.2f} | "
+            f"{100 * r['maps_share_of_full']:.1f}% | {r['images_per_second']:.1f} | "
+            f"{r['peak_memory_mb']:.0f} | {r['train_seconds_per_epoch']:.2f} | "
+            f"{r['decoder_gflops_per_image']:.2f} / {r['encoder_gflops_per_image']:.2f} |"
+        )
+    first = records[0] if records else {"threads": "?", "image_size": "?"}
+    header = (
+        f"Machine: {machine(device)}, {first['threads']} threads, torch {torch.__version__}, "
+        f"image size {first['image_size']}.\n\nCommand:\n\n```\n{command}\n```\n\n"
+    )
+    return header + "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    args.batch_sizes = [int(b) for b in args.batch_size.split(",")]
+    began = time.perf_counter()
+    records: list[dict] = []
+    context = multiprocessing.get_context("spawn")
+    for encoder in args.encoders.split(","):
+        logger.info("benchmarking %s", encoder)
+        with context.Pool(1) as pool:
+            records += pool.apply(benchmark_encoder, (encoder, args))
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(records, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(records, args.command_line, args.device))
+    print(f"{len(records)} records in {time.perf_counter() - began:.0f} s -> {args.output}")
+    return 0

@@ -1,0 +1,315 @@
+"""What a model's ``config.json`` holds, typed and validated once, and the training settings.
+
+Nothing here imports torch, so the command line shows these defaults at once. Every field is
+checked when a config is built; a wrong value raises :class:`~hfr.errors.ConfigError` naming the
+field, the expected type or range, and the value found.
+
+Example:
+    >>> config = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=64)
+    >>> config.preprocessing.input_size, config.sigma
+    ((64, 64), 4.0)
+    >>> HFRConfig.from_dict({**config.to_dict(), "sigma": -1.0})
+    Traceback (most recent call last):
+    ...
+    hfr.errors.ConfigError: config.json: sigma must be a number in [0, 64], got -1.0
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from hfr.calibration import Calibration
+from hfr.errors import ConfigError, TrainingError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+DEFAULT_ENCODER = "resnet18.tv_in1k"
+DEFAULT_INPUT_SIZE = 256
+MAX_INPUT_SIDE = 1024
+DEFAULT_SIGMA = 4.0
+MAX_SIGMA = 64.0
+# Where in each stage the features are taken: "stage" is the stage's output (the paper's choice);
+# "expansion" is timm's inverted-residual expansion (MobileNet / EfficientNet families): the wide,
+# activated output of the depthwise conv in each stage's last block, before its linear projection.
+FEATURE_LOCATIONS = ("stage", "expansion")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+RANDOM_WEIGHTS = "random"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(ok: bool, name: str, expected: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+
+
+def _optional_str(name: str, value: object) -> None:
+    _check(value is None or isinstance(value, str), name, "a string or null", value)
+
+
+def _optional_object(name: str, value: object) -> None:
+    _check(value is None or isinstance(value, Mapping), name, "a JSON object or null", value)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image becomes the encoder's input: size, resize filter and normalisation.
+
+    The whole image is resized to ``input_size`` (no crop: a defect may sit at the border).
+    """
+
+    input_size: tuple[int, int] = (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        size = self.input_size
+        _check(
+            isinstance(size, Sequence)
+            and not isinstance(size, str)
+            and len(size) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in size)
+            and all(32 <= s <= MAX_INPUT_SIDE and s % 16 == 0 for s in size),
+            "preprocessing.input_size",
+            f"two integers, multiples of 16 in [32, {MAX_INPUT_SIDE}]",
+            size,
+        )
+        _check(
+            self.interpolation in INTERPOLATIONS,
+            "preprocessing.interpolation",
+            f"one of {INTERPOLATIONS}",
+            self.interpolation,
+        )
+        for name, values, low in (("mean", self.mean, -math.inf), ("std", self.std, 0.0)):
+            _check(
+                isinstance(values, Sequence)
+                and len(values) == 3
+                and all(_is_number(v) and v > low for v in values),
+                f"preprocessing.{name}",
+                "three finite numbers" + (" above 0" if low == 0.0 else ""),
+                values,
+            )
+        object.__setattr__(self, "input_size", tuple(size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @classmethod
+    def for_encoder(cls, encoder: str, input_size: int | Sequence[int]) -> Preprocessing:
+        """timm's mean, std and interpolation for ``encoder``, at ``input_size``."""
+        import timm
+
+        size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        try:
+            cfg = timm.models.get_pretrained_cfg(encoder)
+        except (RuntimeError, KeyError):
+            cfg = None
+        if cfg is None:
+            return cls(input_size=size)
+        interpolation = cfg.interpolation if cfg.interpolation in INTERPOLATIONS else "bilinear"
+        return cls(input_size=size, interpolation=interpolation, mean=cfg.mean, std=cfg.std)
+
+    @classmethod
+    def from_dict(cls, values: object) -> Preprocessing:
+        """Build from ``config.json`` values."""
+        _check(isinstance(values, Mapping), "preprocessing", "a JSON object", values)
+        names = {f.name for f in fields(cls)}
+        _check(
+            set(values) == names, "preprocessing", f"an object with keys {sorted(names)}", values
+        )
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form for ``config.json``."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class HFRConfig:
+    """Everything needed to rebuild a model around its decoder weights (``config.json``).
+
+    ``training`` and ``evaluation`` record how the model was made and measured (for its card).
+    """
+
+    format_version: int = FORMAT_VERSION
+    encoder: str = DEFAULT_ENCODER
+    encoder_weights: str | None = None
+    encoder_fingerprint: str | None = None
+    feature_location: str = "stage"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    sigma: float = DEFAULT_SIGMA
+    calibration: Calibration | None = None
+    dataset: str | None = None
+    category: str | None = None
+    training: dict | None = None
+    evaluation: dict | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            self.format_version == FORMAT_VERSION and not isinstance(self.format_version, bool),
+            "format_version",
+            f"{FORMAT_VERSION} (this hfr reads format {FORMAT_VERSION}; upgrade hfr for others)",
+            self.format_version,
+        )
+        _check(
+            isinstance(self.encoder, str) and bool(self.encoder),
+            "encoder",
+            "a timm model name",
+            self.encoder,
+        )
+        for name in ("encoder_weights", "encoder_fingerprint", "dataset", "category"):
+            _optional_str(name, getattr(self, name))
+        _check(
+            self.feature_location in FEATURE_LOCATIONS,
+            "feature_location",
+            f"one of {FEATURE_LOCATIONS}",
+            self.feature_location,
+        )
+        _check(
+            isinstance(self.preprocessing, Preprocessing),
+            "preprocessing",
+            "a Preprocessing",
+            self.preprocessing,
+        )
+        _check(
+            _is_number(self.sigma) and 0 <= self.sigma <= MAX_SIGMA,
+            "sigma",
+            f"a number in [0, {MAX_SIGMA:g}]",
+            self.sigma,
+        )
+        _check(
+            self.calibration is None or isinstance(self.calibration, Calibration),
+            "calibration",
+            "a Calibration or null",
+            self.calibration,
+        )
+        _optional_object("training", self.training)
+        _optional_object("evaluation", self.evaluation)
+        object.__setattr__(self, "sigma", float(self.sigma))
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        encoder: str = DEFAULT_ENCODER,
+        input_size: int | Sequence[int] = DEFAULT_INPUT_SIZE,
+        preprocessing: Preprocessing | None = None,
+        **values: Any,
+    ) -> HFRConfig:
+        """A config for a new model; preprocessing defaults to timm's for ``encoder``."""
+        return cls(
+            encoder=encoder,
+            preprocessing=preprocessing or Preprocessing.for_encoder(encoder, input_size),
+            **values,
+        )
+
+    @classmethod
+    def from_dict(cls, data: object, *, source: str = CONFIG_FILE) -> HFRConfig:
+        """Validate ``config.json`` contents; errors name ``source`` and the field.
+
+        Configs written before a field existed load with that field's default.
+        """
+        try:
+            _check(isinstance(data, Mapping), "the config", "a JSON object", type(data).__name__)
+            values = dict(data)
+            required = ("format_version", "encoder", "encoder_fingerprint", "preprocessing")
+            missing = [key for key in required if key not in values]
+            _check(not missing, "the config", f"an HFR config with keys {list(required)}", data)
+            legacy_size = values.pop("input_size", None)  # written by format 1 before 0.2
+            unknown = sorted(set(values) - {f.name for f in fields(cls)})
+            _check(not unknown, "every key", "a field this hfr knows (upgrade hfr?)", unknown)
+            values["preprocessing"] = Preprocessing.from_dict(values["preprocessing"])
+            _check(
+                legacy_size is None or legacy_size == values["preprocessing"].input_size[0],
+                "input_size",
+                "the side of preprocessing.input_size",
+                legacy_size,
+            )
+            if values.get("calibration") is not None:
+                values["calibration"] = Calibration.from_dict(values["calibration"])
+            return cls(**values)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+
+    def to_dict(self) -> dict:
+        """JSON-ready form for ``config.json``."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["preprocessing"] = self.preprocessing.to_dict()
+        values["calibration"] = None if self.calibration is None else self.calibration.to_dict()
+        return values
+
+    def replace(self, **changes: Any) -> HFRConfig:
+        """A copy with ``changes``, validated like any config."""
+        return replace(self, **changes)
+
+    @property
+    def weights_file_name(self) -> str | None:
+        """The encoder weights as stored: a file name (never a local path), ``random`` or None."""
+        if self.encoder_weights in (None, RANDOM_WEIGHTS):
+            return self.encoder_weights
+        return self.encoder_weights.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule. SGD settings are the paper's (those of STFPM)."""
+
+    epochs: int = 50
+    batch_size: int = 16
+    lr: float = 0.4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    calibration_fraction: float = 0.1
+    cache_features: bool = True
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("epochs", _is_int(self.epochs) and self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", _is_int(self.batch_size) and self.batch_size >= 2, "an integer >= 2"),
+            ("lr", _is_number(self.lr) and self.lr > 0, "a number > 0"),
+            ("momentum", _is_number(self.momentum) and 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", _is_number(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
+            ("seed", _is_int(self.seed), "an integer"),
+            (
+                "calibration_fraction",
+                _is_number(self.calibration_fraction) and 0 < self.calibration_fraction < 1,
+                "a number in (0, 1)",
+            ),
+            ("cache_features", isinstance(self.cache_features, bool), "true or false"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise TrainingError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_config(path: str | Path) -> HFRConfig:
+    """Read and validate a ``config.json``; any defect raises :class:`ConfigError` naming it."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: not valid JSON ({error})") from None
+    return HFRConfig.from_dict(data, source=str(path))
+
+
+def write_config(config: HFRConfig, path: str | Path) -> None:
+    """Write ``config`` as ``config.json``."""
+    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")

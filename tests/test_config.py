@@ -1,0 +1,69 @@
+"""The typed model config: every field checked once, the field and the value named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hfr.config import HFRConfig, Preprocessing, read_config
+from hfr.errors import ConfigError
+
+GOOD = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=64).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"encoder": 123}, "encoder must be a timm model name, got 123"),
+        ({"sigma": "4"}, "sigma must be a number"),
+        ({"sigma": float("nan")}, "sigma must be a number"),
+        ({"feature_location": "middle"}, "feature_location must be one of"),
+        ({"preprocessing": {**GOOD["preprocessing"], "input_size": "abc"}}, "input_size"),
+        ({"preprocessing": {**GOOD["preprocessing"], "input_size": [256.0, 256]}}, "integers"),
+        ({"preprocessing": {**GOOD["preprocessing"], "input_size": [4096, 4096]}}, "1024"),
+        ({"preprocessing": {**GOOD["preprocessing"], "std": [0.2, 0.2, float("nan")]}}, "std"),
+        ({"preprocessing": {**GOOD["preprocessing"], "mean": ["a", 0, 0]}}, "mean"),
+        ({"calibration": {"threshold": 1.0}}, "calibration must be an object with keys"),
+        ({"training": [1, 2]}, "training must be a JSON object"),
+        ({"surprise": 1}, "a field this hfr knows"),
+    ],
+)
+def test_bad_values_name_the_field(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        HFRConfig.from_dict({**GOOD, **changes})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"[1, 2]", "the config must be a JSON object"),
+        (b"\xff\xfe\x00", "not UTF-8"),
+    ],
+)
+def test_unreadable_files_are_config_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as failure:
+        read_config(path)
+    assert str(path) in str(failure.value)
+
+
+def test_round_trip_and_configs_of_earlier_versions(tmp_path: Path) -> None:
+    config = HFRConfig.from_dict(GOOD)
+    assert config.to_dict() == GOOD
+    legacy = {**GOOD, "input_size": 64}  # written before the typed config
+    assert HFRConfig.from_dict(legacy) == config
+    del legacy["feature_location"]
+    assert HFRConfig.from_dict(legacy).feature_location == "stage"
+    with pytest.raises(ConfigError, match="input_size must be the side"):
+        HFRConfig.from_dict({**GOOD, "input_size": 128})
+    (tmp_path / "config.json").write_text(json.dumps(GOOD))
+    assert read_config(tmp_path / "config.json") == config
+
+
+def test_preprocessing_from_timm() -> None:
+    assert Preprocessing.for_encoder("tf_efficientnet_lite0", 96).mean == (0.5, 0.5, 0.5)
