@@ -4,16 +4,20 @@ python app.py  # http://127.0.0.1:7860
 
 Settings come from the environment when the app starts (never at import): HFR_HUB_ORG (the Hub
 organisation whose hfr-* repos are offered; empty: no Hub), HFR_MODEL_DIRS (model folders,
-separated by ':'), HFR_EXAMPLES_DIR, HFR_MAX_SIDE, HFR_MODEL_CACHE, HFR_CONCURRENCY. A Space
-deployed by scripts/deploy_space.py carries its defaults in space_settings.json beside this file.
+separated by ':'), HFR_EXAMPLES_DIR, HFR_MAX_SIDE, HFR_MODEL_CACHE, HFR_CONCURRENCY and
+HFR_TEMP_MAX_AGE (seconds an upload or result file is kept). A Space deployed by
+scripts/deploy_space.py carries its defaults in space_settings.json beside this file.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -21,12 +25,12 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import torch
+from gradio.utils import get_upload_folder as gradio_upload_folder
 
 from hfr.catalog import ModelCache, ModelEntry, discover_models
 from hfr.device import auto_device
 from hfr.errors import HFRError, ImageLoadError
-from hfr.images import list_images, load_rgb
+from hfr.images import list_images, read_image
 from hfr.postprocess import Prediction
 from hfr.viz import colormap, overlay
 
@@ -43,6 +47,7 @@ except ImportError:
 SPACE_SETTINGS_FILE = Path(__file__).with_name("space_settings.json")
 MAX_IMAGES = 64
 CSV_FILES_KEPT = 32
+LEVEL_MAP_SIDE = 256
 # Model caches of the demos built in this process, by name: ZeroGPU passes a GPU function's
 # arguments between processes, so it gets the cache's name, never the cache itself.
 _CACHES: dict[str, ModelCache] = {}
@@ -59,6 +64,7 @@ class AppSettings:
     max_side: int = 1600
     cache_size: int = 3
     concurrency: int = 2
+    temp_max_age: int = 900
 
     @classmethod
     def load(
@@ -75,6 +81,7 @@ class AppSettings:
             "max_side": "HFR_MAX_SIDE",
             "cache_size": "HFR_MODEL_CACHE",
             "concurrency": "HFR_CONCURRENCY",
+            "temp_max_age": "HFR_TEMP_MAX_AGE",
         }
         kinds = {f.name: f.type for f in fields(cls)}
         for name, variable in names.items():
@@ -91,7 +98,8 @@ class AppSettings:
 
 @dataclass
 class Result:
-    """One analysed image, kept so that moving the sliders redraws without re-running the model."""
+    """One analysed image, kept in the session so that moving the sliders redraws without
+    re-running the model: compact (float16 maps, level maps at most ``LEVEL_MAP_SIDE``)."""
 
     name: str
     image: np.ndarray
@@ -101,26 +109,33 @@ class Result:
     level_maps: list[np.ndarray]
     level_scale: float
 
+    @classmethod
+    def of(cls, name: str, image: np.ndarray, prediction: Prediction, level_scale: float) -> Result:
+        step = max(1, -(-max(image.shape[:2]) // LEVEL_MAP_SIDE))  # the residuals are coarse
+        return cls(
+            name,
+            image,
+            prediction.score,
+            prediction.normalized_score,
+            prediction.normalized_map.astype(np.float16),
+            [level[::step, ::step].astype(np.float16) for level in prediction.level_maps],
+            level_scale,
+        )
+
 
 def read_uploads(paths: list[str], max_side: int) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
-    """Decode uploads; unreadable ones become notices, huge ones are downscaled with a notice."""
+    """Decode uploads through the library's image gate, reduced to ``max_side``; unreadable
+    ones, and anything done to the readable ones (frames dropped, size reduced), become notices."""
     images, notices = [], []
     for path in paths[:MAX_IMAGES]:
         name = Path(path).name
         try:
-            rgb = load_rgb(path)
+            loaded = read_image(path, max_side=max_side)
         except ImageLoadError as error:
             notices.append(f"`{name}` skipped: {str(error).replace(str(path), name)}")
             continue
-        height, width = rgb.shape[:2]
-        if max(height, width) > max_side:
-            scale = max_side / max(height, width)
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
-            rgb = torch.nn.functional.interpolate(tensor, size=size, mode="area")[0]
-            rgb = rgb.permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
-            notices.append(f"`{name}` downscaled from {width}x{height} to {size[1]}x{size[0]}.")
-        images.append((name, rgb))
+        notices += [f"`{name}`: {note}." for note in loaded.notes]
+        images.append((name, loaded.pixels))
     if len(paths) > MAX_IMAGES:
         notices.append(f"Only the first {MAX_IMAGES} of {len(paths)} files were analysed.")
     return images, notices
@@ -152,6 +167,61 @@ def run_model(
     return predictions, calibration.threshold, str(model.device)
 
 
+class MallocTuning:
+    """glibc keeps freed memory in per-thread arenas: under Gradio's worker threads a busy app's
+    memory then grows to several times what one request needs and never shrinks. Fewer arenas,
+    and a trim after each request, hand it back. A no-op where the C library is not glibc."""
+
+    ARENA_MAX = -8  # mallopt's M_ARENA_MAX
+
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("c")
+        library = ctypes.CDLL(name) if name else None
+        self._libc = library if library is not None and hasattr(library, "malloc_trim") else None
+
+    def limit_arenas(self, count: int = 2) -> None:
+        if self._libc is not None:
+            self._libc.mallopt(self.ARENA_MAX, count)
+
+    def trim(self) -> None:
+        if self._libc is not None:
+            self._libc.malloc_trim(0)
+
+
+MALLOC = MallocTuning()
+
+
+def sweep_upload_leftovers(folder: Path, max_age: float) -> int:
+    """Delete the empty ``tmp*`` staging files Gradio 6 leaves directly in its upload folder, one
+    per upload, once older than ``max_age`` seconds (``delete_cache`` does not track them).
+    Returns how many were deleted."""
+    deleted = 0
+    cutoff = time.time() - max_age
+    for path in folder.glob("tmp*"):
+        try:
+            status = path.stat()
+            if path.is_file() and status.st_size == 0 and status.st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+        except FileNotFoundError:  # removed meanwhile
+            continue
+    return deleted
+
+
+def start_upload_sweeper(max_age: float) -> threading.Thread:
+    """Run :func:`sweep_upload_leftovers` on Gradio's upload folder every minute (or sooner)."""
+    folder = Path(gradio_upload_folder())
+
+    def sweep_forever() -> None:
+        while True:
+            time.sleep(min(60.0, max_age))
+            sweep_upload_leftovers(folder, max_age)
+
+    thread = threading.Thread(target=sweep_forever, name="hfr-upload-sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
 def render(
     results: list[Result], threshold: float, opacity: float, show_levels: bool, csv_dir: Path
 ):
@@ -160,7 +230,9 @@ def render(
         return [], [], None, gr.update(value=[], visible=False)
     gallery = [
         (
-            overlay(r.image, r.normalized_map, opacity=opacity, threshold=threshold),
+            overlay(
+                r.image, r.normalized_map.astype(np.float32), opacity=opacity, threshold=threshold
+            ),
             caption(r, threshold),
         )
         for r in results
@@ -174,7 +246,10 @@ def render(
         top = results[0]
         for index, level in enumerate(top.level_maps, start=1):
             levels.append(
-                (colormap(0.5 * level / top.level_scale), f"{top.name}: level {index} residual")
+                (
+                    colormap(0.5 * level.astype(np.float32) / top.level_scale),
+                    f"{top.name}: level {index} residual",
+                )
             )
     csv_path = write_csv(table, csv_dir)
     return gallery, table, csv_path, gr.update(value=levels, visible=show_levels)
@@ -243,20 +318,22 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         seconds = time.perf_counter() - began
         level_scale = raw_threshold / 3
         results = [
-            Result(
-                name, rgb, p.score, p.normalized_score, p.normalized_map, p.level_maps, level_scale
-            )
-            for (name, rgb), p in zip(images, predictions, strict=True)
+            Result.of(name, rgb, prediction, level_scale)
+            for (name, rgb), prediction in zip(images, predictions, strict=True)
         ]
         results.sort(key=lambda r: r.normalized_score, reverse=True)
         notices.append(f"{len(results)} image(s) analysed in {seconds:.2f} s on {device}.")
         shown = render(results, threshold, opacity, show_levels, csv_dir)
+        MALLOC.trim()
         return (results, *shown, "\n\n".join(notices))
 
     def redraw(results, threshold, opacity, show_levels):
         return render(results, threshold, opacity, show_levels, csv_dir)
 
-    with gr.Blocks(title="HFR anomaly detection") as demo:
+    # Gradio keeps every upload and returned file in its cache: delete them after
+    # temp_max_age seconds, checked once a minute (or sooner for short ages).
+    delete_cache = (min(60, settings.temp_max_age), settings.temp_max_age)
+    with gr.Blocks(title="HFR anomaly detection", delete_cache=delete_cache) as demo:
         gr.Markdown(
             "# HFR: unsupervised anomaly detection\n"
             "Upload images of the chosen category. Each image gets a score (0-1, the model's "
@@ -317,6 +394,8 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
 def main() -> None:
     """Read the settings, build the page, serve it."""
     settings = AppSettings.load()
+    MALLOC.limit_arenas()
+    start_upload_sweeper(settings.temp_max_age)
     build_demo(settings).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size="50mb"
     )

@@ -4,19 +4,18 @@ LRU cache of loaded models, so memory stays bounded however many categories are 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from urllib.parse import urlparse
 
 from huggingface_hub import HfApi
 
 from hfr.config import CONFIG_FILE, WEIGHTS_FILE
 from hfr.errors import HFRError
+from hfr.hub import hub_reachable
 from hfr.model import HFR
 
 logger = logging.getLogger(__name__)
@@ -46,20 +45,6 @@ def folder_models(root: Path, origin: str) -> list[ModelEntry]:
         for folder in folders
         if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
     ]
-
-
-def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hub endpoint opens within ``timeout`` seconds.
-
-    Checked first so that an offline machine is told at once instead of after the client's retries.
-    """
-    address = urlparse(endpoint)
-    port = address.port or (443 if address.scheme == "https" else 80)
-    try:
-        with socket.create_connection((address.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def hub_models(org: str, *, api: HfApi | None = None) -> list[ModelEntry]:

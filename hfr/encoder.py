@@ -18,12 +18,15 @@ import timm
 import torch
 from torch import nn
 
+from hfr import hub
 from hfr.config import FEATURE_LOCATIONS, RANDOM_WEIGHTS
 from hfr.errors import EncoderWeightsError, UnknownEncoderError
 
 FEATURE_STAGES = (1, 2, 3)
 EXPECTED_STRIDES = [4, 8, 16]
 WEIGHTS_ENV_VAR = "HFR_ENCODER_WEIGHTS"
+# The files timm reads pretrained weights from in a Hub repo, in its order of preference.
+_TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 # timm modules whose inverted-residual blocks expose the "expansion" feature location.
 _EXPANSION_FAMILIES = ("timm.models.efficientnet", "timm.models.mobilenetv3")
 
@@ -121,16 +124,32 @@ def _check_encoder(name: str, feature_location: str) -> None:
 
 
 def _pretrained_from_hub(name: str, features_kwargs: dict) -> nn.Module:
-    """timm's pretrained weights for ``name``, from the Hub or its cache."""
+    """timm's pretrained weights for ``name``: from the Hub, or from the cache when it is out of
+    reach; a quick :class:`EncoderWeightsError` with what to do when neither has them."""
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    hint = (
+        f"Offline, pass a local file with encoder_weights=PATH (--encoder-weights) or set "
+        f"{WEIGHTS_ENV_VAR}."
+    )
+    if not hub.hub_reachable():
+        pretrained = timm.models.get_pretrained_cfg(name)
+        repo_id = getattr(pretrained, "hf_hub_id", None)
+        cached = hub.cached_file(repo_id, _TIMM_HUB_FILES) if repo_id else None
+        if cached is None:
+            raise EncoderWeightsError(
+                f"timm's pretrained weights for {name!r} are not in the cache and the Hub "
+                f"cannot be reached (offline mode or no network). {hint}"
+            )
+        backbone = timm.create_model(name, pretrained=False, **features_kwargs)
+        load_into_backbone(backbone, name, read_state_dict(cached), source=str(cached))
+        return backbone
     try:
         return timm.create_model(name, pretrained=True, **features_kwargs)
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
         raise EncoderWeightsError(
             f"timm's pretrained weights for {name!r} could not be downloaded or found in the "
-            f"cache ({type(error).__name__}). Offline, pass a local file with "
-            f"encoder_weights=PATH (--encoder-weights) or set {WEIGHTS_ENV_VAR}."
+            f"cache ({type(error).__name__}). {hint}"
         ) from error
 
 

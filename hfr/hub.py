@@ -7,9 +7,17 @@ calls :func:`push_folder`.
 from __future__ import annotations
 
 import hashlib
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
-from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download
+from huggingface_hub import (
+    HfApi,
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    try_to_load_from_cache,
+)
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -65,6 +73,7 @@ def download(
         raise ModelNotFoundError(
             f"{model_id!r} is neither a model folder nor a Hub repo id ('org/name')"
         ) from error
+    local_files_only = local_files_only or not hub_reachable()
     try:
         return Path(
             hf_hub_download(
@@ -95,14 +104,42 @@ def _hub_error_message(model_id: str, filename: str, revision: str | None, error
         return f"model repo {model_id!r} not found on the Hub (or private: log in or pass token=)"
     if isinstance(error, RevisionNotFoundError):
         return f"{model_id!r} has no revision {revision!r}"
-    if isinstance(error, EntryNotFoundError):
-        return _missing_file_message(repr(model_id), filename)
-    if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+    if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):  # before its base
         return (
             f"{filename} of {model_id!r} is not in the cache and the Hub cannot be reached "
             "(offline mode or no network)"
         )
+    if isinstance(error, EntryNotFoundError):
+        return _missing_file_message(repr(model_id), filename)
     return f"cannot download {filename} of {model_id!r}: {error}"
+
+
+def hub_reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
+    """Whether a download may be tried: not in offline mode, and a TCP connection to the Hub
+    (``endpoint``, by default the configured one) opens within ``timeout`` seconds.
+
+    Checked first so that an offline machine is told at once, not after the client's retries.
+    """
+    if constants.HF_HUB_OFFLINE:
+        return False
+    address = urlparse(endpoint or constants.ENDPOINT)
+    port = address.port or (443 if address.scheme == "https" else 80)
+    try:
+        with socket.create_connection((address.hostname, port), timeout=timeout):
+            return True
+    except (OSError, UnicodeError):
+        return False
+
+
+def cached_file(repo_id: str, filenames: tuple[str, ...]) -> Path | None:
+    """The first of ``filenames`` of ``repo_id`` (``"org/name"`` or ``"org/name@rev"``) in the
+    local Hub cache, without any network access; ``None`` when none is cached."""
+    repo_id, _, revision = repo_id.partition("@")
+    for filename in filenames:
+        path = try_to_load_from_cache(repo_id, filename, revision=revision or None)
+        if isinstance(path, str):
+            return Path(path)
+    return None
 
 
 def sha256_of(path: Path) -> str:

@@ -19,7 +19,7 @@ from hfr.config import CONFIG_FILE, WEIGHTS_FILE, HFRConfig, read_config, write_
 from hfr.decoder import HierarchicalDecoder
 from hfr.encoder import build_encoder
 from hfr.errors import ConfigError, EncoderWeightsError, HFRError, ModelFormatError
-from hfr.images import ImageInput, load_rgb
+from hfr.images import ImageInput, load_rgb, read_image
 from hfr.postprocess import Prediction, check_threshold, to_predictions
 from hfr.preprocessing import to_batch
 
@@ -142,7 +142,9 @@ class HFR(
         """Score images and return their anomaly maps.
 
         Args:
-            images: one image or a list: paths, PIL images, numpy arrays or tensors (any mode).
+            images: one image or a list: paths, bytes, file objects, PIL images, numpy arrays
+                or tensors (any mode; see :func:`hfr.images.read_image`). A result's ``notes``
+                say when an image was reduced or only its first frame used.
             batch_size: images per forward pass.
             threshold: verdict threshold on the normalised scale; default 0.5, the calibrated one.
             return_level_maps: also return the three per-level residual maps.
@@ -162,15 +164,19 @@ class HFR(
         self.eval()
         predictions: list[Prediction] = []
         for start in range(0, len(items), batch_size):
-            arrays = [load_rgb(item) for item in items[start : start + batch_size]]
+            loaded = [read_image(item) for item in items[start : start + batch_size]]
+            arrays = [image.pixels for image in loaded]
             output = self(to_batch(arrays, self.config.preprocessing, self.device))
-            predictions += to_predictions(
+            scored = to_predictions(
                 output,
                 calibration=self.config.calibration,
                 sizes=[a.shape[:2] for a in arrays] if map_size == "original" else None,
                 threshold=threshold,
                 return_level_maps=return_level_maps,
             )
+            for prediction, image in zip(scored, loaded, strict=True):
+                prediction.notes = image.notes
+            predictions += scored
         return predictions
 
     # --- Hub serialisation: decoder weights only, strict and pickle-free loading ---
@@ -257,6 +263,6 @@ class HFR(
 
 
 def _is_single_image(images: Any) -> bool:
-    if isinstance(images, (str, Path, np.ndarray, torch.Tensor)):
+    if isinstance(images, (str, Path, bytes, bytearray, memoryview, np.ndarray, torch.Tensor)):
         return True
-    return not isinstance(images, Iterable)
+    return hasattr(images, "read") or not isinstance(images, Iterable)

@@ -20,7 +20,16 @@ from hfr.errors import HFRError
 
 SCORES_FILE = "scores.csv"
 OVERLAYS_DIR = "overlays"
-FIELDS = ("image", "score", "normalized_score", "is_anomalous", "threshold", "overlay", "error")
+FIELDS = (
+    "image",
+    "score",
+    "normalized_score",
+    "is_anomalous",
+    "threshold",
+    "overlay",
+    "notes",
+    "error",
+)
 
 
 def unique_names(paths: list[Path]) -> list[str]:

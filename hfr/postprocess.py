@@ -22,7 +22,8 @@ class Prediction:
 
     ``anomaly_map`` is the raw map (float32, the input image's size unless asked otherwise);
     ``normalized_map`` and ``normalized_score`` use the model's calibration (0.5 = threshold).
-    ``level_maps`` holds the three per-level residual maps when requested.
+    ``level_maps`` holds the three per-level residual maps when requested; ``notes`` says what
+    was done to the input that a user should know (frames dropped, size reduced).
     """
 
     score: float
@@ -32,6 +33,7 @@ class Prediction:
     anomaly_map: np.ndarray
     normalized_map: np.ndarray | None
     level_maps: list[np.ndarray] | None = None
+    notes: tuple[str, ...] = ()
 
 
 def check_threshold(threshold: float | None) -> float:

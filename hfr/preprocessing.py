@@ -25,8 +25,9 @@ def to_batch(
     """
     batch = torch.empty((len(images), 3, *preprocessing.input_size), device=device)
     for indices, group in _group_by_shape(images):
-        pixels = torch.from_numpy(np.stack(group)).to(device).permute(0, 3, 1, 2).float()
-        batch[indices] = _resize(pixels / 255.0, preprocessing)
+        stacked = group[0][None] if len(group) == 1 else np.stack(group)  # no copy for one
+        pixels = torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2).float()
+        batch[indices] = _resize(pixels.div_(255.0), preprocessing)
     mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1)
     return (batch - mean) / std

@@ -1,9 +1,15 @@
-"""Latency per image as a user of the demo sees it: cold (model load) and warm requests.
+"""The demo as its users see it: latency per request (cold and warm), and the app under load.
 
 python scripts/app_latency.py --image IMAGE.png --output docs/results/app_latency.json
+python scripts/app_latency.py --image IMAGE.png --clients 20 --requests 5 \\
+    --output docs/results/app_load.json
 
-Starts app.py on a free local port (CPU, bundled model, no Hub), then times gradio_client calls
-end to end: upload, model, overlay, encoding, download. The first call loads the model (cold).
+Starts app.py on a free local port (CPU, bundled model, no Hub) with its own temp folders, then
+times gradio_client calls end to end: upload, model, overlay, encoding, download. The first call
+loads the model (cold). With ``--clients``, that many clients send ``--requests`` each at once;
+the JSON holds p50/p95 latency, how many answers equal the first one, the app's memory (RSS
+after the first request, peak, after the run) and its temp files before and after the run, and
+after Gradio's cleanup (``--temp-max-age``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -27,14 +35,21 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "hfr-mvtec-bottle-mobilenetv2 (bundled)"
 
 
-def start_app(port: int) -> subprocess.Popen:
+def start_app(port: int, temp_root: Path, concurrency: int, temp_max_age: int) -> subprocess.Popen:
+    """app.py in its own process, its temp files (Gradio's and its own) under ``temp_root``."""
     env = {
         **os.environ,
         "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_TEMP_DIR": str(temp_root / "gradio"),
+        "TMPDIR": str(temp_root / "app"),
         "HFR_HUB_ORG": "",
+        "HFR_CONCURRENCY": str(concurrency),
+        "HFR_TEMP_MAX_AGE": str(temp_max_age),
         "CUDA_VISIBLE_DEVICES": "",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
+    for folder in ("gradio", "app"):
+        (temp_root / folder).mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env)
     for _ in range(240):
         try:
@@ -46,47 +61,145 @@ def start_app(port: int) -> subprocess.Popen:
     raise RuntimeError("app.py did not start")
 
 
+def memory_mb(pid: int) -> dict[str, float]:
+    """Current (VmRSS) and peak (VmHWM) resident memory of ``pid`` in MB (Linux /proc)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def file_count(folder: Path) -> int:
+    return sum(1 for path in folder.rglob("*") if path.is_file())
+
+
+class Requester:
+    """One client of the app: sends the image and returns (seconds, score, overlay path)."""
+
+    def __init__(self, url: str, image: str) -> None:
+        self.client = Client(url, verbose=False)
+        self.image = image
+
+    def __call__(self) -> tuple[float, float, str]:
+        began = time.perf_counter()
+        result = self.client.predict(
+            [handle_file(self.image)], MODEL, 0.5, 0.5, False, api_name="/analyze"
+        )
+        score = result[1]["data"][0][1]
+        return time.perf_counter() - began, score, result[0][0]["image"]
+
+
+def latency(url: str, image: str, warm_runs: int) -> dict:
+    request = Requester(url, image)
+    cold, _, overlay_path = request()
+    warm = [request()[0] for _ in range(warm_runs)]
+    with Image.open(image) as picture, Image.open(overlay_path) as overlay_picture:
+        sizes = (
+            f"{picture.width}x{picture.height}",
+            f"{overlay_picture.width}x{overlay_picture.height}",
+        )
+    return {
+        "image_size": sizes[0],
+        "overlay_size": sizes[1],
+        "cold_seconds": round(cold, 3),
+        "warm_seconds_median": round(statistics.median(warm), 3),
+        "warm_seconds": [round(w, 3) for w in warm],
+    }
+
+
+def load(url: str, image: str, pid: int, temp_root: Path, args: argparse.Namespace) -> dict:
+    """``args.clients`` clients at once, ``args.requests`` requests each."""
+    temp_files_at_start = file_count(temp_root)
+    _, reference, _ = Requester(url, image)()
+    after_first = memory_mb(pid)["VmRSS"]
+    requesters = [Requester(url, image) for _ in range(args.clients)]
+    seconds: list[float] = []
+    scores: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def client_loop(requester: Requester) -> None:
+        for _ in range(args.requests):
+            try:
+                took, score, _ = requester()
+            except Exception as error:  # every failure is counted and reported
+                with lock:
+                    failures.append(f"{type(error).__name__}: {error}")
+                continue
+            with lock:
+                seconds.append(took)
+                scores.append(score)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=client_loop, args=(r,)) for r in requesters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    time.sleep(2)  # let the app finish its bookkeeping before the memory reading
+    after_run = memory_mb(pid)
+    temp_files_after_run = file_count(temp_root)
+    cleanup_wait = args.cleanup_wait
+    if cleanup_wait is None:  # one full cleanup period of the app after the files' max age
+        cleanup_wait = args.temp_max_age + min(60, args.temp_max_age) + 5
+    time.sleep(cleanup_wait)
+    quantiles = statistics.quantiles(seconds, n=20) if len(seconds) >= 2 else [float("nan")] * 19
+    return {
+        "clients": args.clients,
+        "requests_per_client": args.requests,
+        "app_concurrency": args.concurrency,
+        "correct": sum(score == reference for score in scores),
+        "requests": args.clients * args.requests,
+        "failures": failures[:5],
+        "p50_seconds": round(statistics.median(seconds), 3) if seconds else None,
+        "p95_seconds": round(quantiles[18], 3),
+        "wall_seconds": round(wall, 1),
+        "rss_mb_after_first_request": round(after_first),
+        "rss_mb_peak": round(after_run["VmHWM"]),
+        "rss_mb_after_run": round(after_run["VmRSS"]),
+        "temp_files_at_start": temp_files_at_start,
+        "temp_files_after_run": temp_files_after_run,
+        "temp_max_age_seconds": args.temp_max_age,
+        "temp_files_after_cleanup": file_count(temp_root),
+        "cleanup_wait_seconds": cleanup_wait,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--image", required=True)
     parser.add_argument("--warm-runs", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=0, help="0: latency only, no load run")
+    parser.add_argument("--requests", type=int, default=5, help="per client, in a load run")
+    parser.add_argument("--concurrency", type=int, default=2, help="the app's HFR_CONCURRENCY")
+    parser.add_argument("--temp-max-age", type=int, default=30, help="the app's HFR_TEMP_MAX_AGE")
+    parser.add_argument(
+        "--cleanup-wait",
+        type=float,
+        default=None,
+        help="seconds to wait after the run before counting temp files again "
+        "(default: max age + one cleanup period)",
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = start_app(port)
+    temp_root = Path(tempfile.mkdtemp(prefix="hfr-app-load-"))
+    process = start_app(port, temp_root, args.concurrency, args.temp_max_age)
+    url = f"http://127.0.0.1:{port}/"
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-
-        def request() -> tuple[float, str]:
-            began = time.perf_counter()
-            result = client.predict(
-                [handle_file(args.image)], MODEL, 0.5, 0.5, False, api_name="/analyze"
-            )
-            return time.perf_counter() - began, result[0][0]["image"]
-
-        cold, overlay_path = request()
-        warm = [request()[0] for _ in range(args.warm_runs)]
+        if args.clients:
+            results = load(url, args.image, process.pid, temp_root, args)
+        else:
+            results = latency(url, args.image, args.warm_runs)
     finally:
         process.terminate()
         process.wait(timeout=30)
-    with Image.open(args.image) as image:
-        size = f"{image.width}x{image.height}"
-    with Image.open(overlay_path) as overlay_image:
-        overlay_size = f"{overlay_image.width}x{overlay_image.height}"
-    results = {
-        "image_size": size,
-        "overlay_size": overlay_size,
-        "cold_seconds": round(cold, 3),
-        "warm_seconds_median": round(statistics.median(warm), 3),
-        "warm_seconds": [round(w, 3) for w in warm],
-        "device": "cpu",
-        "model": MODEL,
-        "command": shlex.join(["python", *sys.argv]),
-    }
+    results |= {"device": "cpu", "model": MODEL, "command": shlex.join(["python", *sys.argv])}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

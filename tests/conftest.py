@@ -17,6 +17,7 @@ with socket.socket() as _probe:
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # Gradio would report to its analytics server
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hfr-tests-hf-home-")
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.pop("HF_TOKEN", None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -11,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +24,18 @@ from PIL import Image
 from hfr.catalog import ModelCache, folder_models
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_app_module():
+    """app.py as a module, by its path: the tests import the installed hfr, not the checkout."""
+    spec = importlib.util.spec_from_file_location("hfr_demo_app", ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+demo_app = _load_app_module()
 BUNDLED = "hfr-mvtec-bottle-mobilenetv2 (bundled)"
 
 
@@ -36,7 +51,7 @@ def _calibrated_tiny(seed: int):
 
 
 @pytest.fixture(scope="module")
-def app_url(hub, tmp_path_factory):
+def app(hub, tmp_path_factory):
     """app.py in its own process, listing the Hub org 'hfr-app' of the test Hub."""
     _calibrated_tiny(1).push_to_hub("hfr-app/hfr-mvtec-widget", token="test-token")
     broken = tmp_path_factory.mktemp("broken")
@@ -74,9 +89,14 @@ def app_url(hub, tmp_path_factory):
     else:
         process.kill()
         raise RuntimeError(f"app did not start:\n{log.read_text()}")
-    yield url
+    yield SimpleNamespace(url=url, process=process)
     process.terminate()
     process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def app_url(app) -> str:
+    return app.url
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +172,90 @@ def test_bad_files_get_clear_messages(client: Client, tmp_path: Path) -> None:
     _, table, _, _, status = analyze(client, [good, corrupt])
     assert len(table["data"]) == 1
     assert "`corrupt.png` skipped: cannot read image" in status
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n{ } loop\nshowpage\n"
+
+
+def test_postscript_uploads_are_refused_at_once_and_delay_no_one(
+    app_url: str, tmp_path: Path
+) -> None:
+    """Two disguised PostScript uploads beside a good one: before the decoding gate, each held
+    a worker forever (Ghostscript looping) and the good request waited behind them."""
+    disguised = tmp_path / "part.png"
+    disguised.write_bytes(EPS)
+    good = tmp_path / "good.png"
+    Image.fromarray(synthetic_images(1, size=300)[0]).save(good)
+    clients = [Client(app_url, verbose=False) for _ in range(3)]
+
+    def submit(client: Client, path: Path):
+        return client.submit(
+            [handle_file(str(path))], BUNDLED, 0.5, 0.5, False, api_name="/analyze"
+        )
+
+    submit(clients[2], good).result(timeout=60)  # warm: the model is loaded
+    began = time.perf_counter()
+    submit(clients[2], good).result(timeout=60)
+    alone = time.perf_counter() - began
+    began = time.perf_counter()
+    hostile = [submit(clients[i], disguised) for i in range(2)]
+    beside = submit(clients[2], good)
+    beside.result(timeout=60)
+    together = time.perf_counter() - began
+    for job in hostile:
+        with pytest.raises(Exception, match="not one of the accepted formats"):
+            job.result(timeout=1)
+    assert together < alone + 1.0, (alone, together)
+
+
+def _peak_and_current_rss_mb(pid: int) -> tuple[float, float]:
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return tuple(int(fields[key].split()[0]) / 1024 for key in ("VmHWM", "VmRSS"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads /proc (Linux)")
+def test_a_9999_pixel_square_upload_costs_the_app_under_500_mb(app, tmp_path: Path) -> None:
+    png, jpeg = tmp_path / "huge.png", tmp_path / "huge.jpg"
+    square = Image.new("RGB", (9999, 9999), (90, 100, 110))
+    square.save(png)
+    square.save(jpeg)
+    del square
+    client = Client(app.url, verbose=False)
+    analyze(client, [tmp_path / "huge.jpg"])  # warm: model loaded, first request's buffers
+    _, rss_before = _peak_and_current_rss_mb(app.process.pid)
+    _, table, _, _, status = analyze(client, [png, jpeg])
+    peak_after, _ = _peak_and_current_rss_mb(app.process.pid)
+    assert peak_after - rss_before < 500, (rss_before, peak_after)
+    assert "above the limit of 40,000,000 pixels" in status
+    assert "`huge.jpg`: downscaled from 9999x9999 to 1600x1600" in status
+    assert len(table["data"]) == 1
+
+
+def test_upload_names_never_become_spreadsheet_formulas(client: Client, tmp_path: Path) -> None:
+    path = tmp_path / "=1+1.png"
+    Image.fromarray(synthetic_images(1)[0]).save(path)
+    _, table, csv_path, _, _ = analyze(client, [path])
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1][0] == "'" + table["data"][0][0] and rows[1][0].startswith("'=")
+
+
+def test_temp_files_are_bounded(tmp_path: Path) -> None:
+    for index in range(demo_app.CSV_FILES_KEPT + 8):
+        demo_app.write_csv([[f"{index}.png", 0.1, 0.2, "normal"]], tmp_path)
+    assert len(list(tmp_path.glob("hfr-scores-*.csv"))) == demo_app.CSV_FILES_KEPT
+    settings = demo_app.AppSettings.load({"HFR_TEMP_MAX_AGE": "120"}, space_file=tmp_path / "no")
+    assert demo_app.build_demo(settings).delete_cache == (60, 120)  # Gradio's upload copies
+
+
+def test_multi_frame_uploads_say_only_the_first_frame_was_scored(tmp_path: Path) -> None:
+    frames = [Image.fromarray(rgb) for rgb in synthetic_images(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    images, notices = demo_app.read_uploads([str(tmp_path / "anim.gif")], max_side=1600)
+    assert len(images) == 1
+    assert notices == ["`anim.gif`: 3 frames; only the first was scored."]
 
 
 def test_hub_models_are_listed_and_pulled_on_demand(client: Client, tmp_path: Path) -> None:

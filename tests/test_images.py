@@ -78,8 +78,10 @@ def test_unreadable_and_missing_files_are_named(tmp_path: Path) -> None:
 
 
 def test_huge_image_is_refused_before_decoding(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("hfr.images.MAX_PIXELS", 1000)
+    monkeypatch.setenv("HFR_MAX_IMAGE_PIXELS", "1000")
     path = tmp_path / "big.png"
     Image.new("L", (100, 100)).save(path)
-    with pytest.raises(ImageLoadError, match="exceeds"):
+    with pytest.raises(
+        ImageLoadError, match="100x100 = 10,000 pixels, above the limit of 1,000 pixels"
+    ):
         load_rgb(path)

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from hfr.commands.common import load_model
 from hfr.errors import HFRError, ImageLoadError
-from hfr.images import list_images, load_rgb
+from hfr.images import list_images, read_image
 from hfr.outputs import ResultsWriter, unique_names
 from hfr.viz import overlay
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             chunk, images = [], []
             for path in paths[start : start + args.batch_size]:
                 try:
-                    images.append(load_rgb(path))
+                    images.append(read_image(path))
                     chunk.append(path)
                 except ImageLoadError as error:
                     failed += 1
@@ -43,13 +43,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             if not images:
                 continue
             predictions = model.predict(
-                images, batch_size=args.batch_size, threshold=args.threshold
+                [image.pixels for image in images],
+                batch_size=args.batch_size,
+                threshold=args.threshold,
             )
-            for path, image, prediction in zip(chunk, images, predictions, strict=True):
+            for path, loaded, prediction in zip(chunk, images, predictions, strict=True):
                 picture = None
                 if not args.no_overlays:
                     picture = overlay(
-                        image,
+                        loaded.pixels,
                         prediction.normalized_map,
                         opacity=args.opacity,
                         threshold=prediction.threshold,
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     "normalized_score": f"{prediction.normalized_score:.6f}",
                     "is_anomalous": prediction.is_anomalous,
                     "threshold": prediction.threshold,
+                    "notes": "; ".join(loaded.notes),
                 }
                 writer.write(row, picture, names[path])
                 scored += 1
