@@ -120,6 +120,22 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def image_scores(maps: torch.Tensor) -> torch.Tensor:
-    """The anomaly score of each image: the maximum of its map (eq. 11)."""
-    return maps.flatten(1).amax(dim=1)
+def scale_levels(
+    residuals: list[torch.Tensor], scales: tuple[float, ...] | None
+) -> list[torch.Tensor]:
+    """Each level divided by its scale (its mean on normal images); unchanged without scales."""
+    if scales is None:
+        return residuals
+    return [level / scale for level, scale in zip(residuals, scales, strict=True)]
+
+
+def image_scores(
+    maps: torch.Tensor, method: str = "max", top_k_fraction: float = 0.01
+) -> torch.Tensor:
+    """The anomaly score of each image: the maximum of its map (eq. 11, ``"max"``), or the mean
+    of its highest ``top_k_fraction`` of pixels (``"top_k_mean"``)."""
+    flat = maps.flatten(1)
+    if method == "max":
+        return flat.amax(dim=1)
+    count = max(1, round(top_k_fraction * flat.shape[1]))
+    return flat.topk(count, dim=1).values.mean(dim=1)

@@ -1,9 +1,9 @@
 """Score calibration from held-out normal images: a normalisation and a default threshold.
 
 The normalised score is ``sigmoid((score - threshold) / scale)``: 0.5 exactly at the threshold,
-0.05 at the mean score of normal images, strictly increasing, so rankings and AUROC are unchanged.
-The same mapping applied to heat-map pixels makes normal images look quiet without any
-per-image min-max scaling.
+0.05 at the median (before 0.3: mean) score of normal images, strictly increasing, so rankings
+and AUROC are unchanged. The same mapping applied to heat-map pixels makes normal images look
+quiet without any per-image min-max scaling.
 """
 
 from __future__ import annotations
@@ -20,7 +20,23 @@ if TYPE_CHECKING:
     import torch
 
 THRESHOLD_SIGMAS = 3.0
-_NORMAL_MEAN_LEVEL = 0.05  # normalised value given to the mean normal score
+MAD_TO_STD = 1.4826  # the standard deviation of a normal distribution per unit of MAD
+_NORMAL_MEAN_LEVEL = 0.05  # normalised value given to the typical normal score
+
+
+def prediction_quantile(probability: float, count: int) -> float:
+    """How many robust standard deviations above the median a new normal score stays with
+    ``probability``, when the statistics come from ``count`` scores: Student's t quantile with
+    ``count - 1`` degrees of freedom times ``sqrt(1 + 1 / count)`` (a prediction interval),
+    which grows as the sample shrinks and tends to the normal quantile.
+
+    Example:
+        >>> round(prediction_quantile(0.99, 4), 2), round(prediction_quantile(0.99, 10_000), 2)
+        (5.08, 2.33)
+    """
+    from scipy.stats import t
+
+    return float(t.ppf(probability, count - 1) * math.sqrt(1.0 + 1.0 / count))
 
 
 @dataclass(frozen=True)
@@ -50,11 +66,25 @@ class Calibration:
 
     @classmethod
     def from_normal_scores(
-        cls, scores: np.ndarray, *, sigmas: float = THRESHOLD_SIGMAS
+        cls,
+        scores: np.ndarray,
+        *,
+        target_fpr: float | None = None,
+        sigmas: float = THRESHOLD_SIGMAS,
     ) -> Calibration:
-        """Threshold = mean + ``sigmas`` standard deviations of normal scores (at least their max).
+        """The threshold from normal scores: with ``target_fpr``, the score that share of normal
+        images exceeds, estimated robustly (median + z * 1.4826 * MAD, a normal fit that one
+        outlier cannot move, with z from :func:`prediction_quantile`); without, mean + ``sigmas``
+        standard deviations, at least the maximum (versions before 0.3).
 
         Raises :class:`TrainingError` for fewer than two scores or a score that is not finite.
+
+        Example:
+            >>> scores = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 5.0])  # one outlier
+            >>> round(Calibration.from_normal_scores(scores, target_fpr=0.01).threshold, 3)
+            1.429
+            >>> round(Calibration.from_normal_scores(scores).threshold, 3)  # the outlier decides
+            6.57
         """
         scores = np.asarray(scores, dtype=np.float64)
         if scores.size < 2:
@@ -62,13 +92,24 @@ class Calibration:
         if not np.isfinite(scores).all():
             raise TrainingError("calibration got NaN or infinite scores: the model cannot score")
         mean, std, peak = float(scores.mean()), float(scores.std(ddof=1)), float(scores.max())
-        threshold = max(mean + sigmas * std, peak)
-        spread = max(threshold - mean, 1e-6 * max(abs(threshold), 1.0))
-        scale = spread / math.log((1 - _NORMAL_MEAN_LEVEL) / _NORMAL_MEAN_LEVEL)
-        method = (
-            f"max(mean + {sigmas:g} std, max) of the scores of {scores.size} held-out normal "
-            "training images"
-        )
+        if target_fpr is not None:
+            median = float(np.median(scores))
+            spread = MAD_TO_STD * float(np.median(np.abs(scores - median)))
+            z = prediction_quantile(1.0 - target_fpr, scores.size)
+            threshold = median + z * spread
+            method = (
+                f"median + {z:.3f} x 1.4826 MAD of the scores of {scores.size} held-out normal "
+                f"training images: {100 * target_fpr:g} % of normal images flagged (estimated)"
+            )
+        else:
+            threshold = max(mean + sigmas * std, peak)
+            method = (
+                f"max(mean + {sigmas:g} std, max) of the scores of {scores.size} held-out normal "
+                "training images"
+            )
+        center = median if target_fpr is not None else mean  # normalised to 0.05
+        gap = max(threshold - center, 1e-6 * max(abs(threshold), 1.0))
+        scale = gap / math.log((1 - _NORMAL_MEAN_LEVEL) / _NORMAL_MEAN_LEVEL)
         return cls(threshold, scale, mean, std, peak, int(scores.size), method)
 
     def normalize(self, values: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from importlib.resources import files
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
-from hfr.config import RANDOM_WEIGHTS, HFRConfig
+from hfr.config import RANDOM_WEIGHTS, HFRConfig, Scoring
 from hfr.hub import repo_name
 
 _DATASET_LABELS = {"mvtec_ad": "MVTec AD", "mvtec_3d": "MVTec 3D-AD (RGB)", "visa": "VisA"}
@@ -56,8 +56,30 @@ def model_card(
         decoder_parameters=f"{decoder_parameters:,}",
         repo_id=repo_id,
         weights_note=weights_note,
+        scoring_text=scoring_text(config.scoring),
         **config.to_dict(),
     )
+
+
+def scoring_text(scoring: Scoring) -> str:
+    """One sentence on how the map and the image score are computed.
+
+    Example:
+        >>> print(scoring_text(Scoring.preset("hfr")))  # doctest: +NORMALIZE_WHITESPACE
+        Each level is first divided by its mean on held-out normal images, and the image score
+        is the mean of the highest 1 % of the map's pixels.
+    """
+    if scoring.level_scaling == "normal_mean":
+        levels = "Each level is first divided by its mean on held-out normal images"
+        if scoring.level_scales is not None:
+            levels += " (" + ", ".join(f"{v:.4f}" for v in scoring.level_scales) + ")"
+    else:
+        levels = "Each level enters the sum as it is (the paper)"
+    if scoring.image_score == "top_k_mean":
+        score = f"the mean of the highest {100 * scoring.top_k_fraction:g} % of the map's pixels"
+    else:
+        score = "the maximum of the map (the paper)"
+    return f"{levels}, and the image score is {score}."
 
 
 def _base_model(encoder: str, weights: str | None) -> str | None:

@@ -22,8 +22,10 @@ from hfr import __version__
 from hfr.config import (
     DEFAULT_ENCODER,
     DEFAULT_INPUT_SIZE,
+    DEFAULT_SCORING,
     DEFAULT_SIGMA,
     FEATURE_LOCATIONS,
+    SCORING_PRESETS,
     TrainConfig,
 )
 from hfr.errors import HFRError
@@ -85,6 +87,13 @@ def add_model_arguments(
         "--sigma", type=float, default=DEFAULT_SIGMA, help="Gaussian smoothing of the map"
     )
     group.add_argument(
+        "--scoring",
+        choices=SCORING_PRESETS,
+        default=DEFAULT_SCORING,
+        help="hfr: levels scaled by their normal means, image score the mean of the map's top "
+        "1 %%; paper: plain sum, image score its maximum",
+    )
+    group.add_argument(
         "--epochs", type=int, default=per_protocol or defaults.epochs, help="training epochs"
     )
     group.add_argument(
@@ -94,6 +103,13 @@ def add_model_arguments(
         "--lr", type=float, default=per_protocol or defaults.lr, help="SGD learning rate"
     )
     group.add_argument("--seed", type=int, default=defaults.seed, help="split and init seed")
+    group.add_argument(
+        "--target-fpr",
+        type=float,
+        default=defaults.target_fpr,
+        help="share of normal images the default verdict may flag, estimated from held-out "
+        "normal images",
+    )
     group.add_argument(
         "--no-feature-cache", action="store_true", help="re-encode the images every epoch"
     )

@@ -40,6 +40,9 @@ MAX_SIGMA = 64.0
 FEATURE_LOCATIONS = ("stage", "expansion")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 RANDOM_WEIGHTS = "random"
+SCORING_PRESETS = ("hfr", "paper")
+DEFAULT_TARGET_FPR = 0.01
+DEFAULT_SCORING = "hfr"  # new models; configs without a scoring section load as "paper"
 
 
 def _is_number(value: object) -> bool:
@@ -132,6 +135,96 @@ class Preprocessing:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+LEVEL_SCALINGS = ("none", "normal_mean")
+IMAGE_SCORES = ("max", "top_k_mean")
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How the three residual levels become the map, and the map the image score.
+
+    ``level_scaling``: ``"none"`` sums the levels as they are (the paper, eq. 9); ``"normal_mean"``
+    divides each level by its mean over held-out normal images first (``level_scales``, set by
+    calibration), so that the noisy shallow level does not drown the deep one. ``image_score``:
+    ``"max"`` of the map (the paper, eq. 11) or ``"top_k_mean"``, the mean of its highest
+    ``top_k_fraction`` of pixels, which one stray bright pixel cannot decide.
+
+    Example:
+        >>> Scoring.preset("paper") == Scoring()
+        True
+        >>> Scoring.preset("hfr").image_score
+        'top_k_mean'
+    """
+
+    level_scaling: str = "none"
+    image_score: str = "max"
+    top_k_fraction: float = 0.01
+    level_scales: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            self.level_scaling in LEVEL_SCALINGS,
+            "scoring.level_scaling",
+            f"one of {LEVEL_SCALINGS}",
+            self.level_scaling,
+        )
+        _check(
+            self.image_score in IMAGE_SCORES,
+            "scoring.image_score",
+            f"one of {IMAGE_SCORES}",
+            self.image_score,
+        )
+        _check(
+            _is_number(self.top_k_fraction) and 0 < self.top_k_fraction <= 1,
+            "scoring.top_k_fraction",
+            "a number in (0, 1]",
+            self.top_k_fraction,
+        )
+        scales = self.level_scales
+        _check(
+            scales is None
+            or (
+                isinstance(scales, Sequence)
+                and len(scales) == 3
+                and all(_is_number(v) and v > 0 for v in scales)
+            ),
+            "scoring.level_scales",
+            "null or three numbers above 0",
+            scales,
+        )
+        if scales is not None:
+            object.__setattr__(self, "level_scales", tuple(float(v) for v in scales))
+        object.__setattr__(self, "top_k_fraction", float(self.top_k_fraction))
+
+    @classmethod
+    def preset(cls, name: str) -> Scoring:
+        """A named setting: ``"paper"`` (max of the plain sum) or ``"hfr"`` (the default of new
+        models: levels scaled by their normal means, mean of the top 1 % of the map)."""
+        _check(name in SCORING_PRESETS, "scoring", f"one of {SCORING_PRESETS}", name)
+        if name == "paper":
+            return cls()
+        return cls(level_scaling="normal_mean", image_score="top_k_mean")
+
+    @property
+    def needs_level_scales(self) -> bool:
+        """Whether calibration must still measure ``level_scales``."""
+        return self.level_scaling != "none" and self.level_scales is None
+
+    @classmethod
+    def from_dict(cls, values: object) -> Scoring:
+        """Build from ``config.json`` values."""
+        _check(isinstance(values, Mapping), "scoring", "a JSON object", values)
+        names = {f.name for f in fields(cls)}
+        _check(set(values) == names, "scoring", f"an object with keys {sorted(names)}", values)
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form for ``config.json``."""
+        values = asdict(self)
+        values["level_scales"] = None if self.level_scales is None else list(self.level_scales)
+        return values
+
+
 @dataclass(frozen=True)
 class HFRConfig:
     """Everything needed to rebuild a model around its decoder weights (``config.json``).
@@ -146,6 +239,7 @@ class HFRConfig:
     feature_location: str = "stage"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     sigma: float = DEFAULT_SIGMA
+    scoring: Scoring = field(default_factory=Scoring)
     calibration: Calibration | None = None
     dataset: str | None = None
     category: str | None = None
@@ -185,6 +279,7 @@ class HFRConfig:
             f"a number in [0, {MAX_SIGMA:g}]",
             self.sigma,
         )
+        _check(isinstance(self.scoring, Scoring), "scoring", "a Scoring", self.scoring)
         _check(
             self.calibration is None or isinstance(self.calibration, Calibration),
             "calibration",
@@ -202,12 +297,15 @@ class HFRConfig:
         encoder: str = DEFAULT_ENCODER,
         input_size: int | Sequence[int] = DEFAULT_INPUT_SIZE,
         preprocessing: Preprocessing | None = None,
+        scoring: Scoring | str = DEFAULT_SCORING,
         **values: Any,
     ) -> HFRConfig:
-        """A config for a new model; preprocessing defaults to timm's for ``encoder``."""
+        """A config for a new model: preprocessing defaults to timm's for ``encoder``, scoring
+        to the ``"hfr"`` preset (``scoring="paper"`` for the paper's)."""
         return cls(
             encoder=encoder,
             preprocessing=preprocessing or Preprocessing.for_encoder(encoder, input_size),
+            scoring=Scoring.preset(scoring) if isinstance(scoring, str) else scoring,
             **values,
         )
 
@@ -233,6 +331,8 @@ class HFRConfig:
                 "the side of preprocessing.input_size",
                 legacy_size,
             )
+            if "scoring" in values:  # configs before 0.3 score as the paper does
+                values["scoring"] = Scoring.from_dict(values["scoring"])
             if values.get("calibration") is not None:
                 values["calibration"] = Calibration.from_dict(values["calibration"])
             return cls(**values)
@@ -243,6 +343,7 @@ class HFRConfig:
         """JSON-ready form for ``config.json``."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["preprocessing"] = self.preprocessing.to_dict()
+        values["scoring"] = self.scoring.to_dict()
         values["calibration"] = None if self.calibration is None else self.calibration.to_dict()
         return values
 
@@ -260,7 +361,12 @@ class HFRConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser and schedule. SGD settings are the paper's (those of STFPM)."""
+    """Optimiser, schedule and calibration. SGD settings are the paper's (those of STFPM).
+
+    ``target_fpr`` is the share of normal images the default verdict may flag, estimated from
+    the held-out normal scores; ``None`` keeps the rule of earlier versions (mean + 3 std, at
+    least the maximum).
+    """
 
     epochs: int = 50
     batch_size: int = 16
@@ -270,6 +376,7 @@ class TrainConfig:
     seed: int = 0
     calibration_fraction: float = 0.1
     cache_features: bool = True
+    target_fpr: float | None = DEFAULT_TARGET_FPR
 
     def __post_init__(self) -> None:
         checks = (
@@ -285,6 +392,12 @@ class TrainConfig:
                 "a number in (0, 1)",
             ),
             ("cache_features", isinstance(self.cache_features, bool), "true or false"),
+            (
+                "target_fpr",
+                self.target_fpr is None
+                or (_is_number(self.target_fpr) and 0 < self.target_fpr < 0.5),
+                "null or a number in (0, 0.5)",
+            ),
         )
         for name, ok, expected in checks:
             if not ok:

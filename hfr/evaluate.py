@@ -24,6 +24,7 @@ class EvaluationMaps:
     masks: np.ndarray
     labels: np.ndarray
     scores: np.ndarray
+    defects: list[str] | None = None
 
 
 def collect(
@@ -47,7 +48,9 @@ def collect(
         scores += [p.score for p in predictions]
     masks = np.stack([s.mask(size) for s in samples]) if dataset.has_masks else np.zeros(0)
     labels = np.array([s.label for s in samples])
-    return EvaluationMaps(np.stack(maps), masks, labels, np.array(scores)), seconds / len(samples)
+    defects = [s.defect for s in samples]
+    result = EvaluationMaps(np.stack(maps), masks, labels, np.array(scores), defects)
+    return result, seconds / len(samples)
 
 
 def compute_metrics(
@@ -63,6 +66,8 @@ def compute_metrics(
         values["image_f1_max"], values["image_f1_threshold"] = metrics.f1_max(
             result.labels, result.scores
         )
+        if result.defects is not None:
+            values["per_defect_image_auroc"] = per_defect_image_auroc(result)
     if result.masks.size and result.masks.any() and not result.masks.all():
         values["pixel_auroc"] = metrics.pixel_auroc(result.masks, result.maps)
         values["aupro"] = metrics.aupro(result.masks, result.maps, fpr_limit=fpr_limit)
@@ -70,6 +75,18 @@ def compute_metrics(
             result.masks, result.maps
         )
     return values
+
+
+def per_defect_image_auroc(result: EvaluationMaps) -> dict[str, float]:
+    """Image AUROC of each defect type against the normal test images: which defects are found."""
+    defects = np.array(result.defects)
+    normal = result.scores[result.labels == 0]
+    table = {}
+    for defect in sorted(set(defects[result.labels == 1])):
+        found = result.scores[(defects == defect) & (result.labels == 1)]
+        labels = np.r_[np.zeros(normal.size), np.ones(found.size)]
+        table[defect] = metrics.image_auroc(labels, np.r_[normal, found])
+    return table
 
 
 def threshold_rates(model: HFR, result: EvaluationMaps) -> dict[str, float]:

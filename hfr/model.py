@@ -41,7 +41,9 @@ class HFR(
 
     A frozen timm encoder gives features ``f1, f2, f3`` (strides 4, 8, 16); a decoder rebuilds
     them from ``f3``; the per-level cosine residuals, resized, summed and Gaussian-smoothed, are
-    the anomaly map, and its maximum is the image score.
+    the anomaly map, and its maximum is the image score (the paper). New models by default scale
+    each level by its mean on normal images first and score the mean of the map's top 1 %
+    (``config.scoring``, :class:`~hfr.config.Scoring`).
 
     Args:
         config: an :class:`~hfr.config.HFRConfig`; or leave it out and pass its fields as
@@ -120,8 +122,11 @@ class HFR(
         """Anomaly maps at input size and scores for a normalised ``(B, 3, H, W)`` batch."""
         features, reconstructions = self.reconstruct(images)
         residuals = anomaly.residual_maps(features, reconstructions)
-        maps = anomaly.anomaly_map(residuals, tuple(images.shape[-2:]), self.config.sigma)
-        return anomaly.AnomalyOutput(maps, anomaly.image_scores(maps), residuals)
+        scoring = self.config.scoring
+        levels = anomaly.scale_levels(residuals, scoring.level_scales)
+        maps = anomaly.anomaly_map(levels, tuple(images.shape[-2:]), self.config.sigma)
+        scores = anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction)
+        return anomaly.AnomalyOutput(maps, scores, residuals)
 
     def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Read ``images`` and make the normalised batch the encoder expects, on the device."""

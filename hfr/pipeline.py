@@ -9,7 +9,13 @@ from pathlib import Path
 
 import torch
 
-from hfr.config import DEFAULT_ENCODER, DEFAULT_INPUT_SIZE, DEFAULT_SIGMA, TrainConfig
+from hfr.config import (
+    DEFAULT_ENCODER,
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_SCORING,
+    DEFAULT_SIGMA,
+    TrainConfig,
+)
 from hfr.data import AnomalyDataset
 from hfr.device import auto_device
 from hfr.evaluate import evaluate
@@ -29,6 +35,7 @@ class ModelSettings:
     feature_location: str = "stage"
     input_size: int = DEFAULT_INPUT_SIZE
     sigma: float = DEFAULT_SIGMA
+    scoring: str = DEFAULT_SCORING
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ def train_category(
         feature_location=settings.feature_location,
         input_size=settings.input_size,
         sigma=settings.sigma,
+        scoring=settings.scoring,
         dataset=dataset.name,
         category=dataset.category,
     ).to(device)

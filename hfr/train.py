@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,10 +127,14 @@ def fit(
 
     started = time.perf_counter()
     model.eval()
+    scoring = model.config.scoring
+    if scoring.needs_level_scales:
+        scales = _level_means(model, calibration_images, config.batch_size)
+        model.config = model.config.replace(scoring=replace(scoring, level_scales=scales))
     scores = _scores(model, calibration_images, config.batch_size, progress)
     result.calibration_seconds = time.perf_counter() - started
     model.config = model.config.replace(
-        calibration=Calibration.from_normal_scores(scores),
+        calibration=Calibration.from_normal_scores(scores, target_fpr=config.target_fpr),
         training={
             **asdict(config),
             "final_loss": result.losses[-1] if result.losses else None,
@@ -182,6 +186,22 @@ def _scores(
     for chunk in _batches(images, batch_size, "calibration", progress):
         scores += [p.score for p in model.predict(chunk, batch_size=batch_size, map_size="input")]
     return np.array(scores)
+
+
+@torch.inference_mode()
+def _level_means(
+    model: HFR, images: Sequence[ImageInput], batch_size: int
+) -> tuple[float, float, float]:
+    """The mean of each residual level over ``images`` (held-out normal images)."""
+    sums = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, len(images), batch_size):
+        features, reconstructions = model.reconstruct(
+            model.preprocess(images[start : start + batch_size])
+        )
+        levels = anomaly.residual_maps(features, reconstructions)
+        sums += torch.stack([level.double().mean((1, 2)).sum().cpu() for level in levels])
+    means = sums / len(images)
+    return tuple(max(float(m), 1e-6) for m in means)
 
 
 def _run_epoch(

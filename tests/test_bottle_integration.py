@@ -28,7 +28,9 @@ def trained(bottle: Path, mobilenet_weights: str) -> HFR:
     torch.manual_seed(0)
     dataset = load_mvtec(bottle.parent, "bottle")
     model = HFR(encoder="mobilenetv2_100", encoder_weights=mobilenet_weights)
-    fit(model, dataset.train[:40], TrainConfig(epochs=12, batch_size=8), progress=False)
+    # 4 held-out images cannot estimate a 1 % false-alarm rate: the conservative rule of 0.2
+    config = TrainConfig(epochs=12, batch_size=8, target_fpr=None)
+    fit(model, dataset.train[:40], config, progress=False)
     return model
 
 

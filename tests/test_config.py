@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hfr.config import HFRConfig, Preprocessing, read_config
-from hfr.errors import ConfigError
+from hfr.config import HFRConfig, Preprocessing, Scoring, TrainConfig, read_config
+from hfr.errors import ConfigError, TrainingError
 
 GOOD = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=64).to_dict()
 
@@ -28,6 +28,15 @@ GOOD = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=
         ({"calibration": {"threshold": 1.0}}, "calibration must be an object with keys"),
         ({"training": [1, 2]}, "training must be a JSON object"),
         ({"surprise": 1}, "a field this hfr knows"),
+        ({"scoring": {**GOOD["scoring"], "level_scaling": "zscore"}}, "scoring.level_scaling"),
+        ({"scoring": {**GOOD["scoring"], "image_score": "mean"}}, "scoring.image_score"),
+        (
+            {"scoring": {**GOOD["scoring"], "top_k_fraction": 0}},
+            r"top_k_fraction must be a number in \(0, 1\]",
+        ),
+        ({"scoring": {**GOOD["scoring"], "level_scales": [1, 2]}}, "three numbers above 0"),
+        ({"scoring": {**GOOD["scoring"], "level_scales": [1, 0, 2]}}, "three numbers above 0"),
+        ({"scoring": {"image_score": "max"}}, "scoring must be an object with keys"),
     ],
 )
 def test_bad_values_name_the_field(changes: dict, message: str) -> None:
@@ -67,3 +76,21 @@ def test_round_trip_and_configs_of_earlier_versions(tmp_path: Path) -> None:
 
 def test_preprocessing_from_timm() -> None:
     assert Preprocessing.for_encoder("tf_efficientnet_lite0", 96).mean == (0.5, 0.5, 0.5)
+
+
+def test_scoring_presets_and_defaults() -> None:
+    assert GOOD["scoring"] == Scoring.preset("hfr").to_dict()  # new models
+    assert HFRConfig().scoring == Scoring.preset("paper")  # configs without a scoring section
+    assert HFRConfig.build(encoder="resnet18", scoring="paper").scoring == Scoring()
+    with pytest.raises(ConfigError, match="scoring must be one of"):
+        Scoring.preset("best")
+
+
+def test_target_fpr_is_validated() -> None:
+    assert TrainConfig().target_fpr == 0.01
+    assert TrainConfig(target_fpr=None).target_fpr is None
+    for bad in (0, 0.5, "0.01", float("nan")):
+        with pytest.raises(
+            TrainingError, match=r"target_fpr must be null or a number in \(0, 0.5\)"
+        ):
+            TrainConfig(target_fpr=bad)

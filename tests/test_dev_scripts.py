@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +13,15 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script(name: str):
+    """A script of scripts/ as a module, by its path (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"hfr_script_{name}", ROOT / f"scripts/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_repo_sizes_table(tmp_path: Path) -> None:
@@ -51,10 +61,10 @@ def test_app_load_run_records_correctness_memory_and_temp_files(tmp_path: Path) 
         cwd=ROOT, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     record = json.loads(output.read_text())
-    assert record["correct"] == record["requests"] == 6 and record["failures"] == []
-    assert 0 < record["p50_seconds"] <= record["p95_seconds"]
-    assert 0 < record["rss_mb_after_first_request"] <= record["rss_mb_peak"]
-    assert record["temp_files_at_start"] == 0 < record["temp_files_after_run"]
+    assert record["correct"] == record["requests"] == 6 and record["failures"] == [], record
+    assert 0 < record["p50_seconds"] <= record["p95_seconds"], record
+    assert 0 < record["rss_mb_after_first_request"] <= record["rss_mb_peak"], record
+    assert record["temp_files_at_start"] < record["temp_files_after_run"], record
 
 
 def test_predict_memory_reports_the_peak_above_the_model(tmp_path: Path) -> None:
@@ -67,3 +77,60 @@ def test_predict_memory_reports_the_peak_above_the_model(tmp_path: Path) -> None
     record = json.loads(output.read_text())
     assert record["map_shape"] == [900, 1200] and record["megapixels"] == 1.1
     assert 0 < record["peak_mb_above_loaded_model"] < 500
+
+
+def test_synthetic_defects_are_seeded_large_and_smooth() -> None:
+    module = _load_script("synthetic_defects")
+    image = np.full((120, 160, 3), 100, np.uint8)
+    first, mask, change = module.with_defect(image, seed=3)
+    again, mask_again, _ = module.with_defect(image, seed=3)
+    assert np.array_equal(first, again) and np.array_equal(mask, mask_again)
+    for seed in range(30):
+        _, mask, _ = module.with_defect(image, seed=seed)
+        assert 0.09 <= mask.mean() <= 0.31  # 10-30 % of the image (pixelated ellipse)
+    changed, mask, change = module.with_defect(image, seed=1)  # seed 1: "darker"
+    assert change == "darker" and changed[mask].mean() < 80 and changed[~mask].mean() > 95
+
+
+def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(tmp_path: Path) -> None:
+    from conftest import synthetic_images, tiny_model
+
+    from hfr.train import TrainConfig, fit
+
+    root = tmp_path / "data"
+    for folder, images in (
+        ("widget/train/good", synthetic_images(12)),
+        ("widget/test/good", synthetic_images(3, seed=4)),
+        ("widget/test/dent", synthetic_images(3, seed=5)),
+    ):
+        (root / folder).mkdir(parents=True)
+        for index, image in enumerate(images):
+            Image.fromarray(image).save(root / folder / f"{index:03d}.png")
+    (root / "widget/ground_truth/dent").mkdir(parents=True)
+    for index in range(3):
+        mask = np.zeros((48, 48), np.uint8)
+        mask[10:20, 10:20] = 255
+        Image.fromarray(mask).save(root / f"widget/ground_truth/dent/{index:03d}_mask.png")
+    model = tiny_model()
+    fit(model, synthetic_images(12), TrainConfig(epochs=1, batch_size=4), progress=False)
+    model.save_pretrained(tmp_path / "model")
+    study, synthetic = tmp_path / "study.json", tmp_path / "synthetic.json"
+    subprocess.run(
+        [sys.executable, "scripts/score_study.py", "--model", tmp_path / "model", "--data", root,
+         "--category", "widget", "--output", study],
+        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    subprocess.run(
+        [sys.executable, "scripts/synthetic_defects.py", "--model", tmp_path / "model",
+         "--images", root / "widget/test/good", "--output", synthetic],
+        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    variants = json.loads(study.read_text())["variants"]
+    assert {(v["map"], v["score"]) for v in variants} >= {
+        ("sum", "max"),
+        ("mean_scaled_sum", "top1"),
+    }
+    assert all(0 <= v["image_auroc"] <= 1 and 0 <= v["aupro"] <= 1 for v in variants)
+    record = json.loads(synthetic.read_text())
+    assert record["num_images"] == 3 and 0 <= record["pixel_auroc"] <= 1
+    assert 0.09 <= record["mean_mask_fraction"] <= 0.31

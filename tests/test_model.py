@@ -11,6 +11,7 @@ import torch
 from conftest import calibrate, synthetic_images, tiny_model
 
 from hfr import HFR
+from hfr.config import Scoring
 from hfr.errors import EncoderWeightsError, ModelFormatError, ModelNotFoundError
 
 
@@ -23,7 +24,41 @@ def test_forward_shapes(model: HFR) -> None:
     assert out.maps.shape == (3, 64, 64)
     assert out.scores.shape == (3,)
     assert [tuple(level.shape) for level in out.level_maps] == [(3, 16, 16), (3, 8, 8), (3, 4, 4)]
+    top = out.maps.flatten(1).topk(round(0.01 * 64 * 64), dim=1).values  # default: top 1 %
+    torch.testing.assert_close(out.scores, top.mean(1))
+
+
+def test_paper_scoring_is_the_maximum_of_the_plain_sum() -> None:
+    model = tiny_model(scoring="paper")
+    out = model(torch.randn(3, 3, 64, 64))
     torch.testing.assert_close(out.scores, out.maps.flatten(1).amax(1))
+    assert model.config.scoring.level_scales is None
+
+
+def test_calibration_measures_level_scales_and_scoring_travels(tmp_path: Path) -> None:
+    from hfr.train import TrainConfig, fit
+
+    model = tiny_model()
+    fit(model, synthetic_images(12), TrainConfig(epochs=1, batch_size=4), progress=False)
+    scales = model.config.scoring.level_scales
+    assert scales is not None and len(scales) == 3 and all(s > 0 for s in scales)
+    image = synthetic_images(1, seed=5)[0]
+    model.save_pretrained(tmp_path)
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.config.scoring == model.config.scoring
+    assert loaded.predict(image)[0].score == model.predict(image)[0].score
+
+
+def test_configs_without_scoring_score_exactly_as_before(model: HFR, tmp_path: Path) -> None:
+    """A config.json written before the scoring section: the paper's max of the plain sum."""
+    model.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    del data["scoring"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.config.scoring == Scoring.preset("paper")
+    out = loaded(torch.randn(2, 3, 64, 64))
+    torch.testing.assert_close(out.scores, out.maps.flatten(1).amax(1), rtol=0, atol=0)
 
 
 def test_predict_maps_at_original_size_and_level_maps(model: HFR) -> None:
@@ -200,3 +235,17 @@ def test_threshold_rates_on_a_test_split(model: HFR) -> None:
         scores=np.array([t - 1, t + 1, t + 1, t - 1]),
     )
     assert threshold_rates(model, result) == {"threshold_tpr": 0.5, "threshold_fpr": 0.5}
+
+
+def test_per_defect_image_auroc() -> None:
+    from hfr.evaluate import EvaluationMaps, compute_metrics
+
+    result = EvaluationMaps(
+        maps=np.zeros((5, 2, 2)),
+        masks=np.zeros(0),
+        labels=np.array([0, 0, 1, 1, 1]),
+        scores=np.array([0.1, 0.3, 0.2, 0.9, 0.8]),
+        defects=["good", "good", "scratch", "crack", "crack"],
+    )
+    table = compute_metrics(result)["per_defect_image_auroc"]
+    assert table == {"crack": 1.0, "scratch": 0.5}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import synthetic_images, tiny_model
 
+from hfr.calibration import Calibration
 from hfr.config import TrainConfig
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.train import CHECKPOINT_FILE, fit, split_for_calibration
@@ -125,3 +127,20 @@ def test_calibration_split_is_seeded_and_disjoint() -> None:
     assert len(held_out) == 2 and not set(train) & set(held_out)
     with pytest.raises(ValueError, match="at least 4 normal images"):
         split_for_calibration(items[:3], 0.1, seed=0)
+
+
+def test_the_threshold_follows_the_target_false_alarm_rate() -> None:
+    rng = np.random.default_rng(0)
+    normal = np.r_[rng.normal(1.0, 0.1, 400), 9.0]  # one outlier among the held-out scores
+    strict = Calibration.from_normal_scores(normal, target_fpr=0.01)
+    loose = Calibration.from_normal_scores(normal, target_fpr=0.05)
+    fresh = rng.normal(1.0, 0.1, 20_000)
+    assert abs((fresh >= strict.threshold).mean() - 0.01) < 0.006
+    assert abs((fresh >= loose.threshold).mean() - 0.05) < 0.015
+    assert "1 % of normal images flagged" in strict.method
+    legacy = Calibration.from_normal_scores(normal)  # before 0.3: the outlier sets it
+    assert legacy.threshold == 9.0 and (fresh >= legacy.threshold).mean() == 0
+    model = tiny_model()
+    fit(model, IMAGES, TrainConfig(epochs=1, batch_size=4, target_fpr=0.05), progress=False)
+    assert "5 % of normal images flagged" in model.config.calibration.method
+    assert model.config.training["target_fpr"] == 0.05

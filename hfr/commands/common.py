@@ -19,6 +19,7 @@ def model_settings(args: argparse.Namespace) -> ModelSettings:
         feature_location=args.feature_location,
         input_size=args.image_size,
         sigma=args.sigma,
+        scoring=args.scoring,
     )
 
 
@@ -29,6 +30,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
+        target_fpr=args.target_fpr,
         cache_features=not args.no_feature_cache,
     )
     return RunOptions(training=training, device=args.device, command=args.command_line)
