@@ -47,6 +47,7 @@ except ImportError:
 SPACE_SETTINGS_FILE = Path(__file__).with_name("space_settings.json")
 MAX_IMAGES = 64
 CSV_FILES_KEPT = 32
+MAX_EXAMPLES = 12
 LEVEL_MAP_SIDE = 256
 # Model caches of the demos built in this process, by name: ZeroGPU passes a GPU function's
 # arguments between processes, so it gets the cache's name, never the cache itself.
@@ -282,6 +283,22 @@ def write_csv(rows: list[list], folder: Path) -> str:
     return handle.name
 
 
+def example_rows(folder: Path, labels: list[str]) -> list[list]:
+    """Clickable examples: ``<category>_<anything>`` images, each with the first model whose
+    label names that category (``hfr-<dataset>-<category>-...``); others are left out."""
+    if not folder.is_dir():
+        return []
+    rows = []
+    for path in list_images(folder)[:MAX_EXAMPLES]:
+        category = path.stem.split("_", 1)[0]
+        label = next(
+            (lb for lb in labels if f"-{category}-" in lb or lb.endswith(f"-{category}")), None
+        )
+        if label is not None:
+            rows.append([[str(path)], label])
+    return rows
+
+
 def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
     """The demo's page and its event handlers, with its own model cache."""
     settings = settings or AppSettings()
@@ -291,8 +308,7 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
     _CACHES[cache_name] = cache
     entries, note = discover_models([Path(p) for p in settings.model_dirs], settings.hub_org)
     labels = [e.label for e in entries]
-    examples_dir = Path(settings.examples_dir)
-    examples = [str(p) for p in list_images(examples_dir)][:12] if examples_dir.is_dir() else []
+    examples = example_rows(Path(__file__).parent / settings.examples_dir, labels)
 
     def analyze(
         files, model_label, entries, threshold, opacity, show_levels, progress=gr.Progress()
@@ -339,9 +355,9 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
             "Upload images of the chosen category. Each image gets a score (0-1, the model's "
             "calibrated threshold at 0.5), a verdict, and a heat map with the anomalous region "
             "outlined. Paper: [arXiv 2405.09148](https://arxiv.org/abs/2405.09148). The bundled "
-            "demo model is trained on MVTec AD *bottle* (CC BY-NC-SA 4.0); get test images from "
-            "[MVTec](https://www.mvtec.com/company/research/datasets/mvtec-ad)."
-            + (f"\n\n*{note}*" if note else "")
+            "models are trained on MVTec AD *bottle* and *screw*, and the examples are MVTec AD "
+            "test images ([MVTec](https://www.mvtec.com/company/research/datasets/mvtec-ad), "
+            "CC BY-NC-SA 4.0, non-commercial)." + (f"\n\n*{note}*" if note else "")
         )
         entries_state = gr.State(entries)
         results_state = gr.State([])
@@ -350,7 +366,7 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                 model_choice = gr.Dropdown(
                     labels, value=labels[0] if labels else None, label="Model"
                 )
-                files = gr.File(file_count="multiple", label="Images")
+                files = gr.File(file_count="multiple", label="Images", elem_id="files")
                 threshold = gr.Slider(
                     0.0, 1.0, value=0.5, step=0.01, label="Threshold (0.5 = calibrated)"
                 )
@@ -360,7 +376,11 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                 )
                 button = gr.Button("Analyse", variant="primary")
                 if examples:
-                    gr.Examples([[[p]] for p in examples], inputs=[files], label="Examples")
+                    gr.Examples(
+                        examples,
+                        inputs=[files, model_choice],
+                        label="Examples (MVTec AD, CC BY-NC-SA 4.0): click one, then Analyse",
+                    )
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status")
                 gallery = gr.Gallery(

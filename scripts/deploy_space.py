@@ -27,7 +27,7 @@ from hfr.catalog import bundled_dir
 from hfr.hub import repo_name
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("app.py", "hfr", "pyproject.toml", "requirements.txt")
+SHIPPED = ("app.py", "examples", "hfr", "pyproject.toml", "requirements.txt")
 SETTINGS_FILE = "space_settings.json"
 
 

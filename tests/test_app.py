@@ -37,6 +37,7 @@ def _load_app_module():
 
 demo_app = _load_app_module()
 BUNDLED = "hfr-mvtec-bottle-mobilenetv2 (bundled)"
+SCREW = "hfr-mvtec-screw-mobilenetv2 (bundled)"
 
 
 def _free_port() -> int:
@@ -301,7 +302,7 @@ def test_unreachable_hub_leaves_local_models() -> None:
 
     dead = HfApi(endpoint="http://127.0.0.1:9")  # a closed port: a real connection failure
     entries, note = discover_models([], "some-org", api=dead)
-    assert [e.label for e in entries] == [BUNDLED]
+    assert [e.label for e in entries] == [BUNDLED, SCREW]
     assert "could not be listed" in note
 
 
@@ -317,15 +318,11 @@ def test_model_cache_is_a_bounded_lru(tmp_path: Path) -> None:
     assert len(cache) == 2 and sources[1] not in cache and sources[0] in cache
 
 
-@pytest.mark.slow
-@pytest.mark.browser
-def test_page_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Path) -> None:
+def _chromium(tmp_path: Path):
+    """Headless Chromium through chromedriver (the Debian packages), or a skip."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("Debian packages chromium and chromium-driver are not installed (see .ci/run)")
     from selenium import webdriver
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
@@ -337,7 +334,17 @@ def test_page_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Path) -
     for flag in flags:
         options.add_argument(flag)
     service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    driver = webdriver.Chrome(options=options, service=service)
+    return webdriver.Chrome(options=options, service=service)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_page_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chromium(tmp_path)
     try:
         driver.get(app_url)
         wait = WebDriverWait(driver, 90)
@@ -378,9 +385,47 @@ def test_space_folder_and_card(tmp_path: Path) -> None:
 
     assert card.sdk_version == gradio.__version__
     assert card.license == "cc-by-nc-sa-4.0" and card.suggested_hardware == "zero-a10g"
-    assert card.models == ["acme/hfr-mvtec-bottle"] and card.python_version == "3.11"
+    assert card.models == ["acme/hfr-mvtec-bottle", "acme/hfr-mvtec-screw"]
+    assert card.python_version == "3.11"
     bundled = out / "hfr" / "bundled" / "hfr-mvtec-bottle-mobilenetv2" / "model.safetensors"
     assert bundled.is_file()
     assert (out / "app.py").read_bytes() == (ROOT / "app.py").read_bytes()  # settings are data
     assert json.loads((out / "space_settings.json").read_text()) == {"hub_org": "acme"}
+    assert (out / "examples" / "README.md").is_file()  # the examples travel with their licence
     assert (out / "requirements.txt").read_text().strip().endswith(".[app]")
+
+
+def test_examples_are_clickable_per_category(app_url: str, client: Client) -> None:
+    """Each bundled category has examples; a click (its row) scores with that category's model."""
+    rows = demo_app.example_rows(ROOT / "examples", [BUNDLED, SCREW])
+    assert {row[1] for row in rows} == {BUNDLED, SCREW} and len(rows) == 6
+    for paths, label in rows:
+        _, table, _, _, _ = analyze(client, [Path(paths[0])], model=label)
+        verdict = table["data"][0][3]
+        assert verdict == ("normal" if "good" in Path(paths[0]).name else "ANOMALOUS"), paths
+    assert (ROOT / "examples" / "README.md").read_text().count("CC BY-NC-SA 4.0") >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_an_example_is_one_click_from_a_verdict(app_url: str, tmp_path: Path) -> None:
+    """Click the defective screw example: its model is selected with it, Analyse flags it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chromium(tmp_path)
+    try:
+        driver.get(app_url)
+        wait = WebDriverWait(driver, 90)
+        visible_text = "//*[not(self::script)][contains(text(), 'screw_scratch_head.png')]"
+        wait.until(lambda d: d.find_elements(By.XPATH, visible_text))[0].click()
+        wait.until(lambda d: "screw_scratch_head" in d.find_element(By.ID, "files").text)
+        button = next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text == "Analyse")
+        button.click()
+        wait.until(lambda d: "ANOMALOUS" in d.find_element(By.ID, "scores").text)
+        assert "screw_scratch_head.png" in driver.find_element(By.ID, "scores").text
+        assert "image(s) analysed" in driver.find_element(By.ID, "status").text
+        if os.environ.get("HFR_SCREENSHOT_EXAMPLE"):
+            driver.save_screenshot(os.environ["HFR_SCREENSHOT_EXAMPLE"])
+    finally:
+        driver.quit()

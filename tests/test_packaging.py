@@ -41,12 +41,11 @@ def test_wheel_holds_the_code_and_everything_the_library_reads(tmp_path: Path) -
         names = set(archive.namelist())
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "hfr = hfr.cli:main" in archive.read(entry_points).decode()
-    bundled = "hfr/bundled/hfr-mvtec-bottle-mobilenetv2/"
+    bundled = [f"hfr/bundled/hfr-mvtec-{c}-mobilenetv2/{f}" for c in ("bottle", "screw")
+               for f in ("config.json", "model.safetensors", "README.md")]  # fmt: skip
     for name in (
         "hfr/templates/model_card.md",
-        f"{bundled}config.json",
-        f"{bundled}model.safetensors",
-        f"{bundled}README.md",
+        *bundled,
         "hfr/cli.py",
         "hfr/commands/train.py",
         "hfr/__main__.py",
