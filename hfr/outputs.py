@@ -8,6 +8,7 @@ runs' outputs are never mixed.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +31,22 @@ FIELDS = (
     "notes",
     "error",
 )
+
+
+def write_json(path: str | Path, data: object) -> str:
+    """Write ``data`` as indented JSON to ``path`` (folders created); return the text.
+
+    Example:
+        >>> import tempfile
+        >>> print(write_json(Path(tempfile.mkdtemp()) / "a" / "r.json", {"auroc": 0.9}), end="")
+        {
+          "auroc": 0.9
+        }
+    """
+    text = json.dumps(data, indent=2) + "\n"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text, encoding="utf-8")
+    return text
 
 
 def unique_names(paths: list[Path]) -> list[str]:

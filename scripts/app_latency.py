@@ -15,7 +15,6 @@ after Gradio's cleanup (``--temp-max-age``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import socket
@@ -30,6 +29,8 @@ from pathlib import Path
 
 from gradio_client import Client, handle_file
 from PIL import Image
+
+from hfr.outputs import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "hfr-mvtec-bottle-mobilenetv2 (bundled)"
@@ -200,9 +201,7 @@ def main() -> None:
         process.terminate()
         process.wait(timeout=30)
     results |= {"device": "cpu", "model": MODEL, "command": shlex.join(["python", *sys.argv])}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    print(write_json(args.output, results), end="")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ peak resident memory (VmHWM, reset before the prediction) and the time of the la
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from PIL import Image
 
 from hfr import HFR
 from hfr.catalog import bundled_dir
+from hfr.outputs import write_json
 
 
 def memory_mb() -> dict[str, float]:
@@ -64,9 +64,7 @@ def main() -> None:
         "map_shape": list(prediction.anomaly_map.shape),
         "command": shlex.join(["python", *sys.argv]),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(write_json(args.output, result), end="")
 
 
 if __name__ == "__main__":

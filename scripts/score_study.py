@@ -14,10 +14,8 @@ held-out normal scores, per variant. Test labels are never used to set anything.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +23,7 @@ import torch
 from hfr import HFR, metrics
 from hfr.anomaly import anomaly_map, residual_maps
 from hfr.data import load_mvtec
+from hfr.outputs import write_json
 from hfr.train import split_for_calibration
 
 
@@ -164,8 +163,7 @@ def main() -> None:
         "variants": results,
         "command": shlex.join(["python", *sys.argv]),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
+    print(write_json(args.output, record), end="")
 
 
 if __name__ == "__main__":

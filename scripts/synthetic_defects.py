@@ -14,7 +14,6 @@ benchmark on held-out normal images: it never uses test defects.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image, ImageFilter
 
 from hfr import HFR, metrics
 from hfr.images import list_images, load_rgb
+from hfr.outputs import write_json
 
 CHANGES = ("brighter", "darker", "blurred")
 
@@ -104,9 +104,7 @@ def main() -> None:
         "image_auroc": metrics.image_auroc(labels, scores),
         "command": shlex.join(["python", *sys.argv]),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    print(write_json(args.output, record), end="")
 
 
 if __name__ == "__main__":

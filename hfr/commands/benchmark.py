@@ -22,6 +22,7 @@ import torch
 
 from hfr import anomaly
 from hfr.model import HFR
+from hfr.outputs import write_json
 from hfr.timing import median_seconds, time_pipeline
 
 logger = logging.getLogger(__name__)
@@ -148,8 +149,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         logger.info("benchmarking %s", encoder)
         with context.Pool(1) as pool:
             records += pool.apply(benchmark_encoder, (encoder, args))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(records, indent=2) + "\n")
+    write_json(args.output, records)
     if args.markdown:
         Path(args.markdown).write_text(markdown(records, args.command_line, args.device))
     print(f"{len(records)} records in {time.perf_counter() - began:.0f} s -> {args.output}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
 from hfr.commands.common import load_model
 from hfr.data import load_mvtec
 from hfr.evaluate import collect, report
+from hfr.outputs import write_json
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -23,8 +23,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "encoder": model.config.encoder,
         "command": args.command_line,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.output, results)
     if args.save_maps:
         np.savez_compressed(
             args.save_maps, maps=maps.maps, masks=maps.masks, labels=maps.labels, scores=maps.scores

@@ -33,6 +33,7 @@ from hfr.data import (
     load_mvtec,
 )
 from hfr.errors import DatasetLayoutError
+from hfr.outputs import write_json
 from hfr.pipeline import train_category
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if record.is_file():
             logger.info("%s: done before, kept (%s)", name, record)
         else:
-            record.write_text(json.dumps(run_one(name, load, args, output), indent=2) + "\n")
+            write_json(record, run_one(name, load, args, output))
         results.append(json.loads(record.read_text()))
         logger.info("%s: image AUROC %.4f", name, results[-1]["image_auroc"])
     (output / "summary.md").write_text(summary(args.protocol, results, args))
