@@ -122,11 +122,18 @@ class HFR(
         """Anomaly maps at input size and scores for a normalised ``(B, 3, H, W)`` batch."""
         features, reconstructions = self.reconstruct(images)
         residuals = anomaly.residual_maps(features, reconstructions)
+        maps, scores = self.score_residuals(residuals, tuple(images.shape[-2:]))
+        return anomaly.AnomalyOutput(maps, scores, residuals)
+
+    def score_residuals(
+        self, residuals: list[torch.Tensor], size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps at ``size`` and image scores from the three residual levels, as
+        ``config.scoring`` says (level scaling, then the image score)."""
         scoring = self.config.scoring
         levels = anomaly.scale_levels(residuals, scoring.level_scales)
-        maps = anomaly.anomaly_map(levels, tuple(images.shape[-2:]), self.config.sigma)
-        scores = anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction)
-        return anomaly.AnomalyOutput(maps, scores, residuals)
+        maps = anomaly.anomaly_map(levels, size, self.config.sigma)
+        return maps, anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction)
 
     def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Read ``images`` and make the normalised batch the encoder expects, on the device."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """What a new model is built from (the encoder and how its maps are made)."""
+    """What a new model is built from (the encoder and how its maps are made); the fields are
+    keywords of :meth:`HFRConfig.build <hfr.config.HFRConfig.build>`."""
 
     encoder: str = DEFAULT_ENCODER
     encoder_weights: str | None = None
@@ -66,16 +67,7 @@ def train_category(
     options = options or RunOptions()
     torch.manual_seed(options.training.seed)  # the decoder's initialisation
     device = auto_device(options.device)
-    model = HFR(
-        encoder=settings.encoder,
-        encoder_weights=settings.encoder_weights,
-        feature_location=settings.feature_location,
-        input_size=settings.input_size,
-        sigma=settings.sigma,
-        scoring=settings.scoring,
-        dataset=dataset.name,
-        category=dataset.category,
-    ).to(device)
+    model = HFR(**asdict(settings), dataset=dataset.name, category=dataset.category).to(device)
     began = time.perf_counter()
     result = fit(
         model,

@@ -127,11 +127,7 @@ def fit(
 
     started = time.perf_counter()
     model.eval()
-    scoring = model.config.scoring
-    if scoring.needs_level_scales:
-        scales = _level_means(model, calibration_images, config.batch_size)
-        model.config = model.config.replace(scoring=replace(scoring, level_scales=scales))
-    scores = _scores(model, calibration_images, config.batch_size, progress)
+    scores = _calibration_scores(model, calibration_images, config.batch_size, progress)
     result.calibration_seconds = time.perf_counter() - started
     model.config = model.config.replace(
         calibration=Calibration.from_normal_scores(scores, target_fpr=config.target_fpr),
@@ -178,30 +174,28 @@ def _encode_all(
     return [torch.cat(level) for level in levels]
 
 
-def _scores(
+@torch.inference_mode()
+def _calibration_scores(
     model: HFR, images: Sequence[ImageInput], batch_size: int, progress: bool
 ) -> np.ndarray:
-    """Image scores of ``images`` at the network's input size."""
-    scores: list[float] = []
+    """Image scores of held-out normal ``images`` at the network's input size, in one pass.
+
+    When the scoring scales levels by their normal means and has none yet, the means of these
+    residuals are measured first and saved in ``model.config.scoring``.
+    """
+    residuals = []
     for chunk in _batches(images, batch_size, "calibration", progress):
-        scores += [p.score for p in model.predict(chunk, batch_size=batch_size, map_size="input")]
-    return np.array(scores)
-
-
-@torch.inference_mode()
-def _level_means(
-    model: HFR, images: Sequence[ImageInput], batch_size: int
-) -> tuple[float, float, float]:
-    """The mean of each residual level over ``images`` (held-out normal images)."""
-    sums = torch.zeros(3, dtype=torch.float64)
-    for start in range(0, len(images), batch_size):
-        features, reconstructions = model.reconstruct(
-            model.preprocess(images[start : start + batch_size])
-        )
-        levels = anomaly.residual_maps(features, reconstructions)
-        sums += torch.stack([level.double().mean((1, 2)).sum().cpu() for level in levels])
-    means = sums / len(images)
-    return tuple(max(float(m), 1e-6) for m in means)
+        features, reconstructions = model.reconstruct(model.preprocess(chunk))
+        residuals.append(anomaly.residual_maps(features, reconstructions))
+    scoring = model.config.scoring
+    if scoring.needs_level_scales:
+        means = [torch.cat([batch[k] for batch in residuals]).double().mean() for k in range(3)]
+        scales = tuple(max(float(m), 1e-6) for m in means)
+        model.config = model.config.replace(scoring=replace(scoring, level_scales=scales))
+    size = model.config.preprocessing.input_size
+    return np.concatenate(
+        [model.score_residuals(batch, size)[1].float().cpu().numpy() for batch in residuals]
+    )
 
 
 def _run_epoch(

@@ -15,6 +15,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _random_png(path: Path, shape: tuple[int, int, int], seed: int) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
 def _load_script(name: str):
     """A script of scripts/ as a module, by its path (scripts/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"hfr_script_{name}", ROOT / f"scripts/{name}.py")
@@ -37,9 +43,8 @@ def test_repo_sizes_table(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_app_latency_records_cold_and_warm(tmp_path: Path) -> None:
-    image, output = tmp_path / "image.png", tmp_path / "latency.json"
-    pixels = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(image)
+    image = _random_png(tmp_path / "image.png", (300, 400, 3), seed=0)
+    output = tmp_path / "latency.json"
     subprocess.run(
         [sys.executable, "scripts/app_latency.py", "--image", image, "--warm-runs", "2",
          "--output", output],
@@ -52,9 +57,8 @@ def test_app_latency_records_cold_and_warm(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_app_load_run_records_correctness_memory_and_temp_files(tmp_path: Path) -> None:
-    image, output = tmp_path / "image.png", tmp_path / "load.json"
-    pixels = np.random.default_rng(1).integers(0, 256, (200, 240, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(image)
+    image = _random_png(tmp_path / "image.png", (200, 240, 3), seed=1)
+    output = tmp_path / "load.json"
     subprocess.run(
         [sys.executable, "scripts/app_latency.py", "--image", image, "--clients", "3",
          "--requests", "2", "--temp-max-age", "600", "--cleanup-wait", "0", "--output", output],
