@@ -25,30 +25,62 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import pandas as pd
+import torch
 from gradio.utils import get_upload_folder as gradio_upload_folder
+from huggingface_hub.errors import HfHubHTTPError
+from PIL import Image
 
+from hfr import studio
 from hfr.catalog import ModelCache, ModelEntry, discover_models
 from hfr.device import auto_device
-from hfr.errors import HFRError, ImageLoadError
-from hfr.images import list_images, read_image
+from hfr.errors import HFRError, TrainingCancelled
+from hfr.images import list_images
+from hfr.pipeline import ModelSettings
 from hfr.postprocess import Prediction
+from hfr.train import ProgressCallback, TrainingProgress
+from hfr.uploads import UploadLimits, read_uploads
 from hfr.viz import colormap, overlay
 
-try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator elsewhere
+try:  # ZeroGPU on Hugging Face Spaces; the function itself elsewhere
     import spaces
-
-    gpu = spaces.GPU
 except ImportError:
+    spaces = None
 
-    def gpu(function):
-        return function
+
+def gpu(duration: int):
+    """Run the decorated function on a ZeroGPU slice of at most ``duration`` seconds."""
+    if spaces is None:
+        return lambda function: function
+    return spaces.GPU(duration=duration)
 
 
 SPACE_SETTINGS_FILE = Path(__file__).with_name("space_settings.json")
 MAX_IMAGES = 64
 CSV_FILES_KEPT = 32
+OVERLAY_FILES_KEPT = 256  # more than 2 concurrent requests of MAX_IMAGES write meanwhile
+# Gradio's WebP quality (80) at the fastest encoder effort: about 10 ms for a 900x900 overlay
+# where Gradio's own encoding (effort 4) takes about 50 ms (scripts/app_latency.py, breakdown).
+OVERLAY_WEBP = {"format": "WEBP", "quality": 80, "method": 0}
 MAX_EXAMPLES = 12
 LEVEL_MAP_SIDE = 256
+# Training in the browser: the limits stated on the page.
+MAX_TRAIN_IMAGES = 300
+MAX_TEST_IMAGES = 100
+TRAIN_MAX_SIDE = 512  # the network sees 256x256; smaller copies keep 300 images in ~240 MB
+MAX_EPOCHS = 100
+DEFAULT_EPOCHS = 50
+TRAIN_GPU_SECONDS = 300
+TRAINED_RUNS_KEPT = 16
+TRAINED = "trained here"
+# Where a training run is, by session, and what a stage is of the whole bar.
+_TRAINING_RUNS: dict[str, threading.Event] = {}
+_STAGE_SPANS = {
+    "features": (0.0, 0.15),
+    "epochs": (0.15, 0.9),
+    "calibration": (0.9, 0.95),
+    "evaluation": (0.95, 1.0),
+}
 # Model caches of the demos built in this process, by name: ZeroGPU passes a GPU function's
 # arguments between processes, so it gets the cache's name, never the cache itself.
 _CACHES: dict[str, ModelCache] = {}
@@ -118,31 +150,19 @@ class Result:
             image,
             prediction.score,
             prediction.normalized_score,
-            prediction.normalized_map.astype(np.float16),
-            [level[::step, ::step].astype(np.float16) for level in prediction.level_maps],
+            converted(prediction.normalized_map, torch.float16),
+            [converted(level[::step, ::step], torch.float16) for level in prediction.level_maps],
             level_scale,
         )
 
 
-def read_uploads(paths: list[str], max_side: int) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
-    """Decode uploads through the library's image gate, reduced to ``max_side``; unreadable
-    ones, and anything done to the readable ones (frames dropped, size reduced), become notices."""
-    images, notices = [], []
-    for path in paths[:MAX_IMAGES]:
-        name = Path(path).name
-        try:
-            loaded = read_image(path, max_side=max_side)
-        except ImageLoadError as error:
-            notices.append(f"`{name}` skipped: {str(error).replace(str(path), name)}")
-            continue
-        notices += [f"`{name}`: {note}." for note in loaded.notes]
-        images.append((name, loaded.pixels))
-    if len(paths) > MAX_IMAGES:
-        notices.append(f"Only the first {MAX_IMAGES} of {len(paths)} files were analysed.")
-    return images, notices
+def converted(array: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """``array`` as ``dtype``, through torch: numpy's float16 conversions are about 20 times
+    slower (20 ms for a 900x900 map), with the same values."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(dtype).numpy()
 
 
-@gpu
+@gpu(duration=60)
 def run_model(
     cache_name: str, entry: ModelEntry, images: list[np.ndarray]
 ) -> tuple[list[Prediction], float, str]:
@@ -231,8 +251,14 @@ def render(
         return [], [], None, gr.update(value=[], visible=False)
     gallery = [
         (
-            overlay(
-                r.image, r.normalized_map.astype(np.float32), opacity=opacity, threshold=threshold
+            write_overlay(
+                overlay(
+                    r.image,
+                    converted(r.normalized_map, torch.float32),
+                    opacity=opacity,
+                    threshold=threshold,
+                ),
+                csv_dir,
             ),
             caption(r, threshold),
         )
@@ -248,7 +274,7 @@ def render(
         for index, level in enumerate(top.level_maps, start=1):
             levels.append(
                 (
-                    colormap(0.5 * level.astype(np.float32) / top.level_scale),
+                    colormap(0.5 * converted(level, torch.float32) / top.level_scale),
                     f"{top.name}: level {index} residual",
                 )
             )
@@ -277,10 +303,31 @@ def write_csv(rows: list[list], folder: Path) -> str:
         writer = csv.writer(handle)
         writer.writerow(["image", "normalized_score", "raw_score", "verdict"])
         writer.writerows([[spreadsheet_safe(row[0]), *row[1:]] for row in rows])
-    old = sorted(folder.glob("hfr-scores-*.csv"), key=lambda p: p.stat().st_mtime)
-    for stale in old[:-CSV_FILES_KEPT]:
-        stale.unlink(missing_ok=True)
+    keep_newest(folder, "hfr-scores-*.csv", CSV_FILES_KEPT)
     return handle.name
+
+
+def write_overlay(pixels: np.ndarray, folder: Path) -> str:
+    """An overlay as a WebP file in ``folder`` (Gradio serves it as it is), keeping only the
+    newest files there."""
+    with tempfile.NamedTemporaryFile(
+        suffix=".webp", prefix="hfr-overlay-", dir=folder, delete=False
+    ) as handle:
+        Image.fromarray(pixels).save(handle, **OVERLAY_WEBP)
+    keep_newest(folder, "hfr-overlay-*.webp", OVERLAY_FILES_KEPT)
+    return handle.name
+
+
+def keep_newest(folder: Path, pattern: str, count: int) -> None:
+    """Delete all but the ``count`` newest files matching ``pattern`` in ``folder``."""
+    files = []
+    for path in folder.glob(pattern):
+        try:
+            files.append((path.stat().st_mtime, path))
+        except FileNotFoundError:  # removed meanwhile by another request
+            continue
+    for _, stale in sorted(files)[:-count]:
+        stale.unlink(missing_ok=True)
 
 
 def example_rows(folder: Path, labels: list[str]) -> list[list]:
@@ -299,16 +346,122 @@ def example_rows(folder: Path, labels: list[str]) -> list[list]:
     return rows
 
 
+def upload_paths(files) -> list[str]:
+    """Paths of a File component's value (``None``, paths or file objects)."""
+    return [f if isinstance(f, str) else f.name for f in files or []]
+
+
+@gpu(duration=TRAIN_GPU_SECONDS)
+def run_training(
+    name: str,
+    images: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]],
+    settings: ModelSettings,
+    epochs: int,
+    output_root: Path,
+    on_progress: ProgressCallback,
+) -> studio.TrainedModel:
+    """Train on (normal, good test, defective test) images: the GPU work of the second tab."""
+    normal, good, defective = images
+    return studio.train_uploaded(
+        name,
+        normal,
+        settings=settings,
+        epochs=epochs,
+        output_root=output_root,
+        test_good=good,
+        test_defective=defective,
+        on_progress=on_progress,
+        device=str(auto_device()),
+    )
+
+
+class TrainingReporter:
+    """Moves the page's progress bar with a training run, and stops the run (by raising
+    :class:`TrainingCancelled` from its progress callback) once its session pressed Cancel.
+
+    It holds the session's key, not its cancel flag, so that ZeroGPU can pickle it into its GPU
+    worker (where the flag of the app's process is not seen: there a run cannot be cancelled).
+    """
+
+    def __init__(self, progress: gr.Progress, session: str) -> None:
+        self.progress = progress
+        self.session = session
+        self.epochs_done = 0
+
+    def __call__(self, update: TrainingProgress) -> None:
+        cancelled = _TRAINING_RUNS.get(self.session)
+        if cancelled is not None and cancelled.is_set():
+            raise TrainingCancelled(f"cancelled after {self.epochs_done} epoch(s)")
+        if update.stage == "epochs":
+            self.epochs_done = update.done
+        start, end = _STAGE_SPANS[update.stage]
+        fraction = start + (end - start) * update.done / max(update.total, 1)
+        self.progress(fraction, desc=describe_progress(update))
+
+
+def describe_progress(update: TrainingProgress) -> str:
+    """The progress bar's text for one update."""
+    if update.stage == "epochs":
+        loss = "" if update.loss is None else f", loss {update.loss:.4f}"
+        return f"Epoch {update.done}/{update.total}{loss}"
+    names = {
+        "features": "Extracting features",
+        "calibration": "Calibrating on held-out normal images",
+        "evaluation": "Scoring the test images",
+    }
+    return f"{names[update.stage]} ({update.done}/{update.total})"
+
+
+def score_histogram(scores: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """Counts of good and defective test images per tenth of the normalised score."""
+    edges = np.linspace(0.0, 1.0, 11)
+    rows = []
+    for label, kind in ((0, "good"), (1, "defective")):
+        counts, _ = np.histogram(scores[labels == label], bins=edges)
+        rows += [
+            {"normalised score": f"{low:.1f}-{high:.1f}", "images": int(count), "test set": kind}
+            for low, high, count in zip(edges[:-1], edges[1:], counts, strict=True)
+        ]
+    return pd.DataFrame(rows)
+
+
+def training_summary(trained: studio.TrainedModel, notices: list[str]) -> str:
+    """What was trained, how long it took, and how it did on the labelled test images."""
+    training, calibration = trained.config.training, trained.config.calibration
+    lines = [
+        f"Trained **hfr-{trained.name}** on {training['num_train_images']} normal images "
+        f"({training['num_calibration_images']} more held out for calibration), "
+        f"{training['epochs']} epochs, in {trained.seconds:.1f} s on {training['device']}: "
+        f"final loss {training['final_loss']:.4f}, threshold {calibration.threshold:.4f}. "
+        "It is now in the model list of the *Try a model* tab (this session only)."
+    ]
+    evaluation = trained.config.evaluation or {}
+    if "image_auroc" in evaluation:
+        lines.append(f"Image AUROC on your test images: **{evaluation['image_auroc']:.3f}**.")
+    rates = {"threshold_tpr": "defective", "threshold_fpr": "good"}
+    flagged = [
+        f"{100 * evaluation[key]:.0f} % of the {kind} images"
+        for key, kind in rates.items()
+        if key in evaluation
+    ]
+    if flagged:
+        lines.append("Flagged at the calibrated threshold (0.5): " + ", ".join(flagged) + ".")
+    return "\n\n".join(lines + notices[:10])
+
+
 def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
-    """The demo's page and its event handlers, with its own model cache."""
+    """The demo's page (a tab to try models, a tab to train one) and its event handlers."""
     settings = settings or AppSettings()
     cache = ModelCache(capacity=settings.cache_size, device=str(auto_device()))
     csv_dir = Path(tempfile.mkdtemp(prefix="hfr-app-"))
+    trained_root = Path(tempfile.mkdtemp(prefix="hfr-trained-"))
     cache_name = csv_dir.name
     _CACHES[cache_name] = cache
     entries, note = discover_models([Path(p) for p in settings.model_dirs], settings.hub_org)
     labels = [e.label for e in entries]
     examples = example_rows(Path(__file__).parent / settings.examples_dir, labels)
+    encoders = studio.available_encoders()
+    on_space = bool(os.environ.get("SPACE_ID") and os.environ.get("OAUTH_CLIENT_ID"))
 
     def analyze(
         files, model_label, entries, threshold, opacity, show_levels, progress=gr.Progress()
@@ -319,23 +472,21 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         entry = next((e for e in entries if e.label == model_label), None)
         if entry is None:
             raise gr.Error("Pick a model first.", print_exception=False)
-        paths = [f if isinstance(f, str) else f.name for f in files]
-        images, notices = read_uploads(paths, settings.max_side)
-        if not images:
+        uploads = read_uploads(upload_paths(files), UploadLimits(MAX_IMAGES, settings.max_side))
+        notices = uploads.notices + uploads.changes
+        if not uploads.images:
             raise gr.Error(
                 "None of the files is a readable image.<br>" + "<br>".join(notices),
                 print_exception=False,
             )
         progress(0.1, desc="Scoring ..." if entry.source in cache else f"Loading {entry.label} ...")
         began = time.perf_counter()
-        predictions, raw_threshold, device = run_model(
-            cache_name, entry, [rgb for _, rgb in images]
-        )
+        predictions, raw_threshold, device = run_model(cache_name, entry, uploads.pixels)
         seconds = time.perf_counter() - began
         level_scale = raw_threshold / 3
         results = [
             Result.of(name, rgb, prediction, level_scale)
-            for (name, rgb), prediction in zip(images, predictions, strict=True)
+            for (name, rgb), prediction in zip(uploads.images, predictions, strict=True)
         ]
         results.sort(key=lambda r: r.normalized_score, reverse=True)
         notices.append(f"{len(results)} image(s) analysed in {seconds:.2f} s on {device}.")
@@ -346,6 +497,86 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
     def redraw(results, threshold, opacity, show_levels):
         return render(results, threshold, opacity, show_levels, csv_dir)
 
+    def train(
+        files,
+        name,
+        encoder_label,
+        epochs,
+        good_files,
+        defective_files,
+        entries,
+        request: gr.Request,
+        progress=gr.Progress(),
+    ):
+        """Train a category on the uploaded normal images and offer it in the first tab."""
+        if not files:
+            raise gr.Error("Upload normal images (files or a .zip) first.", print_exception=False)
+        if encoder_label not in encoders:
+            raise gr.Error(f"Pick one of the encoders {list(encoders)}.", print_exception=False)
+        normal = read_uploads(upload_paths(files), UploadLimits(MAX_TRAIN_IMAGES, TRAIN_MAX_SIDE))
+        test_limits = UploadLimits(MAX_TEST_IMAGES, TRAIN_MAX_SIDE)
+        good = read_uploads(upload_paths(good_files), test_limits)
+        defective = read_uploads(upload_paths(defective_files), test_limits)
+        studio.prune_runs(trained_root, TRAINED_RUNS_KEPT - 1)
+        _TRAINING_RUNS[request.session_hash] = threading.Event()
+        images = (normal.pixels, good.pixels, defective.pixels)
+        reporter = TrainingReporter(progress, request.session_hash)
+        try:
+            trained = run_training(
+                name, images, encoders[encoder_label], int(epochs), trained_root, reporter
+            )
+        except TrainingCancelled as error:
+            hidden = gr.update(visible=False)
+            return entries, gr.update(), f"**Training {error}.**", hidden, hidden, None
+        except HFRError as error:
+            raise gr.Error(f"Training failed: {error}", print_exception=False) from error
+        finally:
+            _TRAINING_RUNS.pop(request.session_hash, None)
+            MALLOC.trim()
+        entry = ModelEntry(f"hfr-{trained.name} ({TRAINED})", str(trained.folder), "trained")
+        entries = [e for e in entries if e.label != entry.label] + [entry]
+        uploads = (normal, good, defective)
+        notices = [notice for upload in uploads for notice in upload.notices]
+        changed = sum(len(upload.changes) for upload in uploads)
+        if changed:
+            notices.append(f"{changed} image(s) were reduced (size or frames) before use.")
+        histogram = gr.update(visible=False)
+        if trained.labels.size:
+            data = score_histogram(trained.normalized_scores, trained.labels)
+            histogram = gr.update(value=data, visible=True)
+        return (
+            entries,
+            gr.update(choices=[e.label for e in entries], value=entry.label),
+            training_summary(trained, notices),
+            histogram,
+            gr.update(value=str(trained.archive), visible=True),
+            str(trained.folder),
+        )
+
+    def cancel(request: gr.Request) -> str:
+        """Stop this session's training after its current step."""
+        cancelled = _TRAINING_RUNS.get(request.session_hash)
+        if cancelled is None:
+            return "No training of yours is running."
+        cancelled.set()
+        return "Cancelling after the current step ..."
+
+    def push(folder, token, oauth_token: gr.OAuthToken | None):
+        """Publish the session's last trained model as ``<user>/hfr-<name>``."""
+        if not folder:
+            raise gr.Error("Train a model first.", print_exception=False)
+        token = (token or "").strip() or (oauth_token.token if oauth_token else "")
+        if not token:
+            raise gr.Error(
+                "Sign in with Hugging Face, or paste a token with write access.",
+                print_exception=False,
+            )
+        try:
+            repo_id, _ = studio.push_trained(Path(folder), token)
+        except (HFRError, HfHubHTTPError, OSError) as error:
+            raise gr.Error(f"Push failed: {error}", print_exception=False) from error
+        return f'Pushed to **{repo_id}**. Load it anywhere with `HFR.from_pretrained("{repo_id}")`.'
+
     # Gradio keeps every upload and returned file in its cache: delete them after
     # temp_max_age seconds, checked once a minute (or sooner for short ages).
     delete_cache = (min(60, settings.temp_max_age), settings.temp_max_age)
@@ -354,19 +585,21 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
             "# HFR: unsupervised anomaly detection\n"
             "Upload images of the chosen category. Each image gets a score (0-1, the model's "
             "calibrated threshold at 0.5), a verdict, and a heat map with the anomalous region "
-            "outlined. Paper: [arXiv 2405.09148](https://arxiv.org/abs/2405.09148). The bundled "
+            "outlined. Or train a detector for your own part on its normal images in the second "
+            "tab. Paper: [arXiv 2405.09148](https://arxiv.org/abs/2405.09148). The bundled "
             "models are trained on MVTec AD *bottle* and *screw*, and the examples are MVTec AD "
             "test images ([MVTec](https://www.mvtec.com/company/research/datasets/mvtec-ad), "
             "CC BY-NC-SA 4.0, non-commercial)." + (f"\n\n*{note}*" if note else "")
         )
         entries_state = gr.State(entries)
         results_state = gr.State([])
-        with gr.Row():
+        trained_state = gr.State(None)
+        with gr.Tab("Try a model", elem_id="try-tab"), gr.Row():
             with gr.Column(scale=1):
                 model_choice = gr.Dropdown(
-                    labels, value=labels[0] if labels else None, label="Model"
+                    labels, value=labels[0] if labels else None, label="Model", elem_id="model"
                 )
-                files = gr.File(file_count="multiple", label="Images", elem_id="files")
+                files = gr.File(file_count="multiple", label="Images (or a .zip)", elem_id="files")
                 threshold = gr.Slider(
                     0.0, 1.0, value=0.5, step=0.01, label="Threshold (0.5 = calibrated)"
                 )
@@ -393,6 +626,72 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                 )
                 csv_file = gr.File(label="Scores (CSV)")
                 levels = gr.Gallery(label="Per-level residual maps", columns=3, visible=False)
+        with gr.Tab("Train your own", elem_id="train-tab"):
+            gr.Markdown(
+                f"Upload {studio.MIN_NORMAL_IMAGES} to {MAX_TRAIN_IMAGES} images of your part "
+                "without defects (image files or .zip archives, 50 MB per file; 50 or more give "
+                f"a steadier model). They are reduced to {TRAIN_MAX_SIDE} px on their longest "
+                "side; the network sees 256x256. 10 % are held out to set the threshold. One "
+                "training runs at a time: others wait in a queue, with their position shown. "
+                "Optionally add labelled test images (up to "
+                f"{MAX_TEST_IMAGES} each) to see how well good and defective ones are told apart."
+            )
+            with gr.Row():
+                with gr.Column(scale=1):
+                    train_files = gr.File(
+                        file_count="multiple",
+                        label="Normal images (files or .zip)",
+                        elem_id="train-files",
+                    )
+                    train_name = gr.Textbox(
+                        label="Name", placeholder="my-part", max_length=60, elem_id="train-name"
+                    )
+                    encoder_choice = gr.Dropdown(
+                        list(encoders),
+                        value=next(iter(encoders), None),
+                        label="Encoder (frozen, ImageNet weights)",
+                    )
+                    epochs = gr.Slider(
+                        1, MAX_EPOCHS, value=DEFAULT_EPOCHS, step=1, label="Epochs",
+                        elem_id="train-epochs",
+                    )  # fmt: skip
+                    with gr.Accordion(
+                        "Labelled test images (optional)", open=False, elem_id="test-images"
+                    ):
+                        good_files = gr.File(
+                            file_count="multiple", label="Good", elem_id="test-good"
+                        )
+                        defective_files = gr.File(
+                            file_count="multiple", label="Defective", elem_id="test-defective"
+                        )
+                    with gr.Row():
+                        train_button = gr.Button("Train", variant="primary")
+                        cancel_button = gr.Button("Cancel", variant="stop")
+                with gr.Column(scale=1):
+                    train_status = gr.Markdown(elem_id="train-status")
+                    histogram = gr.BarPlot(
+                        x="normalised score",
+                        y="images",
+                        color="test set",
+                        title="Scores of your test images (threshold at 0.5)",
+                        visible=False,
+                        elem_id="histogram",
+                    )
+                    download = gr.DownloadButton(
+                        "Download the model (.zip)", visible=False, elem_id="download"
+                    )
+                    gr.Markdown(
+                        "**Publish it** as `<your user>/hfr-<name>` on the Hugging Face Hub:"
+                        + (" sign in," if on_space else " paste a token with write access,")
+                        + " then push."
+                    )
+                    if on_space:
+                        gr.LoginButton()
+                    token = gr.Textbox(
+                        label="Hub token (write access)", type="password", visible=not on_space
+                    )
+                    push_button = gr.Button("Push to my Hub account")
+                    push_status = gr.Markdown(elem_id="push-status")
         outputs = [gallery, table, csv_file, levels]
         button.click(
             analyze,
@@ -408,6 +707,19 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                 outputs=outputs,
                 api_name=False,
             )
+        train_button.click(
+            train,
+            inputs=[
+                train_files, train_name, encoder_choice, epochs, good_files, defective_files,
+                entries_state,
+            ],
+            outputs=[entries_state, model_choice, train_status, histogram, download, trained_state],
+            api_name="train",
+            concurrency_limit=1,
+            concurrency_id="training",
+        )  # fmt: skip
+        cancel_button.click(cancel, outputs=train_status, api_name="cancel", concurrency_limit=None)
+        push_button.click(push, inputs=[trained_state, token], outputs=push_status, api_name="push")
     return demo.queue(default_concurrency_limit=settings.concurrency, max_size=64)
 
 

@@ -43,3 +43,7 @@ class TrainingError(HFRError, ValueError):
 
 class TrainingDivergedError(TrainingError, RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class TrainingCancelled(TrainingError):
+    """A training run was stopped on request (its progress callback raised this)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -165,9 +166,7 @@ def push_folder(
     api: HfApi, model_dir: Path, repo_id: str, *, private: bool = False, message: str | None = None
 ) -> str:
     """Create ``repo_id`` if needed, upload the files of ``model_dir``; return the commit URL."""
-    missing = [name for name in REPO_FILES if not (model_dir / name).is_file()]
-    if missing:
-        raise ModelFormatError(f"{model_dir} lacks {missing}; save the model with save_pretrained")
+    _require_repo_files(model_dir)
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(
         repo_id=repo_id,
@@ -176,3 +175,19 @@ def push_folder(
         commit_message=message or f"Upload {repo_id.split('/')[-1]}",
     )
     return str(info)
+
+
+def archive_model(model_dir: Path, destination: Path) -> Path:
+    """The repo files of ``model_dir`` as a zip at ``destination``, inside a folder named after
+    it, so that unzipping gives a folder :meth:`HFR.from_pretrained` loads."""
+    _require_repo_files(model_dir)
+    with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in REPO_FILES:
+            archive.write(model_dir / name, f"{model_dir.name}/{name}")
+    return destination
+
+
+def _require_repo_files(model_dir: Path) -> None:
+    missing = [name for name in REPO_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise ModelFormatError(f"{model_dir} lacks {missing}; save the model with save_pretrained")

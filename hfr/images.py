@@ -122,7 +122,7 @@ def _decode(source: Path | BinaryIO, *, name: str, max_side: int | None) -> Load
             f"cannot read image {name}: not one of the accepted formats "
             f"({', '.join(ALLOWED_FORMATS)}) or corrupt"
         ) from error
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
+    except Exception as error:  # PIL's plugins raise any type on damaged files (TIFF: KeyError)
         raise ImageLoadError(f"cannot read image {name}: {error}") from error
     return _reduced(pixels, max_side, notes=tuple(notes), original=(width, height))
 

@@ -21,7 +21,7 @@ from hfr.device import auto_device
 from hfr.evaluate import evaluate
 from hfr.hub import CARD_FILE
 from hfr.model import HFR
-from hfr.train import TrainResult, fit
+from hfr.train import ProgressCallback, TrainResult, fit
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class RunOptions:
     device: str | None = None
     command: str | None = None
     progress: bool = True
+    on_progress: ProgressCallback | None = None
 
 
 def train_category(
@@ -75,6 +76,7 @@ def train_category(
         options.training,
         checkpoint_dir=f"{output}-checkpoints",
         progress=options.progress,
+        on_progress=options.on_progress,
     )
     training = {
         **model.config.training,
@@ -86,7 +88,12 @@ def train_category(
     if run_evaluation and dataset.test:
         evaluation = evaluate(model, dataset, progress=options.progress)
         model.config = model.config.replace(evaluation={**evaluation, "command": options.command})
-    Path(output, CARD_FILE).unlink(missing_ok=True)  # the mixin keeps an existing card
-    model.save_pretrained(output, model_card_kwargs={"repo_id": repo_id})
+    save_model(model, output, repo_id=repo_id)
     logger.info("saved %s/%s to %s", dataset.name, dataset.category, output)
     return model, result
+
+
+def save_model(model: HFR, output: str | Path, *, repo_id: str | None = None) -> None:
+    """Save ``model`` to ``output`` with a model card written afresh from its config."""
+    Path(output, CARD_FILE).unlink(missing_ok=True)  # the mixin keeps an existing card
+    model.save_pretrained(output, model_card_kwargs={"repo_id": repo_id})

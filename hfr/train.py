@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +30,20 @@ CHECKPOINT_FILE = "checkpoint.pt"
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where a run is: ``done`` of ``total`` steps of ``stage`` (``"features"``, ``"epochs"`` or
+    ``"calibration"``; the steps are batches, or epochs), with the last epoch's mean loss."""
+
+    stage: str
+    done: int
+    total: int
+    loss: float | None = None
+
+
+ProgressCallback = Callable[[TrainingProgress], None]
+
+
 @dataclass
 class TrainResult:
     """Per-epoch losses and timings of a run; ``resumed_epochs`` came from a checkpoint."""
@@ -46,9 +60,11 @@ class TrainResult:
 def split_for_calibration(
     images: Sequence[ImageInput], fraction: float, seed: int
 ) -> tuple[list[ImageInput], list[ImageInput]]:
-    """Split normal images into (training, held-out calibration), seeded."""
+    """Split normal images into (training, held-out calibration), seeded: ``fraction`` of them
+    are held out, at least 2, and at least 5 from 20 images on (a threshold estimated from two
+    scores is a guess)."""
     count = len(images)
-    held_out = max(2, round(fraction * count))
+    held_out = max(5 if count >= 20 else 2, round(fraction * count))
     if count - held_out < 2:
         raise TrainingError(
             f"need at least {held_out + 2} normal images "
@@ -65,8 +81,14 @@ def fit(
     *,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    on_progress: ProgressCallback | None = None,
 ) -> TrainResult:
     """Train ``model.decoder`` on normal ``images`` and set ``model.calibration``.
+
+    ``on_progress`` is called with a :class:`TrainingProgress` at the start of each stage, after
+    each batch of feature extraction and calibration and after each epoch; an exception it raises
+    (:class:`~hfr.errors.TrainingCancelled`, say) stops the run there, the model and checkpoint
+    left at the last finished epoch.
 
     Checkpoints are written to ``checkpoint_dir`` after every epoch; a run started again with the
     same folder, images and settings resumes there, and one with other images or settings is
@@ -95,18 +117,20 @@ def fit(
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     data_id = data_fingerprint(images)
     start_epoch = _resume(model, optimizer, checkpoint, result, config, data_id)
+    report = on_progress or _ignore_progress
     result.resumed_epochs = start_epoch
 
     started = time.perf_counter()
     cache = None
     if config.cache_features and start_epoch < config.epochs:
-        cache = _encode_all(model, train_images, config.batch_size, progress)
+        cache = _encode_all(model, train_images, config.batch_size, progress, report)
     result.feature_seconds = time.perf_counter() - started
 
     generator = torch.Generator().manual_seed(config.seed)
     for _ in range(start_epoch):  # replay the shuffles of finished epochs
         torch.randperm(len(train_images), generator=generator)
     bar = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not progress)
+    report(TrainingProgress("epochs", start_epoch, config.epochs))
     started = time.perf_counter()
     for epoch in bar:
         good_state = {k: v.clone() for k, v in model.decoder.state_dict().items()}
@@ -123,11 +147,12 @@ def fit(
         bar.set_postfix(loss=f"{loss:.4f}")
         if checkpoint is not None:
             _save_checkpoint(checkpoint, model, optimizer, epoch + 1, result, config, data_id)
+        report(TrainingProgress("epochs", epoch + 1, config.epochs, loss))
     result.train_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
     model.eval()
-    scores = _calibration_scores(model, calibration_images, config.batch_size, progress)
+    scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started
     model.config = model.config.replace(
         calibration=Calibration.from_normal_scores(scores, target_fpr=config.target_fpr),
@@ -140,6 +165,10 @@ def fit(
     )
     logger.info("calibrated on %d held-out normal images", len(calibration_images))
     return result
+
+
+def _ignore_progress(_: TrainingProgress) -> None:
+    """The progress callback of a run nobody watches."""
 
 
 def data_fingerprint(images: Sequence[ImageInput]) -> str:
@@ -155,19 +184,35 @@ def data_fingerprint(images: Sequence[ImageInput]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _batches(images: Sequence[ImageInput], batch_size: int, what: str, progress: bool):
+def _batches(
+    images: Sequence[ImageInput],
+    batch_size: int,
+    stage: str,
+    progress: bool,
+    report: ProgressCallback,
+):
+    """Chunks of ``images``; each is reported once the caller is done with it."""
     starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc=what, unit="batch", disable=not progress, leave=False):
+    total = len(starts)
+    report(TrainingProgress(stage, 0, total))
+    for done, start in enumerate(
+        tqdm(starts, desc=stage, unit="batch", disable=not progress, leave=False), start=1
+    ):
         yield images[start : start + batch_size]
+        report(TrainingProgress(stage, done, total))
 
 
 def _encode_all(
-    model: HFR, images: Sequence[ImageInput], batch_size: int, progress: bool
+    model: HFR,
+    images: Sequence[ImageInput],
+    batch_size: int,
+    progress: bool,
+    report: ProgressCallback,
 ) -> list[torch.Tensor]:
     """Encoder features of every image, ``[f1, f2, f3]`` each ``(N, C_k, H_k, W_k)``, on device."""
     levels: list[list[torch.Tensor]] = [[], [], []]
     with torch.inference_mode():
-        for chunk in _batches(images, batch_size, "features", progress):
+        for chunk in _batches(images, batch_size, "features", progress, report):
             for level, tensor in zip(levels, model.encode(model.preprocess(chunk)), strict=True):
                 level.append(tensor)
     logger.info("encoded %d training images once (feature cache)", len(images))
@@ -176,7 +221,11 @@ def _encode_all(
 
 @torch.inference_mode()
 def _calibration_scores(
-    model: HFR, images: Sequence[ImageInput], batch_size: int, progress: bool
+    model: HFR,
+    images: Sequence[ImageInput],
+    batch_size: int,
+    progress: bool,
+    report: ProgressCallback,
 ) -> np.ndarray:
     """Image scores of held-out normal ``images`` at the network's input size, in one pass.
 
@@ -184,7 +233,7 @@ def _calibration_scores(
     residuals are measured first and saved in ``model.config.scoring``.
     """
     residuals = []
-    for chunk in _batches(images, batch_size, "calibration", progress):
+    for chunk in _batches(images, batch_size, "calibration", progress, report):
         features, reconstructions = model.reconstruct(model.preprocess(chunk))
         residuals.append(anomaly.residual_maps(features, reconstructions))
     scoring = model.config.scoring

@@ -6,15 +6,21 @@ python scripts/app_latency.py --image IMAGE.png --clients 20 --requests 5 \\
 
 Starts app.py on a free local port (CPU, bundled model, no Hub) with its own temp folders, then
 times gradio_client calls end to end: upload, model, overlay, encoding, download. The first call
-loads the model (cold). With ``--clients``, that many clients send ``--requests`` each at once;
-the JSON holds p50/p95 latency, how many answers equal the first one, the app's memory (RSS
-after the first request, peak, after the run) and its temp files before and after the run, and
-after Gradio's cleanup (``--temp-max-age``).
+loads the model (cold). The breakdown runs the app's own steps in this process (decode, model,
+session state, overlay, WebP encoding, CSV; and, for comparison, Gradio's own WebP encoding of
+the same overlay and numpy's float16 conversion of its map, which the app no longer uses) and
+gives the rest of the warm median to Gradio (queue, events, file copies) and the transfers.
+
+With ``--clients``, that many clients send ``--requests`` each at once; the JSON holds p50/p95
+latency, how many answers equal the first one, the app's memory (RSS after the first request,
+peak, after the run) and its temp files before and after the run, and after Gradio's cleanup
+(``--temp-max-age``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import socket
@@ -27,10 +33,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import torch
+from gradio.processing_utils import save_img_array_to_cache
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from hfr.catalog import ModelCache, discover_models
 from hfr.outputs import write_json
+from hfr.uploads import UploadLimits, read_uploads
+from hfr.viz import overlay
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "hfr-mvtec-bottle-mobilenetv2 (bundled)"
@@ -108,6 +120,52 @@ def latency(url: str, image: str, warm_runs: int) -> dict:
     }
 
 
+def load_app():
+    """app.py as a module (it is not part of the package)."""
+    spec = importlib.util.spec_from_file_location("hfr_demo_app", ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def session_state(app, uploads, predictions, threshold: float) -> list:
+    """The app's per-image session records, as ``analyze`` makes them."""
+    return [
+        app.Result.of(name, rgb, prediction, threshold / 3)
+        for (name, rgb), prediction in zip(uploads.images, predictions, strict=True)
+    ]
+
+
+def breakdown(image: str, runs: int) -> dict[str, float]:
+    """Median milliseconds of each server-side step of a warm request, with the app's functions."""
+    app = load_app()
+    app._CACHES["profile"] = ModelCache(device="cpu")
+    entry = next(e for e in discover_models()[0] if e.label == MODEL)
+    folder = Path(tempfile.mkdtemp(prefix="hfr-profile-"))
+    limits = UploadLimits(app.MAX_IMAGES, app.AppSettings().max_side)
+    steps: dict[str, list[float]] = {}
+
+    def timed(step: str, function, *args):
+        began = time.perf_counter()
+        value = function(*args)
+        steps.setdefault(step, []).append(1000 * (time.perf_counter() - began))
+        return value
+
+    for _ in range(runs + 1):  # the first run loads the model and is dropped
+        uploads = timed("decode", read_uploads, [image], limits)
+        predictions, threshold, _ = timed("model", app.run_model, "profile", entry, uploads.pixels)
+        results = timed("session_state", session_state, app, uploads, predictions, threshold)
+        timed("float16_numpy_for_comparison", predictions[0].normalized_map.astype, np.float16)
+        top = results[0]
+        normalized = app.converted(top.normalized_map, torch.float32)
+        pixels = timed("overlay", overlay, top.image, normalized)
+        timed("webp_encode", app.write_overlay, pixels, folder)
+        timed("webp_encode_gradio_default", save_img_array_to_cache, pixels, str(folder), "webp")
+        timed("render_total", app.render, results, 0.5, 0.5, False, folder)
+    return {step: round(float(np.median(values[1:])), 1) for step, values in steps.items()}
+
+
 def load(url: str, image: str, pid: int, temp_root: Path, args: argparse.Namespace) -> dict:
     """``args.clients`` clients at once, ``args.requests`` requests each."""
     temp_files_at_start = file_count(temp_root)
@@ -172,7 +230,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--image", required=True)
-    parser.add_argument("--warm-runs", type=int, default=5)
+    parser.add_argument("--warm-runs", type=int, default=11)
     parser.add_argument("--clients", type=int, default=0, help="0: latency only, no load run")
     parser.add_argument("--requests", type=int, default=5, help="per client, in a load run")
     parser.add_argument("--concurrency", type=int, default=2, help="the app's HFR_CONCURRENCY")
@@ -200,6 +258,11 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+    if not args.clients:
+        steps = breakdown(args.image, args.warm_runs)
+        server = sum(steps[k] for k in ("decode", "model", "session_state", "render_total"))
+        steps["gradio_and_transfers"] = round(1000 * results["warm_seconds_median"] - server, 1)
+        results["warm_breakdown_ms"] = steps
     results |= {"device": "cpu", "model": MODEL, "command": shlex.join(["python", *sys.argv])}
     print(write_json(args.output, results), end="")
 

@@ -1,12 +1,12 @@
 """A test double of the Hugging Face Hub: the HTTP protocol the real ``huggingface_hub`` client
 speaks for model repos, served on 127.0.0.1 from memory.
 
-It implements what HFR uses, no more: create a repo, upload (preupload, git-LFS batch / PUT /
-verify with ``HF_HUB_DISABLE_XET=1``, NDJSON commit), model info, listing by author/search,
-and ``resolve`` downloads with ``X-Repo-Commit``, ``ETag`` / ``X-Linked-Etag`` and the Hub's
-``X-Error-Code`` headers for missing repos, revisions and files. Every commit is kept, so a pinned
-revision resolves to that commit's files. Requests it does not know get 501 and are recorded in
-``HubState.unknown_requests`` so a test can fail on them.
+It implements what HFR uses, no more: who a token belongs to (``whoami``), create a repo, upload
+(preupload, git-LFS batch / PUT / verify with ``HF_HUB_DISABLE_XET=1``, NDJSON commit), model
+info, listing by author/search, and ``resolve`` downloads with ``X-Repo-Commit``, ``ETag`` /
+``X-Linked-Etag`` and the Hub's ``X-Error-Code`` headers for missing repos, revisions and files.
+Every commit is kept, so a pinned revision resolves to that commit's files. Requests it does not
+know get 501 and are recorded in ``HubState.unknown_requests`` so a test can fail on them.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class HubState:
     lfs: dict[str, bytes] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)
     unknown_requests: list[str] = field(default_factory=list)
+    users: dict[str, str] = field(default_factory=lambda: {"test-token": "hfr-tester"})  # by token
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def find_commit(self, repo: Repo, revision: str) -> Commit | None:
@@ -130,6 +131,14 @@ class HubHandler(BaseHTTPRequestHandler):
         self._route("PUT")
 
     # --- endpoints ---
+    def whoami(self, query: dict) -> None:
+        authorization = self.headers.get("authorization", "")
+        user = self.state.users.get(authorization.removeprefix("Bearer "))
+        if user is None:
+            self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
+            return
+        self._json(200, {"type": "user", "name": user, "auth": {"type": "access_token"}})
+
     def create_repo(self, query: dict) -> None:
         payload = json.loads(self._body())
         repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
@@ -321,6 +330,7 @@ def _card_tags(readme: bytes) -> list[str]:
 
 
 ROUTES = [
+    (r"/api/whoami-v2", "GET", HubHandler.whoami),
     (r"/api/repos/create", "POST", HubHandler.create_repo),
     (r"/api/validate-yaml", "POST", HubHandler.validate_yaml),
     (rf"/api/models/{REPO}/preupload/(?P<revision>.+)", "POST", HubHandler.preupload),

@@ -251,14 +251,6 @@ def test_temp_files_are_bounded(tmp_path: Path) -> None:
     assert demo_app.build_demo(settings).delete_cache == (60, 120)  # Gradio's upload copies
 
 
-def test_multi_frame_uploads_say_only_the_first_frame_was_scored(tmp_path: Path) -> None:
-    frames = [Image.fromarray(rgb) for rgb in synthetic_images(3)]
-    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    images, notices = demo_app.read_uploads([str(tmp_path / "anim.gif")], max_side=1600)
-    assert len(images) == 1
-    assert notices == ["`anim.gif`: 3 frames; only the first was scored."]
-
-
 def test_hub_models_are_listed_and_pulled_on_demand(client: Client, tmp_path: Path) -> None:
     good = tmp_path / "ok.png"
     Image.fromarray(synthetic_images(1)[0]).save(good)
@@ -276,11 +268,10 @@ def test_concurrent_users_are_queued(client: Client, app_url: str, tmp_path: Pat
     image = tmp_path / "big.png"
     pixels = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(image)
+    clients = [Client(app_url, verbose=False) for _ in range(6)]  # connected before submitting
     jobs = [
-        Client(app_url, verbose=False).submit(
-            [handle_file(str(image))], BUNDLED, 0.5, 0.5, False, api_name="/analyze"
-        )
-        for _ in range(6)
+        client.submit([handle_file(str(image))], BUNDLED, 0.5, 0.5, False, api_name="/analyze")
+        for client in clients
     ]
     waited = set()
     deadline = time.time() + 120
@@ -385,6 +376,7 @@ def test_space_folder_and_card(tmp_path: Path) -> None:
 
     assert card.sdk_version == gradio.__version__
     assert card.license == "cc-by-nc-sa-4.0" and card.suggested_hardware == "zero-a10g"
+    assert card.hf_oauth is True and card.hf_oauth_scopes == ["write-repos"]  # push from the app
     assert card.models == ["acme/hfr-mvtec-bottle", "acme/hfr-mvtec-screw"]
     assert card.python_version == "3.11"
     bundled = out / "hfr" / "bundled" / "hfr-mvtec-bottle-mobilenetv2" / "model.safetensors"
@@ -429,3 +421,227 @@ def test_an_example_is_one_click_from_a_verdict(app_url: str, tmp_path: Path) ->
             driver.save_screenshot(os.environ["HFR_SCREENSHOT_EXAMPLE"])
     finally:
         driver.quit()
+
+
+MOBILENET = "MobileNetV2 (ImageNet, torchvision)"
+
+
+def _normal_pngs(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, image in enumerate(synthetic_images(count, size=96, seed=seed)):
+        paths.append(folder / f"{index:03d}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+def _train(client: Client, paths: list[Path], name: str, epochs: int, **tests):
+    files = [handle_file(str(p)) for p in paths]
+    good = [handle_file(str(p)) for p in tests.get("good", [])]
+    defective = [handle_file(str(p)) for p in tests.get("defective", [])]
+    return client.submit(files, name, MOBILENET, epochs, good, defective, api_name="/train")
+
+
+@pytest.mark.slow
+def test_training_endpoint_gives_a_model_its_zip_and_a_push(
+    app_url: str, hub, tmp_path: Path, mobilenet_weights: str
+) -> None:
+    """Train through the API, watch the progress, download the zip: it loads with
+    from_pretrained and scores as the app does. Then push it to the test Hub."""
+    from gradio_client.utils import Status
+
+    from hfr import HFR
+
+    client = Client(app_url, verbose=False)
+    normal = _normal_pngs(tmp_path / "normal", 20)
+    odd = tmp_path / "odd.png"
+    odd_pixels = synthetic_images(1, size=96, seed=7)[0]
+    odd_pixels[30:60, 30:60] = (250, 20, 250)
+    Image.fromarray(odd_pixels).save(odd)
+    job = _train(client, normal, "Synthetic Part", 20, good=normal[:3], defective=[odd])
+    descriptions = []
+    while not job.done():
+        update = job.status()
+        if update.code == Status.PROGRESS and update.progress_data:
+            descriptions.append(update.progress_data[0].desc)
+        time.sleep(0.02)
+    choice, summary, histogram, download = job.result(timeout=10)  # states stay on the server
+    stages = [d.split(" (")[0].split(" ")[0] for d in dict.fromkeys(descriptions)]
+    assert stages[0] == "Extracting" and stages[-1] == "Scoring" and "Epoch" in stages
+    assert choice["value"] == "hfr-synthetic-part (trained here)"
+    assert "15 normal images (5 more held out" in summary
+    assert {row[2] for row in histogram["value"]["data"]} == {"good", "defective"}
+    archive = Path(download["value"] if isinstance(download, dict) else download)
+    import zipfile
+
+    with zipfile.ZipFile(archive) as bundle:
+        bundle.extractall(tmp_path / "unzipped")
+    model = HFR.from_pretrained(tmp_path / "unzipped" / "hfr-synthetic-part")
+    _, table, _, _, _ = analyze(client, [odd], model=choice["value"])
+    assert table["data"][0][2] == pytest.approx(model.predict(odd)[0].score, abs=1e-4)
+
+    pushed = client.predict("test-token", api_name="/push")
+    assert "hfr-tester/hfr-synthetic-part" in pushed
+    assert HFR.from_pretrained("hfr-tester/hfr-synthetic-part").predict(odd)[0].score == (
+        pytest.approx(model.predict(odd)[0].score, abs=1e-6)
+    )
+    with pytest.raises(Exception, match="Push failed: Invalid user token"):
+        client.predict("wrong-token", api_name="/push")
+    with pytest.raises(Exception, match="Train a model first"):
+        Client(app_url, verbose=False).predict("test-token", api_name="/push")  # new session
+
+
+@pytest.mark.slow
+def test_a_training_can_be_cancelled(app_url: str, tmp_path: Path, mobilenet_weights: str) -> None:
+    from gradio_client.utils import Status
+
+    client = Client(app_url, verbose=False)
+    job = _train(client, _normal_pngs(tmp_path / "normal", 20, seed=1), "long", 100)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        update = job.status()
+        if update.code == Status.PROGRESS and "Epoch 2/" in update.progress_data[0].desc:
+            break
+        time.sleep(0.02)
+    assert client.predict(api_name="/cancel") == "Cancelling after the current step ..."
+    _, summary, _, _ = job.result(timeout=30)
+    assert summary.startswith("**Training cancelled after") and "epoch(s)" in summary
+    done = int(summary.split("after ")[1].split(" ")[0])
+    assert 2 <= done < 100
+    assert client.predict(api_name="/cancel") == "No training of yours is running."
+
+
+def test_training_refuses_too_few_images_with_a_clear_message(client: Client, tmp_path) -> None:
+    with pytest.raises(Exception, match="upload at least 10 normal images"):
+        _train(client, _normal_pngs(tmp_path, 6), "few", 1).result(timeout=60)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_train_tab_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Path) -> None:
+    """Upload 20 bottle images, train, watch the progress bar move through the epochs, then
+    score a defective bottle with the new model in the first tab."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chromium(tmp_path)
+    try:
+        driver.get(app_url)
+        wait = WebDriverWait(driver, 120)
+        wait.until(lambda d: _tab(d, "Train your own")).click()
+        upload = wait.until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "#train-files input[type=file]")
+        )
+        normal = sorted((bottle / "train" / "good").glob("*.png"))[:20]
+        upload.send_keys("\n".join(str(p) for p in normal))
+        wait.until(lambda d: d.find_element(By.ID, "train-files").text.count(".png") == 20)
+        driver.find_element(By.CSS_SELECTOR, "#train-name textarea, #train-name input").send_keys(
+            "Browser Bottle"
+        )
+        driver.find_element(By.CSS_SELECTOR, "#test-images button.label-wrap").click()
+        tests = bottle / "test"
+        for folder, element in (("good", "test-good"), ("broken_large", "test-defective")):
+            chooser = wait.until(
+                lambda d, e=element: d.find_element(By.CSS_SELECTOR, f"#{e} input[type=file]")
+            )
+            chooser.send_keys("\n".join(str(p) for p in sorted((tests / folder).glob("*.png"))[:5]))
+            wait.until(lambda d, e=element: d.find_element(By.ID, e).text.count(".png") == 5)
+        epochs = driver.find_element(By.CSS_SELECTOR, "#train-epochs input[type=number]")
+        epochs.clear()
+        epochs.send_keys("30")
+        driver.execute_script(  # every progress text the page shows, as it changes
+            "window.seen = new Set(); new MutationObserver(() => {"
+            "  const m = document.body.innerText.match(/Epoch \\d+\\/\\d+/g);"
+            "  (m || []).forEach(t => window.seen.add(t)); })"
+            ".observe(document.body, {subtree: true, childList: true, characterData: true});"
+        )
+        _button(driver, "Train").click()
+        wait.until(lambda d: "Trained" in d.find_element(By.ID, "train-status").text)
+        seen = driver.execute_script("return Array.from(window.seen)")
+        epochs_seen = {int(text.split()[1].split("/")[0]) for text in seen}
+        assert len(epochs_seen) >= 3 and max(epochs_seen) > min(epochs_seen), seen
+        assert "Image AUROC on your test images" in _text(driver, "train-status")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#histogram canvas, #histogram svg"))
+        if os.environ.get("HFR_SCREENSHOT_TRAIN"):
+            driver.set_window_size(1400, 1500)
+            driver.execute_script("window.scrollTo(0, 0)")
+            time.sleep(0.5)
+            driver.save_screenshot(os.environ["HFR_SCREENSHOT_TRAIN"])
+        driver.execute_script("arguments[0].click()", _tab(driver, "Try a model"))
+        chosen = driver.find_element(By.CSS_SELECTOR, "#model input")
+        wait.until(lambda d: chosen.get_attribute("value") == "hfr-browser-bottle (trained here)")
+        files = driver.find_element(By.CSS_SELECTOR, "#files input[type=file]")
+        files.send_keys(str(bottle / "test" / "broken_large" / "000.png"))
+        wait.until(lambda d: ".png" in d.find_element(By.ID, "files").text)
+        _button(driver, "Analyse").click()
+        wait.until(lambda d: "analysed" in d.find_element(By.ID, "status").text)
+        assert "ANOMALOUS" in driver.find_element(By.ID, "scores").text
+    finally:
+        driver.quit()
+
+
+def _button(driver, text: str, selector: str = "button:not([role=tab])"):
+    """The visible button whose text is ``text``, or None."""
+    from selenium.webdriver.common.by import By
+
+    found = [b for b in driver.find_elements(By.CSS_SELECTOR, selector) if b.text.strip() == text]
+    return next((b for b in found if b.is_displayed()), None)
+
+
+def _text(driver, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id).text
+
+
+def _tab(driver, text: str):
+    """The tab whose title is ``text`` (Gradio also renders hidden copies of tab buttons)."""
+    return _button(driver, text, "button[role=tab]")
+
+
+def test_the_training_reporter_survives_pickling_for_zerogpu() -> None:
+    """ZeroGPU pickles a GPU function's arguments into its worker: the reporter must travel."""
+    import pickle
+
+    import gradio as gr
+
+    calls = []
+    reporter = pickle.loads(pickle.dumps(demo_app.TrainingReporter(gr.Progress(), "session-1")))
+    reporter.progress = lambda fraction, desc: calls.append((round(fraction, 3), desc))
+    reporter(demo_app.TrainingProgress("epochs", 2, 4, 0.5))
+    assert calls == [(0.525, "Epoch 2/4, loss 0.5000")]
+    demo_app._TRAINING_RUNS["session-1"] = flag = demo_app.threading.Event()
+    flag.set()
+    with pytest.raises(demo_app.TrainingCancelled, match="after 2 epoch"):
+        reporter(demo_app.TrainingProgress("epochs", 3, 4, 0.4))
+    del demo_app._TRAINING_RUNS["session-1"]
+
+
+@pytest.mark.slow
+def test_one_training_at_a_time_the_next_waits_in_the_queue(
+    app_url: str, tmp_path: Path, mobilenet_weights: str
+) -> None:
+    """Two visitors press Train together: the second waits in the queue (its position is sent)
+    and starts only when the first has finished."""
+    from gradio_client.utils import Status
+
+    images = _normal_pngs(tmp_path / "normal", 20, seed=2)
+    clients = [Client(app_url, verbose=False) for _ in range(2)]
+    jobs = [_train(client, images, f"queued-{i}", 15) for i, client in enumerate(clients)]
+    started: dict[int, float] = {}
+    finished: dict[int, float] = {}
+    queued_ranks = set()
+    while len(finished) < 2:
+        for index, job in enumerate(jobs):
+            update = job.status()
+            if update.code == Status.IN_QUEUE and update.rank is not None:
+                queued_ranks.add((index, update.rank))
+            if update.code in (Status.PROCESSING, Status.PROGRESS):
+                started.setdefault(index, time.perf_counter())
+            if job.done():
+                finished.setdefault(index, time.perf_counter())
+        time.sleep(0.01)
+    assert all("Trained **hfr-queued-" in job.result()[1] for job in jobs)
+    first, second = sorted(started, key=started.get)
+    assert started[second] >= finished[first] - 0.2, (started, finished)
+    assert any(index == second for index, _ in queued_ranks)

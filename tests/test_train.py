@@ -12,8 +12,8 @@ from conftest import synthetic_images, tiny_model
 
 from hfr.calibration import Calibration
 from hfr.config import TrainConfig
-from hfr.errors import TrainingDivergedError, TrainingError
-from hfr.train import CHECKPOINT_FILE, fit, split_for_calibration
+from hfr.errors import TrainingCancelled, TrainingDivergedError, TrainingError
+from hfr.train import CHECKPOINT_FILE, TrainingProgress, fit, split_for_calibration
 
 IMAGES = synthetic_images(12, seed=2)
 
@@ -124,9 +124,44 @@ def test_calibration_split_is_seeded_and_disjoint() -> None:
     items = list(range(20))
     train, held_out = split_for_calibration(items, 0.1, seed=0)
     assert (train, held_out) == split_for_calibration(items, 0.1, seed=0)
-    assert len(held_out) == 2 and not set(train) & set(held_out)
+    assert not set(train) & set(held_out) and len(train) + len(held_out) == 20
     with pytest.raises(ValueError, match="at least 4 normal images"):
         split_for_calibration(items[:3], 0.1, seed=0)
+
+
+@pytest.mark.parametrize(("count", "held_out"), [(4, 2), (12, 2), (20, 5), (49, 5), (80, 8)])
+def test_small_sets_hold_out_at_least_five_images_from_twenty_on(count, held_out) -> None:
+    assert len(split_for_calibration(list(range(count)), 0.1, seed=0)[1]) == held_out
+
+
+def test_progress_is_reported_stage_by_stage() -> None:
+    updates: list[TrainingProgress] = []
+    config = TrainConfig(epochs=3, batch_size=4, lr=0.1)
+    result = fit(tiny_model(), IMAGES, config, progress=False, on_progress=updates.append)
+    stages = [u.stage for u in updates]
+    assert stages == ["features"] * 4 + ["epochs"] * 4 + ["calibration"] * 2
+    features = [(u.done, u.total) for u in updates if u.stage == "features"]
+    assert features == [(0, 3), (1, 3), (2, 3), (3, 3)]  # 10 training images, batches of 4
+    epochs = [u for u in updates if u.stage == "epochs"]
+    assert [(u.done, u.total) for u in epochs] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert [u.loss for u in epochs[1:]] == result.losses
+
+
+def test_a_callback_that_raises_cancels_the_run_at_the_last_finished_epoch(tmp_path) -> None:
+    def stop_after_two_epochs(update: TrainingProgress) -> None:
+        if update.stage == "epochs" and update.done == 2:
+            raise TrainingCancelled("cancelled after 2 epoch(s)")
+
+    model = tiny_model()
+    config = TrainConfig(epochs=5, batch_size=4, lr=0.1)
+    with pytest.raises(TrainingCancelled):
+        fit(model, IMAGES, config, checkpoint_dir=tmp_path, progress=False,
+            on_progress=stop_after_two_epochs)  # fmt: skip
+    assert model.config.calibration is None
+    saved = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert saved["epochs_done"] == 2
+    result = fit(model, IMAGES, config, checkpoint_dir=tmp_path, progress=False)
+    assert result.resumed_epochs == 2 and len(result.losses) == 5  # a rerun goes on from there
 
 
 def test_the_threshold_follows_the_target_false_alarm_rate() -> None:
