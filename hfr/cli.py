@@ -116,6 +116,17 @@ def add_model_arguments(
     _add_device(group)
 
 
+def _add_ray_address(group: argparse._ArgumentGroup, what: str) -> None:
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help=f"{what}: a cluster address, 'auto', or nothing for a local Ray",
+    )
+
+
 def _add_device(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--device", default=None, help="cuda, mps or cpu (default: the best available)"
@@ -135,10 +146,29 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--data", help="dataset root in MVTec AD layout (DIR/<category>/...)")
     source.add_argument("--train-dir", help="a plain folder of normal training images")
     parser.add_argument("--category", help="category under --data (required with --data)")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every category under --data, each into OUTPUT/hfr-<dataset>-<category>; "
+        "finished ones are skipped, interrupted ones resume",
+    )
     parser.add_argument("--dataset-name", default="mvtec_ad", help="recorded in config and card")
     parser.add_argument("--evaluate", action="store_true", help="evaluate on the test split")
-    parser.add_argument("--output", required=True, help="model folder to write")
+    parser.add_argument(
+        "--output", required=True, help="model folder to write (with --all: their parent)"
+    )
+    add_ray_arguments(parser)
     add_model_arguments(parser)
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray`` and the resources of one category's task (train and push with --all)."""
+    group = parser.add_argument_group("Ray (pip install 'hfr[ray]'; with --all)")
+    _add_ray_address(group, "one Ray task per category")
+    group.add_argument(
+        "--gpus-per-task", type=float, default=0.0, help="GPUs per category (fractions share one)"
+    )
+    group.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per category")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -163,7 +193,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--model", required=True, help="model folder or Hub repo id")
-    parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="image files or URIs, folders of images, or lists of them (.txt: one per line; "
+        ".parquet: a 'path' or 'image' column)",
+    )
     parser.add_argument("--output", required=True, help="folder for scores.csv and overlays/")
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="on the normalised scale (0.5: calibrated)"
@@ -173,6 +208,20 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-overlays", action="store_true")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the results already in --output"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the results in --output, score only the rest"
+    )
+    group = parser.add_argument_group("Ray (pip install 'hfr[ray]')")
+    _add_ray_address(group, "decode with Ray Data, score in a pool of actors")
+    group.add_argument("--workers", type=int, default=1, help="predictor actors (model loads)")
+    group.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractions share a GPU")
+    group.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        help="CPUs per actor, its torch threads rounded up (default: the Ray's CPUs less 0.5 "
+        "for decoding, shared among the workers)",
     )
     _add_device(parser)
 
@@ -197,6 +246,7 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--dry-run", action="store_true", help="prepare everything, push nothing")
     parser.add_argument("--force", action="store_true", help="push even if the Hub has them")
     parser.add_argument("--private", action="store_true", help="create private repos")
+    add_ray_arguments(parser)
     add_model_arguments(parser)
 
 

@@ -1,8 +1,9 @@
 """Writing prediction results to a folder: ``scores.csv`` as it goes and one overlay per image.
 
 Rows are flushed after every image, so an interrupted run keeps what it scored. A folder that
-already holds results is refused unless ``overwrite`` is given, which clears them first: two
-runs' outputs are never mixed.
+already holds results is refused unless ``overwrite`` is given, which clears them first, or
+``resume``, which keeps them and tells which images are done: two runs' outputs are never mixed
+by accident.
 """
 
 from __future__ import annotations
@@ -62,33 +63,43 @@ def unique_names(paths: list[Path]) -> list[str]:
 
 
 class ResultsWriter:
-    """Context manager writing ``scores.csv`` row by row and overlays into ``folder``."""
+    """Context manager writing ``scores.csv`` row by row and overlays into ``folder``.
 
-    def __init__(self, folder: str | Path, *, overwrite: bool = False) -> None:
+    With ``resume``, the rows already in ``scores.csv`` are kept and their images listed in
+    :attr:`done`; new rows are appended.
+    """
+
+    def __init__(
+        self, folder: str | Path, *, overwrite: bool = False, resume: bool = False
+    ) -> None:
         self.folder = Path(folder)
+        self.done: set[str] = set()
         scores, overlays = self.folder / SCORES_FILE, self.folder / OVERLAYS_DIR
-        if scores.exists() or (overlays.is_dir() and any(overlays.iterdir())):
+        has_results = scores.exists() or (overlays.is_dir() and any(overlays.iterdir()))
+        if has_results and resume and scores.exists():
+            _drop_partial_line(scores)
+            self.done = _finished_images(scores)
+        elif has_results:
             if not overwrite:
                 raise HFRError(
-                    f"{self.folder} already holds results of another run; "
-                    "pass --overwrite (overwrite=True) to replace them, or choose another folder"
+                    f"{self.folder} already holds results of another run; pass --resume "
+                    "(resume=True) to finish it, --overwrite (overwrite=True) to replace it, "
+                    "or choose another folder"
                 )
             scores.unlink(missing_ok=True)
             shutil.rmtree(overlays, ignore_errors=True)
         overlays.mkdir(parents=True, exist_ok=True)
-        self._handle = open(scores, "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        appending = bool(self.done)
+        self._handle = open(scores, "a" if appending else "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed by close())
         self._writer = csv.DictWriter(self._handle, fieldnames=FIELDS)
-        self._writer.writeheader()
+        if not appending:
+            self._writer.writeheader()
         self._handle.flush()
 
     def write(self, row: dict, overlay: np.ndarray | None = None, name: str | None = None) -> None:
         """Append one row; with ``overlay``, save it as ``overlays/<name>.overlay.png`` first."""
         if overlay is not None:
-            target = self.folder / OVERLAYS_DIR / f"{name}.overlay.png"
-            partial = target.with_suffix(".partial")
-            Image.fromarray(overlay).save(partial, format="PNG")
-            os.replace(partial, target)
-            row = {**row, "overlay": str(target.relative_to(self.folder))}
+            row = {**row, "overlay": save_overlay(self.folder, name, overlay)}
         self._writer.writerow(row)
         self._handle.flush()
 
@@ -106,3 +117,27 @@ class ResultsWriter:
         trace: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def save_overlay(folder: Path, name: str, overlay: np.ndarray) -> str:
+    """Write ``overlays/<name>.overlay.png`` under ``folder`` atomically; return its relative
+    path (the ``overlay`` column)."""
+    target = Path(folder) / OVERLAYS_DIR / f"{name}.overlay.png"
+    partial = target.with_suffix(".partial")
+    Image.fromarray(overlay).save(partial, format="PNG")
+    os.replace(partial, target)
+    return str(target.relative_to(folder))
+
+
+def _finished_images(scores: Path) -> set[str]:
+    """Images of ``scores.csv`` that were scored or failed for good (a row each)."""
+    with open(scores, newline="", encoding="utf-8") as handle:
+        return {row["image"] for row in csv.DictReader(handle) if row.get("image")}
+
+
+def _drop_partial_line(scores: Path) -> None:
+    """Cut a last line that a killed run left half written."""
+    content = scores.read_bytes()
+    if content and not content.endswith(b"\n"):
+        with open(scores, "r+b") as handle:
+            handle.truncate(content.rfind(b"\n") + 1)

@@ -219,8 +219,10 @@ def test_push_all_categories_isolates_failures(hub, tmp_path: Path) -> None:
     assert run.returncode == 1  # one category failed
     assert "broken_cat: failed: DatasetLayoutError" in run.stdout
     assert "good_cat: pushed:" in run.stdout
-    card = (tmp_path / "work" / "hfr-mvtec-good-cat" / "README.md").read_text()
-    assert 'HFR.from_pretrained("hfr-all/hfr-mvtec-good-cat")' in card
+    from huggingface_hub import hf_hub_download
+
+    card = hf_hub_download("hfr-all/hfr-mvtec-good-cat", "README.md", cache_dir=tmp_path / "c")
+    assert 'HFR.from_pretrained("hfr-all/hfr-mvtec-good-cat")' in Path(card).read_text()
     HFR.from_pretrained("hfr-all/hfr-mvtec-good-cat", cache_dir=tmp_path / "cache")
     rerun = subprocess.run(
         [*command, "--category", "good_cat"], cwd=root, env=env, capture_output=True, text=True

@@ -1,4 +1,5 @@
-"""``hfr predict``: score images without ground truth into scores.csv and overlays."""
+"""``hfr predict``: score images without ground truth into scores.csv and overlays, in this
+process or on Ray (``--ray``); ``--resume`` finishes an interrupted run."""
 
 from __future__ import annotations
 
@@ -9,37 +10,31 @@ from tqdm.auto import tqdm
 
 from hfr.commands.common import load_model
 from hfr.errors import HFRError, ImageLoadError
-from hfr.images import list_images, read_image
 from hfr.outputs import ResultsWriter, unique_names
+from hfr.sources import expand_sources, read_source
 from hfr.viz import overlay
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given, folders as the images directly inside them; each file once."""
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        paths.extend(list_images(path) if path.is_dir() else [path])
-    return list(dict.fromkeys(paths))
-
-
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    sources = expand_sources(args.inputs)
+    if args.ray:
+        return _run_on_ray(args, sources)
     model = load_model(args.model, args.device)
     if model.config.calibration is None:
         raise HFRError(f"{args.model} is not calibrated: train it with `hfr train` first")
-    paths = expand_inputs(args.inputs)
-    names = dict(zip(paths, unique_names(paths), strict=True))
+    names = dict(zip(sources, unique_names([Path(s) for s in sources]), strict=True))
     scored = flagged = failed = 0
-    with ResultsWriter(args.output, overwrite=args.overwrite) as writer:
-        for start in tqdm(range(0, len(paths), args.batch_size), desc="predict", unit="batch"):
+    with ResultsWriter(args.output, overwrite=args.overwrite, resume=args.resume) as writer:
+        todo = [s for s in sources if s not in writer.done]
+        for start in tqdm(range(0, len(todo), args.batch_size), desc="predict", unit="batch"):
             chunk, images = [], []
-            for path in paths[start : start + args.batch_size]:
+            for source in todo[start : start + args.batch_size]:
                 try:
-                    images.append(read_image(path))
-                    chunk.append(path)
+                    images.append(read_source(source))
+                    chunk.append(source)
                 except ImageLoadError as error:
                     failed += 1
-                    writer.write({"image": str(path), "error": str(error)})
+                    writer.write({"image": source, "error": str(error)})
             if not images:
                 continue
             predictions = model.predict(
@@ -47,7 +42,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 batch_size=args.batch_size,
                 threshold=args.threshold,
             )
-            for path, loaded, prediction in zip(chunk, images, predictions, strict=True):
+            for source, loaded, prediction in zip(chunk, images, predictions, strict=True):
                 picture = None
                 if not args.no_overlays:
                     picture = overlay(
@@ -57,18 +52,43 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                         threshold=prediction.threshold,
                     )
                 row = {
-                    "image": str(path),
+                    "image": source,
                     "score": f"{prediction.score:.6f}",
                     "normalized_score": f"{prediction.normalized_score:.6f}",
                     "is_anomalous": prediction.is_anomalous,
                     "threshold": prediction.threshold,
                     "notes": "; ".join(loaded.notes),
                 }
-                writer.write(row, picture, names[path])
+                writer.write(row, picture, names[source])
                 scored += 1
                 flagged += bool(prediction.is_anomalous)
-    print(
-        f"{scored} images scored, {flagged} anomalous, {failed} unreadable; "
-        f"results in {Path(args.output) / 'scores.csv'}"
-    )
+    _summary(scored, flagged, failed, len(sources) - len(todo), args.output)
     return 0
+
+
+def _run_on_ray(args: argparse.Namespace, sources: list[str]) -> int:
+    from hfr.ray_predict import RayPredictOptions, predict_on_ray
+
+    options = RayPredictOptions(
+        address=args.ray,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        opacity=args.opacity,
+        overlays=not args.no_overlays,
+    )
+    count = predict_on_ray(
+        args.model, sources, args.output, options, resume=args.resume, overwrite=args.overwrite
+    )
+    _summary(count.scored, count.flagged, count.failed, count.skipped, args.output)
+    return 0
+
+
+def _summary(scored: int, flagged: int, failed: int, skipped: int, output: str) -> None:
+    done_before = f", {skipped} done before" if skipped else ""
+    print(
+        f"{scored} images scored, {flagged} anomalous, {failed} unreadable{done_before}; "
+        f"results in {Path(output) / 'scores.csv'}"
+    )

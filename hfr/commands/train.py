@@ -1,4 +1,5 @@
-"""``hfr train``: train one category, calibrate it, save it (and evaluate it if asked)."""
+"""``hfr train``: train one category (or every category of a dataset, in this process or on
+Ray), calibrate it, save it (and evaluate it if asked)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ import argparse
 import json
 
 from hfr.commands.common import load_dataset, model_settings, run_options
+from hfr.data import categories
+from hfr.fleet import FAILED, CategoryJob, train_all
 from hfr.pipeline import train_category
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.all:
+        return _run_all(args, parser)
+    if args.ray:
+        parser.error("--ray trains many categories: use it with --data and --all")
     dataset = load_dataset(args, parser)
     model, result = train_category(
         dataset,
@@ -30,3 +37,25 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"saved to {args.output}"
     )
     return 0
+
+
+def _run_all(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Every category under ``--data``; one line per category as it finishes, then a summary."""
+    if not args.data or args.category:
+        parser.error("--all needs --data and no --category")
+    jobs = [
+        CategoryJob.of(args.data, args.dataset_name, category, args.output)
+        for category in categories(args.data)
+    ]
+    outcomes = train_all(
+        jobs,
+        model_settings(args),
+        run_options(args),
+        evaluate=args.evaluate,
+        ray_address=args.ray,
+        gpus_per_task=args.gpus_per_task,
+        cpus_per_task=args.cpus_per_task,
+        on_outcome=lambda outcome: print(outcome, flush=True),
+    )
+    print(json.dumps({o.category: str(o).split(": ", 1)[1] for o in outcomes}, indent=2))
+    return 1 if any(o.status == FAILED for o in outcomes) else 0

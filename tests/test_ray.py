@@ -1,0 +1,294 @@
+"""Scale-out on a local Ray (2 CPUs): categories trained as parallel Ray tasks, a run killed
+halfway and resumed. Ray is the ``ray`` extra, installed with the test extra."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import synthetic_images
+from PIL import Image
+
+from hfr import HFR
+from hfr.config import TrainConfig
+from hfr.fleet import FINISHED, TRAINED, CategoryJob, train_all
+from hfr.pipeline import ModelSettings, RunOptions
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+TINY = ModelSettings(encoder="resnet18", encoder_weights="random", input_size=64)
+TINY_ARGS = ["--encoder", "resnet18", "--encoder-weights", "random", "--image-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray with 2 CPUs for this module, shut down after it."""
+    ray = pytest.importorskip("ray")
+    from hfr.ray_runtime import connect
+
+    connect("local", num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+def _category(root: Path, name: str, count: int = 12, seed: int = 0) -> None:
+    train = root / name / "train" / "good"
+    train.mkdir(parents=True)
+    for index, image in enumerate(synthetic_images(count, size=48, seed=seed)):
+        Image.fromarray(image).save(train / f"{index:03d}.png")
+    test = root / name / "test" / "good"
+    test.mkdir(parents=True)
+    Image.fromarray(synthetic_images(1, size=48, seed=seed + 50)[0]).save(test / "000.png")
+
+
+def test_two_categories_train_in_parallel_as_ray_tasks(ray_local, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for seed, name in enumerate(("alpha", "beta")):
+        _category(data, name, seed=seed)
+    jobs = [
+        CategoryJob.of(data, "mvtec_ad", name, tmp_path / "models") for name in ("alpha", "beta")
+    ]
+    options = RunOptions(training=TrainConfig(epochs=40, batch_size=4), progress=False)
+    heard = []
+    outcomes = train_all(jobs, TINY, options, ray_address="auto", on_outcome=heard.append)
+    assert [o.status for o in outcomes] == [TRAINED, TRAINED]
+    assert sorted(o.category for o in heard) == ["alpha", "beta"]
+    first, second = sorted(outcomes, key=lambda o: o.began)
+    assert second.began < first.ended, "the two tasks did not overlap"
+    assert first.process != second.process != os.getpid()
+    for job in jobs:
+        model = HFR.from_pretrained(job.output)
+        assert model.config.calibration is not None and model.config.category == job.category
+    again = train_all(jobs, TINY, options, ray_address="auto")
+    assert [o.status for o in again] == [FINISHED, FINISHED]
+
+
+def test_a_failed_category_is_reported_and_the_others_finish(ray_local, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _category(data, "fine")
+    (data / "empty" / "train" / "good").mkdir(parents=True)  # no images at all
+    jobs = [CategoryJob.of(data, "mvtec_ad", name, tmp_path / "m") for name in ("empty", "fine")]
+    options = RunOptions(training=TrainConfig(epochs=2, batch_size=4), progress=False)
+    empty, fine = train_all(jobs, TINY, options, ray_address="auto")
+    assert empty.status == "failed" and "DatasetLayoutError" in empty.detail
+    assert fine.status == TRAINED
+
+
+def test_mobilenetv2_trains_a_few_bottle_images_on_ray(
+    ray_local, bottle: Path, mobilenet_weights: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data" / "bottle"
+    for split, folder, count in (("train", "good", 12), ("test", "good", 2)):
+        (data / split / folder).mkdir(parents=True)
+        for source in sorted((bottle / split / folder).glob("*.png"))[:count]:
+            (data / split / folder / source.name).symlink_to(source)
+    settings = ModelSettings(encoder="mobilenetv2_100", encoder_weights=mobilenet_weights)
+    job = CategoryJob.of(tmp_path / "data", "mvtec_ad", "bottle", tmp_path / "models")
+    options = RunOptions(training=TrainConfig(epochs=3), progress=False)
+    (outcome,) = train_all([job], settings, options, ray_address="auto", cpus_per_task=2)
+    assert outcome.status == TRAINED, outcome.detail
+    model = HFR.from_pretrained(job.output)
+    assert model.config.encoder == "mobilenetv2_100"
+    broken = bottle / "test" / "broken_large" / "000.png"
+    assert model.predict(broken)[0].score > model.config.calibration.normal_max
+
+
+def test_a_killed_run_resumes_with_only_the_missing_categories(tmp_path: Path) -> None:
+    """The command in its own process group, killed (SIGKILL) once the first category is done;
+    run again, it skips that one, resumes the interrupted one from its checkpoint and trains
+    the last. One category at a time (2 CPUs per task on 2 CPUs) makes the order certain."""
+    pytest.importorskip("ray")
+    data = tmp_path / "data"
+    for seed, name in enumerate(("c1", "c2", "c3")):
+        _category(data, name, count=40, seed=seed)
+    command = [
+        sys.executable, "-m", "hfr", "train", "--data", str(data), "--all",
+        "--output", str(tmp_path / "models"), "--ray", "--cpus-per-task", "2",
+        "--epochs", "60", "--batch-size", "4", *TINY_ARGS,
+    ]  # fmt: skip
+    first = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    lines = []
+    for line in first.stdout:
+        lines.append(line)
+        if ": trained" in line:
+            break
+    (done,) = [line.split(":")[0] for line in lines if ": trained" in line]
+    models = tmp_path / "models"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once the next category has saved an epoch
+        saved = [p for p in models.glob("*-checkpoints/checkpoint.pt") if done not in str(p)]
+        if saved:
+            break
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    weights = tmp_path / "models" / f"hfr-mvtec-{done}" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{done}: finished earlier" in rerun.stdout
+    assert sum(": trained" in line for line in rerun.stdout.splitlines()) == 2
+    assert weights.stat().st_mtime_ns == stamp  # not trained again
+    assert "resumed at epoch" in rerun.stdout  # the interrupted one went on from its checkpoint
+    for name in ("c1", "c2", "c3"):
+        assert HFR.from_pretrained(tmp_path / "models" / f"hfr-mvtec-{name}").config.calibration
+
+
+def test_ray_without_the_extra_says_how_to_install_it(tmp_path: Path) -> None:
+    """Ray hidden from a child process (a module finder that refuses it): the message names
+    the extra."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class NoRay(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'ray' or name.startswith('ray.'):\n"
+        "            raise ImportError('hidden for the test')\n"
+        "sys.meta_path.insert(0, NoRay())\n"
+        "from hfr.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    data = tmp_path / "data"
+    _category(data, "x")
+    run = subprocess.run(
+        [sys.executable, "-c", code, "train", "--data", str(data), "--all", "--ray",
+         "--output", str(tmp_path / "m"), *TINY_ARGS],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "pip install 'hfr[ray]'" in run.stderr + run.stdout
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())  # nothing started
+
+
+def _bundled_bottle() -> str:
+    from hfr.catalog import bundled_dir
+
+    return str(bundled_dir() / "hfr-mvtec-bottle-mobilenetv2")
+
+
+def test_ray_data_scores_30_bottle_images_exactly_as_hfr_predict(
+    ray_local, bottle: Path, mobilenet_weights: str, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as parquet
+
+    from hfr.ray_predict import RayPredictOptions, predict_on_ray
+
+    images = sorted((bottle / "test").glob("*/*.png"))[::2][:30]
+    assert len(images) == 30
+    options = RayPredictOptions(address="auto", workers=2, cpus_per_worker=0.5, batch_size=8)
+    count = predict_on_ray(_bundled_bottle(), [str(p) for p in images], tmp_path, options)
+    assert (count.scored, count.failed, count.skipped) == (30, 0, 0)
+    table = parquet.read_table(tmp_path / "scores-parquet").to_pydict()
+    ray_scores = dict(zip(table["image"], table["score"], strict=True))
+    assert _single_process_scores(_bundled_bottle(), images, batch_size=8) == ray_scores
+    assert len((tmp_path / "scores.csv").read_text().splitlines()) == 31
+    assert len(list((tmp_path / "overlays").glob("*.overlay.png"))) == 30
+
+
+def _single_process_scores(model: str, images: list[Path], batch_size: int) -> dict[str, float]:
+    """``HFR.predict`` in a fresh process with one thread, as each actor has, in batches of
+    ``batch_size``: on a CPU, a convolution's float32 result can depend on the thread count and
+    on the batch (by about one unit in the last place), and in this process earlier tests ran
+    with two threads."""
+    code = (
+        "import json, sys\n"
+        "from hfr import HFR\n"
+        "paths = sys.argv[3:]\n"
+        "model = HFR.from_pretrained(sys.argv[1])\n"
+        "scores = [p.score for p in model.predict(paths, batch_size=int(sys.argv[2]))]\n"
+        "print(json.dumps(dict(zip(paths, scores))))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, model, str(batch_size), *map(str, images)],
+        capture_output=True, text=True, timeout=300, check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    return json.loads(run.stdout)
+
+
+def _image_set(folder: Path, count: int, size: int = 160) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, image in enumerate(synthetic_images(count, size=size, seed=11)):
+        paths.append(folder / f"{index:04d}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+def test_lists_of_paths_and_uris_are_scored_like_single_process_predict(
+    ray_local, tmp_path: Path, mobilenet_weights: str
+) -> None:
+    import pyarrow as arrow
+    import pyarrow.parquet as parquet
+
+    images = _image_set(tmp_path / "images", 12)
+    listing = tmp_path / "list.txt"
+    listing.write_text("# a comment\n" + "\n".join(str(p) for p in images[:6]) + "\n")
+    table = arrow.table({"path": [f"file://{p}" for p in images[6:]]})
+    parquet.write_table(table, tmp_path / "list.parquet")
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    common = ["--model", _bundled_bottle(), str(listing), str(tmp_path / "list.parquet"),
+              str(junk), "--no-overlays"]  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, "-m", "hfr", "predict", *common, "--output", str(tmp_path / "one")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # one thread, as each actor has
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-2000:]
+    on_ray = subprocess.run(
+        [sys.executable, "-m", "hfr", "predict", *common, "--output", str(tmp_path / "ray"),
+         "--ray", "--workers", "2", "--cpus-per-worker", "0.75"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert on_ray.returncode == 0, on_ray.stderr[-2000:]
+    assert "12 images scored" in on_ray.stdout and "1 unreadable" in on_ray.stdout
+    rows = {}
+    for run in ("one", "ray"):
+        with open(tmp_path / run / "scores.csv", newline="") as handle:
+            rows[run] = {r["image"]: (r["score"], r["error"][:30]) for r in csv.DictReader(handle)}
+    assert rows["one"] == rows["ray"] and len(rows["ray"]) == 13
+
+
+def test_a_killed_ray_predict_resumes_with_only_the_missing_images(
+    tmp_path: Path, mobilenet_weights: str
+) -> None:
+    pytest.importorskip("ray")
+    _image_set(tmp_path / "images", 240, size=128)
+    output = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "hfr", "predict", "--model", _bundled_bottle(),
+        str(tmp_path / "images"), "--output", str(output), "--no-overlays", "--ray",
+        "--batch-size", "4",
+    ]  # fmt: skip
+    first = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    scores = output / "scores.csv"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if scores.is_file() and len(scores.read_text().splitlines()) > 40:
+            break
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    kept = len(scores.read_text().splitlines()) - 1
+    assert 40 <= kept < 240, kept
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "--resume" in refused.stderr  # never mixed by accident
+    rerun = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    with open(scores, newline="") as handle:
+        images = [row["image"] for row in csv.DictReader(handle)]
+    assert len(images) == len(set(images)) == 240
+    done_before = int(rerun.stdout.split(" done before")[0].rsplit(", ", 1)[1])
+    assert f"{240 - done_before} images scored" in rerun.stdout
+    assert done_before >= kept - 1  # at most the half-written last row was dropped
