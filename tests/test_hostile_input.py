@@ -329,6 +329,34 @@ def test_13_results_are_written_as_they_go_and_runs_never_mix(
     assert len(list((tmp_path / "out" / "overlays").iterdir())) == 1
 
 
+def test_13_an_interrupted_run_resumes_with_only_the_missing_images(
+    tmp_path: Path, saved: Path, monkeypatch
+) -> None:
+    paths = []
+    for index, rgb in enumerate(synthetic_images(6)):
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(rgb).save(paths[-1])
+    original = HFR.predict
+    seen: list[int] = []
+
+    def interrupted(self, images, *args, **kwargs):
+        if len(seen) >= 2:
+            raise KeyboardInterrupt
+        seen.append(len(images))
+        return original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(HFR, "predict", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _predict(saved, paths, tmp_path / "out", "--batch-size", "2")
+    with open(tmp_path / "out" / "scores.csv", "a") as handle:
+        handle.write(str(paths[4])[:-3])  # a row cut off by the kill
+    monkeypatch.setattr(HFR, "predict", original)
+    assert _predict(saved, paths, tmp_path / "out", "--resume") == 0
+    rows = _rows(tmp_path / "out")
+    assert [Path(r["image"]).name for r in rows] == [f"{i}.png" for i in range(6)]
+    assert all(r["score"] for r in rows)
+
+
 def test_14_push_dry_run_leaves_the_model_folder_untouched(saved: Path) -> None:
     before = {p.name: p.read_bytes() for p in saved.iterdir()}
     assert main(["push", "--model", str(saved), "--org", "acme", "--dry-run"]) == 0
