@@ -14,11 +14,15 @@ import os
 import shutil
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from hfr.errors import HFRError
+
+if TYPE_CHECKING:
+    from hfr.postprocess import Prediction
 
 SCORES_FILE = "scores.csv"
 OVERLAYS_DIR = "overlays"
@@ -48,6 +52,25 @@ def write_json(path: str | Path, data: object) -> str:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text, encoding="utf-8")
     return text
+
+
+def prediction_row(prediction: Prediction) -> dict:
+    """The result columns of one scored image, as numbers (Parquet keeps them so)."""
+    return {
+        "score": prediction.score,
+        "normalized_score": prediction.normalized_score,
+        "is_anomalous": bool(prediction.is_anomalous),
+        "threshold": prediction.threshold,
+    }
+
+
+def csv_row(row: dict) -> dict:
+    """``row`` with its scores as ``scores.csv`` holds them: 6 decimals."""
+    return {
+        **row,
+        "score": f"{row['score']:.6f}",
+        "normalized_score": f"{row['normalized_score']:.6f}",
+    }
 
 
 def unique_names(paths: list[Path]) -> list[str]:

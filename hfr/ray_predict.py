@@ -21,7 +21,7 @@ import numpy as np
 
 from hfr.errors import HFRError, ImageLoadError
 from hfr.extras import require
-from hfr.outputs import ResultsWriter, save_overlay, unique_names
+from hfr.outputs import ResultsWriter, csv_row, prediction_row, save_overlay, unique_names
 from hfr.ray_runtime import connect
 from hfr.sources import read_source
 
@@ -101,13 +101,7 @@ class Scorer:
         )
         for index, image, prediction in zip(good, arrays, predictions, strict=True):
             row = rows[index]
-            row.update(
-                score=prediction.score,
-                normalized_score=prediction.normalized_score,
-                is_anomalous=bool(prediction.is_anomalous),
-                threshold=prediction.threshold,
-                notes=str(notes[index]),
-            )
+            row.update(prediction_row(prediction), notes=str(notes[index]))
             if self.options.overlays:
                 picture = overlay(
                     image,
@@ -188,7 +182,7 @@ def predict_on_ray(
                     continue
                 scored += 1
                 flagged += bool(row["is_anomalous"])
-                writer.write({**row, **_formatted(row), "error": ""})
+                writer.write({**csv_row(row), "error": ""})
             table = arrow.Table.from_pandas(batch, preserve_index=False)
             parquet.write_table(table, parts / f"part-{part_index:05d}.parquet")
             part_index += 1
@@ -238,11 +232,3 @@ def _check_room_for_decoding(cpus: float, options: RayPredictOptions) -> None:
     if options.address == "local":
         raise HFRError(message)
     logger.warning(message)
-
-
-def _formatted(row: dict) -> dict[str, str]:
-    """Scores as single-process ``hfr predict`` writes them."""
-    return {
-        "score": f"{row['score']:.6f}",
-        "normalized_score": f"{row['normalized_score']:.6f}",
-    }

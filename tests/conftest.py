@@ -82,13 +82,22 @@ def synthetic_images(count: int, size: int = 48, seed: int = 0) -> list[np.ndarr
     return images
 
 
+def write_pngs(
+    folder: Path, count: int, *, size: int = 48, seed: int = 0, digits: int = 3
+) -> list[Path]:
+    """``count`` :func:`synthetic_images` saved as ``folder/000.png`` ... (``digits`` wide)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, image in enumerate(synthetic_images(count, size=size, seed=seed)):
+        paths.append(folder / f"{index:0{digits}d}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for index, image in enumerate(synthetic_images(6)):
-        Image.fromarray(image).save(folder / f"{index:03d}.png")
-    return folder
+    write_pngs(tmp_path / "images", 6)
+    return tmp_path / "images"
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import calibrate, synthetic_images, tiny_model
+from conftest import calibrate, synthetic_images, tiny_model, write_pngs
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -427,12 +427,7 @@ MOBILENET = "MobileNetV2 (ImageNet, torchvision)"
 
 
 def _normal_pngs(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, image in enumerate(synthetic_images(count, size=96, seed=seed)):
-        paths.append(folder / f"{index:03d}.png")
-        Image.fromarray(image).save(paths[-1])
-    return paths
+    return write_pngs(folder, count, size=96, seed=seed)
 
 
 def _train(client: Client, paths: list[Path], name: str, epochs: int, **tests):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import calibrate, synthetic_images, tiny_model
+from conftest import calibrate, synthetic_images, tiny_model, write_pngs
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -305,10 +305,7 @@ def test_12_overlays_of_same_named_images_never_collide(tmp_path: Path, saved: P
 def test_13_results_are_written_as_they_go_and_runs_never_mix(
     tmp_path: Path, saved: Path, monkeypatch
 ) -> None:
-    paths = []
-    for index, rgb in enumerate(synthetic_images(6)):
-        paths.append(tmp_path / f"{index}.png")
-        Image.fromarray(rgb).save(paths[-1])
+    paths = write_pngs(tmp_path, 6, digits=1)
     original = HFR.predict
     calls = []
 
@@ -332,10 +329,7 @@ def test_13_results_are_written_as_they_go_and_runs_never_mix(
 def test_13_an_interrupted_run_resumes_with_only_the_missing_images(
     tmp_path: Path, saved: Path, monkeypatch
 ) -> None:
-    paths = []
-    for index, rgb in enumerate(synthetic_images(6)):
-        paths.append(tmp_path / f"{index}.png")
-        Image.fromarray(rgb).save(paths[-1])
+    paths = write_pngs(tmp_path, 6, digits=1)
     original = HFR.predict
     seen: list[int] = []
 

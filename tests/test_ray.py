@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_images
+from conftest import synthetic_images, write_pngs
 from PIL import Image
 
 from hfr import HFR
@@ -38,10 +38,7 @@ def ray_local():
 
 
 def _category(root: Path, name: str, count: int = 12, seed: int = 0) -> None:
-    train = root / name / "train" / "good"
-    train.mkdir(parents=True)
-    for index, image in enumerate(synthetic_images(count, size=48, seed=seed)):
-        Image.fromarray(image).save(train / f"{index:03d}.png")
+    write_pngs(root / name / "train" / "good", count, seed=seed)
     test = root / name / "test" / "good"
     test.mkdir(parents=True)
     Image.fromarray(synthetic_images(1, size=48, seed=seed + 50)[0]).save(test / "000.png")
@@ -215,12 +212,7 @@ def _single_process_scores(model: str, images: list[Path], batch_size: int) -> d
 
 
 def _image_set(folder: Path, count: int, size: int = 160) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, image in enumerate(synthetic_images(count, size=size, seed=11)):
-        paths.append(folder / f"{index:04d}.png")
-        Image.fromarray(image).save(paths[-1])
-    return paths
+    return write_pngs(folder, count, size=size, seed=11, digits=4)
 
 
 def test_lists_of_paths_and_uris_are_scored_like_single_process_predict(

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from hfr.commands.common import load_model
 from hfr.errors import HFRError, ImageLoadError
-from hfr.outputs import ResultsWriter, unique_names
+from hfr.outputs import ResultsWriter, csv_row, prediction_row, unique_names
 from hfr.sources import expand_sources, read_source
 from hfr.viz import overlay
 
@@ -51,15 +51,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                         opacity=args.opacity,
                         threshold=prediction.threshold,
                     )
-                row = {
-                    "image": source,
-                    "score": f"{prediction.score:.6f}",
-                    "normalized_score": f"{prediction.normalized_score:.6f}",
-                    "is_anomalous": prediction.is_anomalous,
-                    "threshold": prediction.threshold,
-                    "notes": "; ".join(loaded.notes),
-                }
-                writer.write(row, picture, names[source])
+                row = {"image": source, **prediction_row(prediction)}
+                row["notes"] = "; ".join(loaded.notes)
+                writer.write(csv_row(row), picture, names[source])
                 scored += 1
                 flagged += bool(prediction.is_anomalous)
     _summary(scored, flagged, failed, len(sources) - len(todo), args.output)
