@@ -41,9 +41,30 @@ def residual_maps(
     return maps
 
 
-def reconstruction_loss(residuals: list[torch.Tensor]) -> torch.Tensor:
-    """Mean over levels of the mean residual over pixels and images (eq. 7-8)."""
-    return torch.stack([r.mean() for r in residuals]).mean()
+def reconstruction_loss(
+    residuals: list[torch.Tensor], *, hard_fraction: float = 0.01, hard_weight: float = 0.0
+) -> torch.Tensor:
+    """Mean over levels of the mean residual over pixels and images (eq. 7-8, ``hard_weight``
+    0); with ``hard_weight`` w, each level's term is ``(1 - w) x`` that mean ``+ w x`` the mean of
+    its hardest ``hard_fraction`` of the batch's pixels (hard-pixel mining), so that the few
+    pixels of a small part on a large background weigh in the gradient.
+
+    Example:
+        >>> level = torch.tensor([[[0.0, 0.0, 0.0, 1.0]]])
+        >>> float(reconstruction_loss([level], hard_weight=0.0))
+        0.25
+        >>> float(reconstruction_loss([level], hard_fraction=0.25, hard_weight=0.5))
+        0.625
+    """
+    terms = []
+    for level in residuals:
+        term = level.mean()
+        if hard_weight > 0:
+            values = level.flatten()
+            hardest = values.topk(max(1, round(hard_fraction * values.numel()))).values.mean()
+            term = (1.0 - hard_weight) * term + hard_weight * hardest
+        terms.append(term)
+    return torch.stack(terms).mean()
 
 
 def gaussian_kernel_1d(sigma: float) -> np.ndarray:

@@ -104,6 +104,20 @@ def add_model_arguments(
     )
     group.add_argument("--seed", type=int, default=defaults.seed, help="split and init seed")
     group.add_argument(
+        "--hard-weight",
+        type=float,
+        default=defaults.hard_weight,
+        help="weight of the hard term in the loss, against the mean over all pixels "
+        "(0: the paper's loss)",
+    )
+    group.add_argument(
+        "--hard-fraction",
+        type=float,
+        default=defaults.hard_fraction,
+        help="the hard term: the mean of this share of each level's pixels in a batch, the "
+        "hardest ones",
+    )
+    group.add_argument(
         "--target-fpr",
         type=float,
         default=defaults.target_fpr,

@@ -42,6 +42,8 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 RANDOM_WEIGHTS = "random"
 SCORING_PRESETS = ("hfr", "paper")
 DEFAULT_TARGET_FPR = 0.01
+DEFAULT_HARD_FRACTION = 0.01  # the hard term of the loss: the hardest 1 % of each level's pixels
+DEFAULT_HARD_WEIGHT = 0.5  # ... weighs as much as the mean over all pixels
 DEFAULT_SCORING = "hfr"  # new models; configs without a scoring section load as "paper"
 
 
@@ -365,7 +367,9 @@ class TrainConfig:
 
     ``target_fpr`` is the share of normal images the default verdict may flag, estimated from
     the held-out normal scores; ``None`` keeps the rule of earlier versions (mean + 3 std, at
-    least the maximum).
+    least the maximum). The loss of each level mixes the mean residual of all pixels (the paper's
+    loss, eq. 7-8) with weight ``1 - hard_weight`` and the mean of the hardest ``hard_fraction``
+    of the batch's pixels with weight ``hard_weight``; ``hard_weight=0`` is the paper's loss.
     """
 
     epochs: int = 50
@@ -377,6 +381,8 @@ class TrainConfig:
     calibration_fraction: float = 0.1
     cache_features: bool = True
     target_fpr: float | None = DEFAULT_TARGET_FPR
+    hard_fraction: float = DEFAULT_HARD_FRACTION
+    hard_weight: float = DEFAULT_HARD_WEIGHT
 
     def __post_init__(self) -> None:
         checks = (
@@ -392,6 +398,16 @@ class TrainConfig:
                 "a number in (0, 1)",
             ),
             ("cache_features", isinstance(self.cache_features, bool), "true or false"),
+            (
+                "hard_fraction",
+                _is_number(self.hard_fraction) and 0 < self.hard_fraction <= 1,
+                "a number in (0, 1]",
+            ),
+            (
+                "hard_weight",
+                _is_number(self.hard_weight) and 0 <= self.hard_weight <= 1,
+                "a number in [0, 1]",
+            ),
             (
                 "target_fpr",
                 self.target_fpr is None

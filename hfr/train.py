@@ -135,7 +135,7 @@ def fit(
     for epoch in bar:
         good_state = {k: v.clone() for k, v in model.decoder.state_dict().items()}
         order = torch.randperm(len(train_images), generator=generator)
-        loss = _run_epoch(model, optimizer, order, cache, train_images, config.batch_size)
+        loss = _run_epoch(model, optimizer, order, cache, train_images, config)
         if not math.isfinite(loss):
             model.decoder.load_state_dict(good_state)
             kept = f"; the checkpoint {checkpoint} keeps epoch {epoch}" if checkpoint else ""
@@ -253,13 +253,13 @@ def _run_epoch(
     order: torch.Tensor,
     cache: list[torch.Tensor] | None,
     images: Sequence[ImageInput],
-    batch_size: int,
+    config: TrainConfig,
 ) -> float:
     """One pass over the training images; returns the mean loss (NaN/inf as soon as seen)."""
     model.decoder.train()
     total, count = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
+    for start in range(0, len(order), config.batch_size):
+        indices = order[start : start + config.batch_size]
         if len(indices) < 2 and len(order) >= 2:
             continue  # BatchNorm needs two samples; the image comes back next epoch
         if cache is not None:
@@ -269,7 +269,10 @@ def _run_epoch(
                 features = model.encode(model.preprocess([images[i] for i in indices.tolist()]))
             features = [f.clone() for f in features]
         reconstructions = model.decode(features[-1])
-        loss = anomaly.reconstruction_loss(anomaly.residual_maps(features, reconstructions))
+        residuals = anomaly.residual_maps(features, reconstructions)
+        loss = anomaly.reconstruction_loss(
+            residuals, hard_fraction=config.hard_fraction, hard_weight=config.hard_weight
+        )
         if not torch.isfinite(loss):
             return loss.item()
         optimizer.zero_grad(set_to_none=True)

@@ -27,6 +27,28 @@ def test_identical_features_give_zero_residual_and_loss() -> None:
     assert float(anomaly.reconstruction_loss(residuals)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_hard_term_averages_only_the_hardest_pixels_of_each_level() -> None:
+    fine = torch.arange(16.0).reshape(2, 2, 4)  # 16 pixels over 2 images: values 0..15
+    coarse = torch.tensor([[[1.0, 9.0]], [[5.0, 3.0]]])  # 4 pixels
+    levels = [fine, coarse]
+    assert float(anomaly.reconstruction_loss(levels)) == pytest.approx((7.5 + 4.5) / 2)
+    # only the hard term: a quarter is the 4 hardest of the fine level (12..15), 1 of the coarse
+    hard_only = anomaly.reconstruction_loss(levels, hard_fraction=0.25, hard_weight=1.0)
+    assert float(hard_only) == pytest.approx((13.5 + 9.0) / 2)
+    # never fewer than one pixel per level
+    hardest = anomaly.reconstruction_loss(levels, hard_fraction=1e-6, hard_weight=1.0)
+    assert float(hardest) == pytest.approx((15.0 + 9.0) / 2)
+    half = anomaly.reconstruction_loss(levels, hard_fraction=0.25, hard_weight=0.5)
+    assert float(half) == pytest.approx(((7.5 + 13.5) / 2 + (4.5 + 9.0) / 2) / 2)
+
+
+def test_hard_term_gradient_reaches_the_hardest_pixels_more() -> None:
+    level = torch.tensor([[[0.1, 0.9], [0.4, 0.2]]], requires_grad=True)
+    anomaly.reconstruction_loss([level], hard_fraction=0.5, hard_weight=0.5).backward()
+    # 0.5 x 1/4 for every pixel, plus 0.5 x 1/2 for the two hardest (0.9 and 0.4)
+    torch.testing.assert_close(level.grad, torch.tensor([[[0.125, 0.375], [0.375, 0.125]]]))
+
+
 @pytest.mark.parametrize(("sigma", "size"), [(4.0, 64), (4.0, 7), (1.5, 33), (0.0, 10)])
 def test_gaussian_matrix_matches_scipy(sigma: float, size: int) -> None:
     signal = np.random.default_rng(0).random(size)

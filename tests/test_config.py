@@ -94,3 +94,14 @@ def test_target_fpr_is_validated() -> None:
             TrainingError, match=r"target_fpr must be null or a number in \(0, 0.5\)"
         ):
             TrainConfig(target_fpr=bad)
+
+
+def test_hard_term_is_validated() -> None:
+    assert (TrainConfig().hard_fraction, TrainConfig().hard_weight) == (0.01, 0.5)
+    assert TrainConfig(hard_fraction=1, hard_weight=0).hard_weight == 0
+    for bad in (0, 1.5, -0.1, "0.01", float("nan"), None):
+        with pytest.raises(TrainingError, match=r"hard_fraction must be a number in \(0, 1\]"):
+            TrainConfig(hard_fraction=bad)
+    for bad in (-0.1, 1.01, "0.5", float("inf"), None):
+        with pytest.raises(TrainingError, match=r"hard_weight must be a number in \[0, 1\]"):
+            TrainConfig(hard_weight=bad)

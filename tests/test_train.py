@@ -99,9 +99,9 @@ def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monk
 
     real_loss, calls = anomaly.reconstruction_loss, []
 
-    def loss_turning_nan(residuals):
+    def loss_turning_nan(residuals, **options):
         calls.append(1)
-        loss = real_loss(residuals)
+        loss = real_loss(residuals, **options)
         return loss * math.nan if len(calls) >= 7 else loss
 
     monkeypatch.setattr(anomaly, "reconstruction_loss", loss_turning_nan)
@@ -179,3 +179,20 @@ def test_the_threshold_follows_the_target_false_alarm_rate() -> None:
     fit(model, IMAGES, TrainConfig(epochs=1, batch_size=4, target_fpr=0.05), progress=False)
     assert "5 % of normal images flagged" in model.config.calibration.method
     assert model.config.training["target_fpr"] == 0.05
+
+
+def test_hard_term_is_the_loss_that_trains_and_is_recorded() -> None:
+    losses = {}
+    for hard_weight in (0.0, 0.5):
+        model = tiny_model(seed=3)
+        config = TrainConfig(epochs=2, batch_size=4, hard_weight=hard_weight)
+        losses[hard_weight] = fit(model, IMAGES, config, progress=False).losses
+        assert model.config.training["hard_weight"] == hard_weight
+        card = str(model.generate_model_card())
+        hard_line = (
+            "loss: 0.5 x the mean residual + 0.5 x the mean of the hardest 1 % of each level's "
+            "pixels in a batch"
+        )
+        assert (hard_line in card) == (hard_weight > 0)
+    # the hardest 1 % of the pixels have a larger residual than the mean of all of them
+    assert all(hard > full for hard, full in zip(losses[0.5], losses[0.0], strict=True))

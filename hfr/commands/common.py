@@ -30,6 +30,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
+        hard_fraction=args.hard_fraction,
+        hard_weight=args.hard_weight,
         target_fpr=args.target_fpr,
         cache_features=not args.no_feature_cache,
     )

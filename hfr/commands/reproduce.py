@@ -96,6 +96,8 @@ def run_one(
         "feature_location": args.feature_location,
         "image_size": args.image_size,
         "lr": args.lr,
+        "hard_fraction": args.hard_fraction,
+        "hard_weight": args.hard_weight,
     }
 
 
