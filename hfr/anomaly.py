@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from hfr.config import DEFAULT_HARD_FRACTION
+
 
 @dataclass
 class AnomalyOutput:
@@ -42,7 +44,10 @@ def residual_maps(
 
 
 def reconstruction_loss(
-    residuals: list[torch.Tensor], *, hard_fraction: float = 0.01, hard_weight: float = 0.0
+    residuals: list[torch.Tensor],
+    *,
+    hard_fraction: float = DEFAULT_HARD_FRACTION,
+    hard_weight: float = 0.0,
 ) -> torch.Tensor:
     """Mean over levels of the mean residual over pixels and images (eq. 7-8, ``hard_weight``
     0); with ``hard_weight`` w, each level's term is ``(1 - w) x`` that mean ``+ w x`` the mean of

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from hfr import anomaly
+from hfr.config import TrainConfig
 from hfr.model import HFR
 from hfr.outputs import write_json
 from hfr.timing import median_seconds, time_pipeline
@@ -31,7 +32,9 @@ BOTTLE_TRAIN_IMAGES = 188  # MVTec AD bottle's 209 normal images minus the calib
 
 
 def training_seconds_per_epoch(model: HFR, batch_size: int, images: int) -> float:
-    """One epoch of decoder training on cached features of ``images`` images."""
+    """One epoch of decoder training on cached features of ``images`` images, with the default
+    loss."""
+    training = TrainConfig()
     device = model.device
     size = model.config.preprocessing.input_size
     with torch.inference_mode():
@@ -47,7 +50,10 @@ def training_seconds_per_epoch(model: HFR, batch_size: int, images: int) -> floa
     def epoch() -> None:
         for batch in batches:
             reconstructions = model.decode(batch[-1])
-            loss = anomaly.reconstruction_loss(anomaly.residual_maps(batch, reconstructions))
+            residuals = anomaly.residual_maps(batch, reconstructions)
+            loss = anomaly.reconstruction_loss(
+                residuals, hard_fraction=training.hard_fraction, hard_weight=training.hard_weight
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
