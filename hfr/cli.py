@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 from hfr import __version__
 from hfr.config import (
+    CONTEXT_MIN_INPUT,
+    DECODERS,
     DEFAULT_ENCODER,
     DEFAULT_INPUT_SIZE,
     DEFAULT_SCORING,
@@ -92,6 +94,14 @@ def add_model_arguments(
         default=DEFAULT_SCORING,
         help="hfr: levels scaled by their normal means, image score the mean of the map's top "
         "1 %%; paper: plain sum, image score its maximum",
+    )
+    group.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default=None,
+        help="context: the fine levels of each cell are decoded from the cells around it, so a "
+        "defect cannot be copied through; paper: every level decoded from the cell itself "
+        f"(default: context from {CONTEXT_MIN_INPUT} px a side, paper below)",
     )
     group.add_argument(
         "--epochs", type=int, default=per_protocol or defaults.epochs, help="training epochs"

@@ -39,6 +39,12 @@ MAX_SIGMA = 64.0
 # activated output of the depthwise conv in each stage's last block, before its linear projection.
 FEATURE_LOCATIONS = ("stage", "expansion")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+# How the fine levels are decoded: "paper" from d3 (eq. 3-4); "context" from a blind-spot
+# description of f3, each cell predicted from the cells around it (hfr.decoder.ContextInput).
+# "context" needs every cell of the stride-16 map to have cells two away: a map of 4x4 or more.
+DECODERS = ("paper", "context")
+CONTEXT_MIN_INPUT = 64  # new models from this input side on get "context", smaller ones "paper";
+# configs without a decoder key load as "paper"
 RANDOM_WEIGHTS = "random"
 SCORING_PRESETS = ("hfr", "paper")
 DEFAULT_TARGET_FPR = 0.01
@@ -239,6 +245,7 @@ class HFRConfig:
     encoder_weights: str | None = None
     encoder_fingerprint: str | None = None
     feature_location: str = "stage"
+    decoder: str = "paper"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     sigma: float = DEFAULT_SIGMA
     scoring: Scoring = field(default_factory=Scoring)
@@ -268,6 +275,14 @@ class HFRConfig:
             "feature_location",
             f"one of {FEATURE_LOCATIONS}",
             self.feature_location,
+        )
+        _check(self.decoder in DECODERS, "decoder", f"one of {DECODERS}", self.decoder)
+        _check(
+            self.decoder != "context" or min(self.preprocessing.input_size) >= CONTEXT_MIN_INPUT,
+            "decoder",
+            f"'paper' for inputs under {CONTEXT_MIN_INPUT} px a side (the context decoder "
+            "predicts each cell of the stride-16 map from the cells two away)",
+            self.decoder,
         )
         _check(
             isinstance(self.preprocessing, Preprocessing),
@@ -300,13 +315,20 @@ class HFRConfig:
         input_size: int | Sequence[int] = DEFAULT_INPUT_SIZE,
         preprocessing: Preprocessing | None = None,
         scoring: Scoring | str = DEFAULT_SCORING,
+        decoder: str | None = None,
         **values: Any,
     ) -> HFRConfig:
         """A config for a new model: preprocessing defaults to timm's for ``encoder``, scoring
-        to the ``"hfr"`` preset (``scoring="paper"`` for the paper's)."""
+        to the ``"hfr"`` preset (``scoring="paper"`` for the paper's), the decoder to
+        ``"context"`` from ``CONTEXT_MIN_INPUT`` px a side on and ``"paper"`` below."""
+        preprocessing = preprocessing or Preprocessing.for_encoder(encoder, input_size)
+        if decoder is None:
+            large = min(preprocessing.input_size) >= CONTEXT_MIN_INPUT
+            decoder = "context" if large else "paper"
         return cls(
             encoder=encoder,
-            preprocessing=preprocessing or Preprocessing.for_encoder(encoder, input_size),
+            decoder=decoder,
+            preprocessing=preprocessing,
             scoring=Scoring.preset(scoring) if isinstance(scoring, str) else scoring,
             **values,
         )

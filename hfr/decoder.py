@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def _conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
@@ -40,24 +41,56 @@ class LevelDecoder(nn.Module):
         return self.project(self.convs[1:](x))
 
 
+class ContextInput(nn.Module):
+    """Describe each cell of ``f3`` by its neighbours two cells away only, never by itself.
+
+    A 5x5 convolution whose centre 3x3 taps are held at zero (a ring), then BatchNorm and
+    LeakyReLU. Followed by any 3x3 convolution, a cell's result still never depends on the cell's
+    own features: it is predicted from its surroundings, so a defect cannot be copied through.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 5, padding=2, bias=False)
+        self.norm = nn.BatchNorm2d(channels)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+        ring = torch.ones(1, 1, 5, 5)
+        ring[..., 1:4, 1:4] = 0
+        self.register_buffer("ring", ring, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The ring features of every cell, shaped like ``x``."""
+        return self.act(self.norm(F.conv2d(x, self.conv.weight * self.ring, padding=2)))
+
+
 class HierarchicalDecoder(nn.Module):
     """Decode ``f3`` into ``d3``, then ``d2`` and ``d1`` each from the previous one upsampled x2.
 
     Args:
         channels: the encoder's channels at stages 1, 2, 3, e.g. ``[64, 128, 256]`` for ResNet18.
+        context: decode ``d2`` (and so ``d1``) from a blind-spot description of ``f3``
+            (:class:`ContextInput`, then a level block) instead of from ``d3``: each cell's fine
+            levels are predicted from the cells around it. ``False`` is the paper's decoder.
+
+    Example:
+        >>> decoder = HierarchicalDecoder([16, 24, 32], context=True)
+        >>> [tuple(d.shape) for d in decoder(torch.zeros(2, 32, 4, 4))]
+        [(2, 16, 16, 16), (2, 24, 8, 8), (2, 32, 4, 4)]
     """
 
-    def __init__(self, channels: list[int]) -> None:
+    def __init__(self, channels: list[int], *, context: bool = False) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.level3 = LevelDecoder(c3, c3)
         self.level2 = LevelDecoder(c3, c2)
         self.level1 = LevelDecoder(c2, c1)
+        self.context = nn.Sequential(ContextInput(c3), LevelDecoder(c3, c3)) if context else None
 
     def forward(self, f3: torch.Tensor) -> list[torch.Tensor]:
         """Return ``[d1, d2, d3]``, shaped like the encoder's ``[f1, f2, f3]``."""
         d3 = self.level3(f3)
-        d2 = self.level2(d3, upsample=True)
+        source = d3 if self.context is None else self.context(f3)
+        d2 = self.level2(source, upsample=True)
         d1 = self.level1(d2, upsample=True)
         return [d1, d2, d3]
 

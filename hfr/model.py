@@ -24,8 +24,14 @@ from hfr.postprocess import Prediction, check_threshold, to_predictions
 from hfr.preprocessing import to_batch
 
 PAPER_URL = "https://arxiv.org/abs/2405.09148"
-# Fields fixed by the encoder the decoder was trained on: a config change may not touch them.
-_ENCODER_FIELDS = ("encoder", "encoder_weights", "encoder_fingerprint", "feature_location")
+# Fields fixed by the network the weights belong to: a config change may not touch them.
+_NETWORK_FIELDS = (
+    "encoder",
+    "encoder_weights",
+    "encoder_fingerprint",
+    "feature_location",
+    "decoder",
+)
 
 
 class HFR(
@@ -73,7 +79,9 @@ class HFR(
                 f"{config.encoder!r} have fingerprint {fingerprint}, but this decoder was trained "
                 f"on weights with fingerprint {expected}; load the weights file it was trained with"
             )
-        self.decoder = HierarchicalDecoder(self.encoder.channels)
+        self.decoder = HierarchicalDecoder(
+            self.encoder.channels, context=config.decoder == "context"
+        )
         self._config = config.replace(
             encoder_weights=config.weights_file_name, encoder_fingerprint=fingerprint
         )
@@ -86,9 +94,9 @@ class HFR(
 
     @config.setter
     def config(self, config: HFRConfig) -> None:
-        changed = [k for k in _ENCODER_FIELDS if getattr(config, k) != getattr(self._config, k)]
+        changed = [k for k in _NETWORK_FIELDS if getattr(config, k) != getattr(self._config, k)]
         if changed:
-            raise ConfigError(f"{changed} are fixed by the encoder; build a new HFR to change them")
+            raise ConfigError(f"{changed} are fixed by the network; build a new HFR to change them")
         self._config = config
 
     @property

@@ -37,6 +37,7 @@ class ModelSettings:
     input_size: int = DEFAULT_INPUT_SIZE
     sigma: float = DEFAULT_SIGMA
     scoring: str = DEFAULT_SCORING
+    decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
 
 
 @dataclass(frozen=True)

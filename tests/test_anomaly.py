@@ -93,6 +93,31 @@ def test_decoder_equals_the_papers_upsample_then_convolve_order(mode: str) -> No
     torch.testing.assert_close(upsample2x_nearest(f3), F.interpolate(f3, scale_factor=2.0))
 
 
+def test_context_decoder_never_sees_a_cell_through_its_own_context() -> None:
+    """The blind spot: changing f3 at one cell leaves that cell's context features unchanged
+    and changes those of the cells around it; the fine levels are decoded from the context."""
+    torch.manual_seed(0)
+    decoder = HierarchicalDecoder([8, 12, 16], context=True).eval()
+    f3 = torch.randn(2, 16, 7, 7)
+    changed = f3.clone()
+    changed[:, :, 3, 3] += 5.0
+    with torch.no_grad():
+        before, after = decoder.context(f3), decoder.context(changed)
+        moved = (after - before).abs().amax(dim=(0, 1))
+        assert float(moved[3, 3]) == 0.0
+        assert float(moved[1, 3]) > 0 and float(moved[3, 5]) > 0 and float(moved[2, 2]) > 0
+        d1, d2, d3 = decoder(f3)
+    assert [tuple(d.shape) for d in (d1, d2, d3)] == [
+        (2, 8, 28, 28),
+        (2, 12, 14, 14),
+        (2, 16, 7, 7),
+    ]
+    torch.testing.assert_close(d3, decoder.level3(f3))
+    paper = HierarchicalDecoder([8, 12, 16])
+    assert set(decoder.state_dict()) > set(paper.state_dict())
+    assert not any("ring" in key for key in decoder.state_dict())  # a constant, not a weight
+
+
 def test_operators_cached_under_inference_mode_still_serve_training() -> None:
     with torch.inference_mode():
         anomaly.anomaly_map([torch.rand(1, 12, 12)], (52, 52), sigma=2.5)

@@ -37,6 +37,7 @@ GOOD = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=
         ({"scoring": {**GOOD["scoring"], "level_scales": [1, 2]}}, "three numbers above 0"),
         ({"scoring": {**GOOD["scoring"], "level_scales": [1, 0, 2]}}, "three numbers above 0"),
         ({"scoring": {"image_score": "max"}}, "scoring must be an object with keys"),
+        ({"decoder": "unet"}, "decoder must be one of"),
     ],
 )
 def test_bad_values_name_the_field(changes: dict, message: str) -> None:
@@ -68,6 +69,8 @@ def test_round_trip_and_configs_of_earlier_versions(tmp_path: Path) -> None:
     assert HFRConfig.from_dict(legacy) == config
     del legacy["feature_location"]
     assert HFRConfig.from_dict(legacy).feature_location == "stage"
+    del legacy["decoder"]  # before 0.6: the paper's decoder
+    assert HFRConfig.from_dict(legacy).decoder == "paper"
     with pytest.raises(ConfigError, match="input_size must be the side"):
         HFRConfig.from_dict({**GOOD, "input_size": 128})
     (tmp_path / "config.json").write_text(json.dumps(GOOD))
@@ -82,6 +85,11 @@ def test_scoring_presets_and_defaults() -> None:
     assert GOOD["scoring"] == Scoring.preset("hfr").to_dict()  # new models
     assert HFRConfig().scoring == Scoring.preset("paper")  # configs without a scoring section
     assert HFRConfig.build(encoder="resnet18", scoring="paper").scoring == Scoring()
+    assert HFRConfig.build(encoder="resnet18").decoder == "context"
+    assert HFRConfig.build(encoder="resnet18", input_size=32).decoder == "paper"  # 2x2 at stride 16
+    assert HFRConfig().decoder == "paper"  # configs without a decoder key
+    with pytest.raises(ConfigError, match="decoder must be 'paper' for inputs under 64 px"):
+        HFRConfig.build(encoder="resnet18", input_size=(48, 256), decoder="context")
     with pytest.raises(ConfigError, match="scoring must be one of"):
         Scoring.preset("best")
 

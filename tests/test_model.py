@@ -12,7 +12,7 @@ from conftest import calibrate, synthetic_images, tiny_model
 
 from hfr import HFR
 from hfr.config import Scoring
-from hfr.errors import EncoderWeightsError, ModelFormatError, ModelNotFoundError
+from hfr.errors import ConfigError, EncoderWeightsError, ModelFormatError, ModelNotFoundError
 
 
 def calibrated(model: HFR) -> HFR:
@@ -59,6 +59,24 @@ def test_configs_without_scoring_score_exactly_as_before(model: HFR, tmp_path: P
     assert loaded.config.scoring == Scoring.preset("paper")
     out = loaded(torch.randn(2, 3, 64, 64))
     torch.testing.assert_close(out.scores, out.maps.flatten(1).amax(1), rtol=0, atol=0)
+
+
+def test_configs_without_decoder_key_load_the_papers_decoder(tmp_path: Path) -> None:
+    paper = tiny_model(decoder="paper")
+    paper.save_pretrained(tmp_path / "paper")
+    config = json.loads((tmp_path / "paper" / "config.json").read_text())
+    del config["decoder"]  # as written before 0.6
+    (tmp_path / "paper" / "config.json").write_text(json.dumps(config))
+    loaded = HFR.from_pretrained(tmp_path / "paper")
+    assert loaded.config.decoder == "paper" and loaded.decoder.context is None
+    image = synthetic_images(1, seed=3)
+    assert loaded.predict(image)[0].score == paper.predict(image)[0].score
+    tiny_model().save_pretrained(tmp_path / "context")  # context weights under a paper config
+    _edit_config(tmp_path / "context", decoder="paper")
+    with pytest.raises(ModelFormatError, match="does not match an HFR decoder"):
+        HFR.from_pretrained(tmp_path / "context")
+    with pytest.raises(ConfigError, match=r"\['decoder'\] are fixed by the network"):
+        paper.config = paper.config.replace(decoder="context")
 
 
 def test_predict_maps_at_original_size_and_level_maps(model: HFR) -> None:
@@ -196,7 +214,7 @@ def test_truncated_or_mismatched_weights_are_refused(model: HFR, tmp_path: Path)
     _edit_config(
         tmp_path / "other", encoder="resnet18", encoder_fingerprint=model.config.encoder_fingerprint
     )
-    with pytest.raises(ModelFormatError, match=r"is torch.float32 \(24, 32, 1, 1\), expected"):
+    with pytest.raises(ModelFormatError, match=r"is torch.float32 \(96, 96, 5, 5\), expected"):
         HFR.from_pretrained(tmp_path / "other")
 
 

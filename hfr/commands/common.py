@@ -20,6 +20,7 @@ def model_settings(args: argparse.Namespace) -> ModelSettings:
         input_size=args.image_size,
         sigma=args.sigma,
         scoring=args.scoring,
+        decoder=args.decoder,
     )
 
 

@@ -94,6 +94,7 @@ def run_one(
         "encoder": args.encoder,
         "encoder_weights": args.encoder_weights,
         "feature_location": args.feature_location,
+        "decoder": args.decoder,
         "image_size": args.image_size,
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
