@@ -40,11 +40,11 @@ MAX_SIGMA = 64.0
 FEATURE_LOCATIONS = ("stage", "expansion")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 # How the fine levels are decoded: "paper" from d3 (eq. 3-4); "context" from a blind-spot
-# description of f3, each cell predicted from the cells around it (hfr.decoder.ContextInput).
-# "context" needs every cell of the stride-16 map to have cells two away: a map of 4x4 or more.
+# description of f3, each cell predicted from the cells two away (hfr.decoder.ContextInput).
+# That needs a stride-16 map of 4x4 or more: new models get "context" from CONTEXT_MIN_INPUT px
+# a side on and "paper" below; configs without a decoder key load as "paper".
 DECODERS = ("paper", "context")
-CONTEXT_MIN_INPUT = 64  # new models from this input side on get "context", smaller ones "paper";
-# configs without a decoder key load as "paper"
+CONTEXT_MIN_INPUT = 64
 RANDOM_WEIGHTS = "random"
 SCORING_PRESETS = ("hfr", "paper")
 DEFAULT_TARGET_FPR = 0.01
