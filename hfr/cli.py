@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from hfr import __version__
 from hfr.config import (
+    AUTO_RESIZE,
     CONTEXT_MIN_INPUT,
     DECODERS,
     DEFAULT_ENCODER,
@@ -27,6 +28,7 @@ from hfr.config import (
     DEFAULT_SCORING,
     DEFAULT_SIGMA,
     FEATURE_LOCATIONS,
+    RESIZE_MODES,
     SCORING_PRESETS,
     TrainConfig,
 )
@@ -44,6 +46,20 @@ class ProtocolDefault:
 
 
 PROTOCOL_DEFAULT = ProtocolDefault()
+
+
+def image_size(text: str) -> int | tuple[int, int]:
+    """``--image-size``: one side (``256``) or ``HEIGHTxWIDTH`` (``192x256``).
+
+    Example:
+        >>> image_size("256"), image_size("192x256")
+        (256, (192, 256))
+    """
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH (e.g. 192x256): {text!r}")
+    sides = tuple(int(part) for part in parts)
+    return sides[0] if len(sides) == 1 else sides
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -81,9 +97,17 @@ def add_model_arguments(
     )
     group.add_argument(
         "--image-size",
-        type=int,
+        type=image_size,
         default=per_protocol or DEFAULT_INPUT_SIZE,
-        help="side of the square network input",
+        help="network input: one side, or HEIGHTxWIDTH (multiples of 16)",
+    )
+    group.add_argument(
+        "--resize",
+        choices=(AUTO_RESIZE, *RESIZE_MODES),
+        default=AUTO_RESIZE,
+        help="how images whose aspect differs from the input's are fitted: stretch (resized "
+        "to it), letterbox (aspect kept, padded with the mean colour), or auto: stretch when "
+        "the training images share one aspect, letterbox when their aspects differ",
     )
     group.add_argument(
         "--sigma", type=float, default=DEFAULT_SIGMA, help="Gaussian smoothing of the map"
@@ -302,7 +326,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", default="1,16,32", help="one or a comma-separated list")
     parser.add_argument(
-        "--image-size", type=int, default=DEFAULT_INPUT_SIZE, help="side of the input"
+        "--image-size",
+        type=image_size,
+        default=DEFAULT_INPUT_SIZE,
+        help="input side or HEIGHTxWIDTH",
     )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")

@@ -39,6 +39,13 @@ MAX_SIGMA = 64.0
 # activated output of the depthwise conv in each stage's last block, before its linear projection.
 FEATURE_LOCATIONS = ("stage", "expansion")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+# How an image whose aspect differs from the input's is fitted: "stretch" resizes it to the input
+# (every model before 0.7); "letterbox" keeps its aspect, centres it and pads the rest with the
+# mean colour (zero after normalisation). The same for square images into a square input. The
+# training pipeline's "auto" stretches when the training images share one aspect and letterboxes
+# when their aspects differ, where stretching would distort each image differently.
+RESIZE_MODES = ("stretch", "letterbox")
+AUTO_RESIZE = "auto"
 # How the fine levels are decoded: "paper" from d3 (eq. 3-4); "context" from a blind-spot
 # description of f3, each cell predicted from the cells two away (hfr.decoder.ContextInput).
 # That needs a stride-16 map of 4x4 or more: new models get "context" from CONTEXT_MIN_INPUT px
@@ -72,15 +79,17 @@ def _optional_object(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How an RGB image becomes the encoder's input: size, resize filter and normalisation.
+    """How an RGB image becomes the encoder's input: size ``(height, width)``, resize filter,
+    how a different aspect is fitted (``resize``, see ``RESIZE_MODES``) and normalisation.
 
-    The whole image is resized to ``input_size`` (no crop: a defect may sit at the border).
+    The whole image is always used (no crop: a defect may sit at the border).
     """
 
     input_size: tuple[int, int] = (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
     interpolation: str = "bilinear"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    resize: str = "stretch"
 
     def __post_init__(self) -> None:
         size = self.input_size
@@ -100,6 +109,12 @@ class Preprocessing:
             f"one of {INTERPOLATIONS}",
             self.interpolation,
         )
+        _check(
+            self.resize in RESIZE_MODES,
+            "preprocessing.resize",
+            f"one of {RESIZE_MODES}",
+            self.resize,
+        )
         for name, values, low in (("mean", self.mean, -math.inf), ("std", self.std, 0.0)):
             _check(
                 isinstance(values, Sequence)
@@ -114,8 +129,11 @@ class Preprocessing:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
     @classmethod
-    def for_encoder(cls, encoder: str, input_size: int | Sequence[int]) -> Preprocessing:
-        """timm's mean, std and interpolation for ``encoder``, at ``input_size``."""
+    def for_encoder(
+        cls, encoder: str, input_size: int | Sequence[int], *, resize: str = "stretch"
+    ) -> Preprocessing:
+        """timm's mean, std and interpolation for ``encoder``, at ``input_size``: one side or
+        ``(height, width)``."""
         import timm
 
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
@@ -124,17 +142,26 @@ class Preprocessing:
         except (RuntimeError, KeyError):
             cfg = None
         if cfg is None:
-            return cls(input_size=size)
+            return cls(input_size=size, resize=resize)
         interpolation = cfg.interpolation if cfg.interpolation in INTERPOLATIONS else "bilinear"
-        return cls(input_size=size, interpolation=interpolation, mean=cfg.mean, std=cfg.std)
+        return cls(
+            input_size=size,
+            interpolation=interpolation,
+            mean=cfg.mean,
+            std=cfg.std,
+            resize=resize,
+        )
 
     @classmethod
     def from_dict(cls, values: object) -> Preprocessing:
-        """Build from ``config.json`` values."""
+        """Build from ``config.json`` values; without ``resize`` (before 0.7), ``"stretch"``."""
         _check(isinstance(values, Mapping), "preprocessing", "a JSON object", values)
         names = {f.name for f in fields(cls)}
         _check(
-            set(values) == names, "preprocessing", f"an object with keys {sorted(names)}", values
+            set(values) in (names, names - {"resize"}),
+            "preprocessing",
+            f"an object with keys {sorted(names)}",
+            values,
         )
         return cls(**values)
 
@@ -316,12 +343,16 @@ class HFRConfig:
         preprocessing: Preprocessing | None = None,
         scoring: Scoring | str = DEFAULT_SCORING,
         decoder: str | None = None,
+        resize: str = "stretch",
         **values: Any,
     ) -> HFRConfig:
-        """A config for a new model: preprocessing defaults to timm's for ``encoder``, scoring
-        to the ``"hfr"`` preset (``scoring="paper"`` for the paper's), the decoder to
-        ``"context"`` from ``CONTEXT_MIN_INPUT`` px a side on and ``"paper"`` below."""
-        preprocessing = preprocessing or Preprocessing.for_encoder(encoder, input_size)
+        """A config for a new model: preprocessing defaults to timm's for ``encoder`` with
+        ``resize`` (see ``RESIZE_MODES``), scoring to the ``"hfr"`` preset
+        (``scoring="paper"`` for the paper's), the decoder to ``"context"`` from
+        ``CONTEXT_MIN_INPUT`` px a side on and ``"paper"`` below."""
+        preprocessing = preprocessing or Preprocessing.for_encoder(
+            encoder, input_size, resize=resize
+        )
         if decoder is None:
             large = min(preprocessing.input_size) >= CONTEXT_MIN_INPUT
             decoder = "context" if large else "paper"

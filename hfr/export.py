@@ -33,8 +33,9 @@ class _MapsAndScores(nn.Module):
 def export_onnx(model: HFR, path: str | Path, *, opset: int = 18) -> Path:
     """Write ``model`` as ONNX with a dynamic batch dimension.
 
-    Input ``images``: ``(B, 3, H, W)`` float32, preprocessed as ``config["preprocessing"]`` says.
-    Outputs ``maps`` ``(B, H, W)`` and ``scores`` ``(B,)``.
+    Input ``images``: ``(B, 3, H, W)`` float32, preprocessed as ``config["preprocessing"]`` says
+    (with ``resize: letterbox``, padded as :func:`hfr.preprocessing.content_box` places the
+    image). Outputs ``maps`` ``(B, H, W)`` over the whole input and ``scores`` ``(B,)``.
 
     Example:
         >>> export_onnx(HFR.from_pretrained("models/bottle"), "bottle.onnx")  # doctest: +SKIP

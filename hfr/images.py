@@ -97,6 +97,24 @@ def read_image(image: ImageInput, *, max_side: int | None = None) -> LoadedImage
     raise ImageLoadError(f"unsupported image type {type(image).__name__}")
 
 
+def image_shape(image: ImageInput) -> tuple[int, int]:
+    """``(height, width)`` of ``image`` as :func:`read_image` would decode it; a file's header
+    is read, not its pixels.
+
+    Example:
+        >>> image_shape(np.zeros((30, 40, 3), np.uint8))
+        (30, 40)
+    """
+    if not isinstance(image, (str, os.PathLike)):
+        return read_image(image).pixels.shape[:2]
+    try:
+        with Image.open(image, formats=ALLOWED_FORMATS) as opened:
+            width, height = opened.size
+    except Exception:  # unreadable: read_image raises the error that names it
+        return read_image(image).pixels.shape[:2]
+    return height, width
+
+
 def _decode(source: Path | BinaryIO, *, name: str, max_side: int | None) -> LoadedImage:
     """Open ``source`` as one of the allowed formats within the pixel budget, and decode it."""
     budget = max_pixels()

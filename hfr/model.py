@@ -21,7 +21,7 @@ from hfr.encoder import build_encoder
 from hfr.errors import ConfigError, EncoderWeightsError, HFRError, ModelFormatError
 from hfr.images import ImageInput, load_rgb, read_image
 from hfr.postprocess import Prediction, check_threshold, to_predictions
-from hfr.preprocessing import to_batch
+from hfr.preprocessing import content_box, to_batch
 
 PAPER_URL = "https://arxiv.org/abs/2405.09148"
 # Fields fixed by the network the weights belong to: a config change may not touch them.
@@ -168,7 +168,8 @@ class HFR(
             batch_size: images per forward pass.
             threshold: verdict threshold on the normalised scale; default 0.5, the calibrated one.
             return_level_maps: also return the three per-level residual maps.
-            map_size: ``"original"`` (each image's own size) or ``"input"`` (the network's input).
+            map_size: ``"original"`` (each image's own size) or ``"input"`` (the network's input
+                size; with letterbox preprocessing, the image's part of the map stretched to it).
 
         Example:
             >>> preds = model.predict(["good.png", "broken.png"])  # doctest: +SKIP
@@ -186,11 +187,13 @@ class HFR(
         for start in range(0, len(items), batch_size):
             loaded = [read_image(item) for item in items[start : start + batch_size]]
             arrays = [image.pixels for image in loaded]
-            output = self(to_batch(arrays, self.config.preprocessing, self.device))
+            preprocessing = self.config.preprocessing
+            output = self(to_batch(arrays, preprocessing, self.device))
             scored = to_predictions(
                 output,
                 calibration=self.config.calibration,
                 sizes=[a.shape[:2] for a in arrays] if map_size == "original" else None,
+                boxes=[content_box(a.shape[:2], preprocessing) for a in arrays],
                 threshold=threshold,
                 return_level_maps=return_level_maps,
             )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from hfr.config import (
+    AUTO_RESIZE,
     DEFAULT_ENCODER,
     DEFAULT_INPUT_SIZE,
     DEFAULT_SCORING,
@@ -21,6 +22,7 @@ from hfr.device import auto_device
 from hfr.evaluate import evaluate
 from hfr.hub import CARD_FILE
 from hfr.model import HFR
+from hfr.preprocessing import fitted_resize
 from hfr.train import ProgressCallback, TrainResult, fit
 
 logger = logging.getLogger(__name__)
@@ -29,15 +31,17 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelSettings:
     """What a new model is built from (the encoder and how its maps are made); the fields are
-    keywords of :meth:`HFRConfig.build <hfr.config.HFRConfig.build>`."""
+    keywords of :meth:`HFRConfig.build <hfr.config.HFRConfig.build>`, and ``resize="auto"``
+    is decided by :func:`train_category` from the training images."""
 
     encoder: str = DEFAULT_ENCODER
     encoder_weights: str | None = None
     feature_location: str = "stage"
-    input_size: int = DEFAULT_INPUT_SIZE
+    input_size: int | tuple[int, int] = DEFAULT_INPUT_SIZE  # one side or (height, width)
     sigma: float = DEFAULT_SIGMA
     scoring: str = DEFAULT_SCORING
     decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
+    resize: str = AUTO_RESIZE  # from the training images' aspects (hfr.preprocessing.fitted_resize)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ def train_category(
     Hub repo named in the model card.
     """
     settings = settings or ModelSettings()
+    if settings.resize == AUTO_RESIZE:
+        settings = replace(settings, resize=fitted_resize(dataset.train))
+        logger.info("images fitted to the input by %s", settings.resize)
     options = options or RunOptions()
     torch.manual_seed(options.training.seed)  # the decoder's initialisation
     device = auto_device(options.device)

@@ -12,6 +12,7 @@ import torch
 from hfr import anomaly
 from hfr.calibration import Calibration
 from hfr.errors import HFRError, ModelFormatError
+from hfr.preprocessing import Box
 
 DEFAULT_THRESHOLD = 0.5  # on the normalised scale: the calibrated threshold
 
@@ -57,10 +58,13 @@ def to_predictions(
     *,
     calibration: Calibration | None,
     sizes: list[tuple[int, int]] | None = None,
+    boxes: list[Box] | None = None,
     threshold: float | None = None,
     return_level_maps: bool = False,
 ) -> list[Prediction]:
-    """One :class:`Prediction` per image of ``output``, maps resized to ``sizes`` (or kept)."""
+    """One :class:`Prediction` per image of ``output``: each map cut to the image's ``boxes``
+    (its place in the input, see :func:`hfr.preprocessing.content_box`; default the whole
+    input) and resized to ``sizes`` (default the input's size)."""
     threshold = check_threshold(threshold)
     count = output.scores.shape[0]
     scores = output.scores.float().cpu().numpy()
@@ -68,9 +72,18 @@ def to_predictions(
         raise ModelFormatError(
             "the model produced NaN or infinite scores: its weights or config are broken"
         )
-    sizes = sizes or [tuple(output.maps.shape[-2:])] * count
-    maps = resize_each(output.maps, sizes)
-    levels = [resize_each(level, sizes) for level in output.level_maps] if return_level_maps else []
+    height, width = output.maps.shape[-2:]
+    sizes = sizes or [(height, width)] * count
+    boxes = boxes or [(0, 0, height, width)] * count
+    maps = crop_and_resize(output.maps, boxes, sizes)
+    levels = (
+        [
+            crop_and_resize(level, boxes, sizes, input_size=(height, width))
+            for level in output.level_maps
+        ]
+        if return_level_maps
+        else []
+    )
     normalized_scores = None if calibration is None else calibration.normalize(output.scores)
     predictions = []
     for i in range(count):
@@ -93,12 +106,26 @@ def to_predictions(
     return predictions
 
 
-def resize_each(maps: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """Resize each ``(H, W)`` map to its own size, one interpolation per distinct size."""
+def crop_and_resize(
+    maps: torch.Tensor,
+    boxes: list[Box],
+    sizes: list[tuple[int, int]],
+    *,
+    input_size: tuple[int, int] | None = None,
+) -> list[torch.Tensor]:
+    """Cut each ``(H, W)`` map to its box and resize it to its size, one interpolation per
+    distinct box and size. Boxes are in ``input_size`` pixels (default the maps' size); maps
+    of another size, such as the coarser residual levels, are brought to it before a cut."""
+    input_size = input_size or tuple(maps.shape[-2:])
     resized: list[torch.Tensor | None] = [None] * len(sizes)
-    for size in set(sizes):
-        indices = [i for i, s in enumerate(sizes) if s == size]
-        group = anomaly.resize_maps(maps[indices].float(), tuple(size))
+    for box, size in set(zip(boxes, map(tuple, sizes), strict=True)):
+        indices = [i for i in range(len(sizes)) if boxes[i] == box and tuple(sizes[i]) == size]
+        top, left, height, width = box
+        group = maps[indices].float()
+        if (height, width) != tuple(input_size):
+            group = anomaly.resize_maps(group, input_size)
+        cut = group[:, top : top + height, left : left + width]
+        group = anomaly.resize_maps(cut, size)
         for j, i in enumerate(indices):
             resized[i] = group[j]
     return resized

@@ -9,6 +9,49 @@ import torch
 from torch.nn import functional as F
 
 from hfr.config import Preprocessing
+from hfr.images import ImageInput, image_shape
+
+Box = tuple[int, int, int, int]  # top, left, height, width
+ASPECT_SAMPLE = 64  # training images whose sizes decide how images are fitted
+ASPECT_TOLERANCE = 0.02  # aspects within 2 % of the median count as one
+
+
+def fitted_resize(images: Sequence[ImageInput]) -> str:
+    """``"stretch"`` when up to ``ASPECT_SAMPLE`` of ``images``, spread evenly over the list,
+    share one aspect; ``"letterbox"`` when their aspects differ, so that no image is distorted
+    differently from the others.
+
+    Example:
+        >>> fitted_resize([np.zeros((300, 400, 3), np.uint8), np.zeros((30, 40, 3), np.uint8)])
+        'stretch'
+        >>> fitted_resize([np.zeros((300, 400, 3), np.uint8), np.zeros((40, 40, 3), np.uint8)])
+        'letterbox'
+    """
+    step = max(1, len(images) // ASPECT_SAMPLE)
+    aspects = np.array([height / width for height, width in map(image_shape, images[::step])])
+    spread = np.abs(aspects / np.median(aspects) - 1).max()
+    return "stretch" if spread <= ASPECT_TOLERANCE else "letterbox"
+
+
+def content_box(image_size: tuple[int, int], preprocessing: Preprocessing) -> Box:
+    """Where an image of ``image_size`` (height, width) lies in the network input.
+
+    The whole input when stretched; with ``resize="letterbox"`` the largest centred box of the
+    image's aspect, the rest being padding.
+
+    Example:
+        >>> content_box((300, 400), Preprocessing((256, 256), resize="letterbox"))
+        (32, 0, 192, 256)
+        >>> content_box((300, 400), Preprocessing((256, 256)))
+        (0, 0, 256, 256)
+    """
+    height, width = preprocessing.input_size
+    if preprocessing.resize == "stretch":
+        return 0, 0, height, width
+    scale = min(height / image_size[0], width / image_size[1])
+    inner_height = min(height, max(1, round(image_size[0] * scale)))
+    inner_width = min(width, max(1, round(image_size[1] * scale)))
+    return (height - inner_height) // 2, (width - inner_width) // 2, inner_height, inner_width
 
 
 def to_batch(
@@ -16,31 +59,33 @@ def to_batch(
 ) -> torch.Tensor:
     """Stack RGB uint8 arrays into a normalised ``(B, 3, H, W)`` float batch on ``device``.
 
-    Images of one size are resized together in one call.
+    Images of one size are resized together in one call; letterbox padding is the mean colour
+    (zero once normalised).
 
     Example:
         >>> batch = to_batch([np.zeros((40, 50, 3), np.uint8)], Preprocessing((32, 32)), "cpu")
         >>> tuple(batch.shape)
         (1, 3, 32, 32)
     """
-    batch = torch.empty((len(images), 3, *preprocessing.input_size), device=device)
+    mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1)
+    batch = mean.expand(len(images), 3, *preprocessing.input_size).clone()
     for indices, group in _group_by_shape(images):
         stacked = group[0][None] if len(group) == 1 else np.stack(group)  # no copy for one
         pixels = torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2).float()
-        batch[indices] = _resize(pixels.div_(255.0), preprocessing)
-    mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1)
+        top, left, height, width = content_box(group[0].shape[:2], preprocessing)
+        resized = _resize(pixels.div_(255.0), (height, width), preprocessing.interpolation)
+        batch[indices, :, top : top + height, left : left + width] = resized
     return (batch - mean) / std
 
 
-def _resize(pixels: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    size = preprocessing.input_size
+def _resize(pixels: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:
     if tuple(pixels.shape[-2:]) == size:
         return pixels
-    if preprocessing.interpolation == "nearest":
+    if interpolation == "nearest":
         return F.interpolate(pixels, size=size, mode="nearest")
     resized = F.interpolate(
-        pixels, size=size, mode=preprocessing.interpolation, antialias=True, align_corners=False
+        pixels, size=size, mode=interpolation, antialias=True, align_corners=False
     )
     return resized.clamp_(0.0, 1.0)
 

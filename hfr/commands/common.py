@@ -21,6 +21,7 @@ def model_settings(args: argparse.Namespace) -> ModelSettings:
         sigma=args.sigma,
         scoring=args.scoring,
         decoder=args.decoder,
+        resize=args.resize,
     )
 
 

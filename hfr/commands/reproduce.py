@@ -96,6 +96,7 @@ def run_one(
         "feature_location": args.feature_location,
         "decoder": args.decoder,
         "image_size": args.image_size,
+        "resize": model.config.preprocessing.resize,
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
         "hard_weight": args.hard_weight,
