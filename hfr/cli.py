@@ -22,6 +22,7 @@ from hfr import __version__
 from hfr.config import (
     AUTO_RESIZE,
     CONTEXT_MIN_INPUT,
+    CONTEXT_SIGMA,
     DECODERS,
     DEFAULT_ENCODER,
     DEFAULT_INPUT_SIZE,
@@ -110,7 +111,11 @@ def add_model_arguments(
         "the training images share one aspect, letterbox when their aspects differ",
     )
     group.add_argument(
-        "--sigma", type=float, default=DEFAULT_SIGMA, help="Gaussian smoothing of the map"
+        "--sigma",
+        type=float,
+        default=None,
+        help=f"Gaussian smoothing of the map, in input pixels (default: {CONTEXT_SIGMA:g} with "
+        f"the context decoder, {DEFAULT_SIGMA:g}, the paper's, with the paper's)",
     )
     group.add_argument(
         "--scoring",

@@ -6,8 +6,8 @@ field, the expected type or range, and the value found.
 
 Example:
     >>> config = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=64)
-    >>> config.preprocessing.input_size, config.sigma
-    ((64, 64), 4.0)
+    >>> config.preprocessing.input_size, config.decoder, config.sigma
+    ((64, 64), 'context', 2.0)
     >>> HFRConfig.from_dict({**config.to_dict(), "sigma": -1.0})
     Traceback (most recent call last):
     ...
@@ -32,7 +32,10 @@ WEIGHTS_FILE = "model.safetensors"
 DEFAULT_ENCODER = "resnet18.tv_in1k"
 DEFAULT_INPUT_SIZE = 256
 MAX_INPUT_SIDE = 1024
-DEFAULT_SIGMA = 4.0
+DEFAULT_SIGMA = 4.0  # the paper's; kept by its decoder
+# New models with the context decoder smooth less: their fine levels are predicted from a 5x5
+# neighbourhood, so their maps are spread already, and sigma 4 blurred small defects away.
+CONTEXT_SIGMA = 2.0
 MAX_SIGMA = 64.0
 # Where in each stage the features are taken: "stage" is the stage's output (the paper's choice);
 # "expansion" is timm's inverted-residual expansion (MobileNet / EfficientNet families): the wide,
@@ -344,21 +347,26 @@ class HFRConfig:
         scoring: Scoring | str = DEFAULT_SCORING,
         decoder: str | None = None,
         resize: str = "stretch",
+        sigma: float | None = None,
         **values: Any,
     ) -> HFRConfig:
         """A config for a new model: preprocessing defaults to timm's for ``encoder`` with
         ``resize`` (see ``RESIZE_MODES``), scoring to the ``"hfr"`` preset
         (``scoring="paper"`` for the paper's), the decoder to ``"context"`` from
-        ``CONTEXT_MIN_INPUT`` px a side on and ``"paper"`` below."""
+        ``CONTEXT_MIN_INPUT`` px a side on and ``"paper"`` below, and ``sigma`` to
+        ``CONTEXT_SIGMA`` with the context decoder and the paper's ``DEFAULT_SIGMA`` with its."""
         preprocessing = preprocessing or Preprocessing.for_encoder(
             encoder, input_size, resize=resize
         )
         if decoder is None:
             large = min(preprocessing.input_size) >= CONTEXT_MIN_INPUT
             decoder = "context" if large else "paper"
+        if sigma is None:
+            sigma = CONTEXT_SIGMA if decoder == "context" else DEFAULT_SIGMA
         return cls(
             encoder=encoder,
             decoder=decoder,
+            sigma=sigma,
             preprocessing=preprocessing,
             scoring=Scoring.preset(scoring) if isinstance(scoring, str) else scoring,
             **values,

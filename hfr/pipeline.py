@@ -14,7 +14,6 @@ from hfr.config import (
     DEFAULT_ENCODER,
     DEFAULT_INPUT_SIZE,
     DEFAULT_SCORING,
-    DEFAULT_SIGMA,
     TrainConfig,
 )
 from hfr.data import AnomalyDataset
@@ -38,7 +37,7 @@ class ModelSettings:
     encoder_weights: str | None = None
     feature_location: str = "stage"
     input_size: int | tuple[int, int] = DEFAULT_INPUT_SIZE  # one side or (height, width)
-    sigma: float = DEFAULT_SIGMA
+    sigma: float | None = None  # HFRConfig.build's default: 2 with the context decoder, else 4
     scoring: str = DEFAULT_SCORING
     decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
     resize: str = AUTO_RESIZE  # from the training images' aspects (hfr.preprocessing.fitted_resize)

@@ -88,6 +88,10 @@ def test_scoring_presets_and_defaults() -> None:
     assert HFRConfig.build(encoder="resnet18").decoder == "context"
     assert HFRConfig.build(encoder="resnet18", input_size=32).decoder == "paper"  # 2x2 at stride 16
     assert HFRConfig().decoder == "paper"  # configs without a decoder key
+    assert HFRConfig.build(encoder="resnet18").sigma == 2.0  # context decoder: less smoothing
+    assert HFRConfig.build(encoder="resnet18", decoder="paper").sigma == 4.0  # the paper's
+    assert HFRConfig.build(encoder="resnet18", input_size=32).sigma == 4.0
+    assert HFRConfig.build(encoder="resnet18", sigma=3).sigma == 3.0
     with pytest.raises(ConfigError, match="decoder must be 'paper' for inputs under 64 px"):
         HFRConfig.build(encoder="resnet18", input_size=(48, 256), decoder="context")
     with pytest.raises(ConfigError, match="scoring must be one of"):

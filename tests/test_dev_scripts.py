@@ -129,6 +129,16 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(tmp_path: Path) -
          "--images", root / "widget/test/good", "--output", synthetic],
         cwd=ROOT, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
+    sigmas = tmp_path / "sigmas.json"
+    subprocess.run(
+        [sys.executable, "scripts/sigma_study.py", "--model", tmp_path / "model", "--data", root,
+         "--category", "widget", "--sigmas", "0,4", "--output", sigmas],
+        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    rows = json.loads(sigmas.read_text())["results"]
+    assert [row["sigma"] for row in rows] == [0.0, 4.0]
+    assert all(0 <= row["pixel_auroc"] <= 1 and 0 <= row["aupro"] <= 1 for row in rows)
+    assert rows[0]["pixel_auroc"] != rows[1]["pixel_auroc"]  # the maps were rescored
     variants = json.loads(study.read_text())["variants"]
     assert {(v["map"], v["score"]) for v in variants} >= {
         ("sum", "max"),
@@ -138,3 +148,38 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(tmp_path: Path) -
     record = json.loads(synthetic.read_text())
     assert record["num_images"] == 3 and 0 <= record["pixel_auroc"] <= 1
     assert 0.09 <= record["mean_mask_fraction"] <= 0.31
+
+
+def test_aspect_crop_keeps_defects_and_drops_images_that_lose_them(tmp_path: Path) -> None:
+    from hfr.data import load_mvtec
+
+    root = tmp_path / "data"
+    for folder, count in (
+        ("widget/train/good", 4),
+        ("widget/test/good", 2),
+        ("widget/test/dent", 2),
+    ):
+        (root / folder).mkdir(parents=True)
+        for index in range(count):
+            _random_png(root / folder / f"{index:03d}.png", (48, 48, 3), seed=index)
+    (root / "widget/ground_truth/dent").mkdir(parents=True)
+    for index, rows in enumerate((slice(20, 30), slice(0, 5))):  # centred; along the top edge
+        mask = np.zeros((48, 48), np.uint8)
+        mask[rows, 10:20] = 255
+        Image.fromarray(mask).save(root / f"widget/ground_truth/dent/{index:03d}_mask.png")
+    for aspect in ("0.75", "mixed"):
+        out = tmp_path / aspect
+        result = subprocess.run(
+            [sys.executable, "scripts/aspect_crop.py", "--data", root, "--category", "widget",
+             "--aspect", aspect, "--output", out],
+            cwd=ROOT, check=True, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        counts = json.loads(result.stdout)
+        dataset = load_mvtec(out, "widget")
+        sizes = {Image.open(path).size for path in dataset.train}
+        if aspect == "0.75":
+            assert counts["test_defective"] == 1 and counts["dropped_defective"] == 1
+            assert sizes == {(48, 36)}
+            assert dataset.test[0].mask((36, 48)).any()
+        else:
+            assert len(sizes) > 1  # each image its own aspect

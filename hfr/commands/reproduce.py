@@ -97,6 +97,7 @@ def run_one(
         "decoder": args.decoder,
         "image_size": args.image_size,
         "resize": model.config.preprocessing.resize,
+        "sigma": model.config.sigma,
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
         "hard_weight": args.hard_weight,
