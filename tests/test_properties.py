@@ -24,6 +24,7 @@ from hfr.errors import ConfigError, HFRError, ImageLoadError, ModelFormatError
 from hfr.images import read_image
 
 MODEL = tiny_model()
+LETTERBOXED = tiny_model(resize="letterbox")
 GOOD_CONFIG = MODEL.config.to_dict()
 FORMATS = {"PNG": ("L", "RGB", "RGBA", "I;16", "P"), "JPEG": ("L", "RGB"), "BMP": ("RGB",)}
 FORMATS |= {"TIFF": ("L", "RGB", "I;16", "F"), "WEBP": ("RGB",), "GIF": ("P",)}
@@ -170,10 +171,11 @@ def test_any_weights_file_is_refused_cleanly(tmp_path: Path, content: bytes) -> 
     )
 )
 def test_any_image_scores_finite_with_a_map_of_its_size(image: np.ndarray) -> None:
-    try:
-        (prediction,) = MODEL.predict(image)
-    except HFRError:
-        return
-    assert math.isfinite(prediction.score)
-    assert prediction.anomaly_map.shape == image.shape[:2]
-    assert np.isfinite(prediction.anomaly_map).all()
+    for model in (MODEL, LETTERBOXED):  # stretched and letterboxed
+        try:
+            (prediction,) = model.predict(image)
+        except HFRError:
+            return
+        assert math.isfinite(prediction.score)
+        assert prediction.anomaly_map.shape == image.shape[:2]
+        assert np.isfinite(prediction.anomaly_map).all()
