@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from hfr import anomaly
 from hfr.calibration import Calibration
-from hfr.config import TrainConfig
+from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
 from hfr.model import HFR
@@ -104,6 +104,9 @@ def fit(
     train_images, calibration_images = split_for_calibration(
         images, config.calibration_fraction, config.seed
     )
+    if config.epochs is None:
+        config = replace(config, epochs=default_epochs(len(train_images), config.batch_size))
+        logger.info("%d training images: %d epochs", len(train_images), config.epochs)
     result = TrainResult(
         num_train_images=len(train_images), num_calibration_images=len(calibration_images)
     )

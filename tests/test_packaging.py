@@ -61,7 +61,7 @@ def test_help_answers_without_loading_torch() -> None:
         "parser.format_help(); [parser.parse_args([c, '--help']) for c in ['train']]"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert "--epochs" in run.stdout and "(default: 50)" in run.stdout
+    assert "--epochs" in run.stdout and "(default: 50, more for small sets" in run.stdout
     probe = "import sys; import hfr.cli; print(sorted({'torch', 'timm'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert loaded.stdout.strip() == "[]"

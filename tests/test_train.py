@@ -11,7 +11,7 @@ import torch
 from conftest import synthetic_images, tiny_model
 
 from hfr.calibration import Calibration
-from hfr.config import TrainConfig
+from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingCancelled, TrainingDivergedError, TrainingError
 from hfr.train import CHECKPOINT_FILE, TrainingProgress, fit, split_for_calibration
 
@@ -81,7 +81,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+        ({"epochs": 0}, "epochs must be null or an integer >= 1, got 0"),
         ({"batch_size": 1}, "batch_size must be an integer >= 2, got 1"),
         ({"lr": float("nan")}, "lr must be a number > 0, got nan"),
         ({"calibration_fraction": 1.5}, r"calibration_fraction must be a number in \(0, 1\)"),
@@ -196,3 +196,22 @@ def test_hard_term_is_the_loss_that_trains_and_is_recorded() -> None:
         assert (hard_line in card) == (hard_weight > 0)
     # the hardest 1 % of the pixels have a larger residual than the mean of all of them
     assert all(hard > full for hard, full in zip(losses[0.5], losses[0.0], strict=True))
+
+
+def test_default_epochs_give_small_sets_enough_steps() -> None:
+    assert default_epochs(188, 16) == 50  # bottle: 12 steps an epoch, 600 in 50 epochs
+    assert default_epochs(10_000, 16) == 50
+    assert default_epochs(19, 16) == 300  # 2 steps an epoch (16 + 3)
+    assert default_epochs(17, 16) == 600  # the 17th image alone is skipped: 1 step an epoch
+
+
+def test_unset_epochs_are_chosen_from_the_training_set_and_recorded(monkeypatch) -> None:
+    # Smaller constants than the real ones (50 epochs, 600 steps), so the run stays short.
+    monkeypatch.setattr("hfr.config.DEFAULT_EPOCHS", 2)
+    monkeypatch.setattr("hfr.config.MIN_STEPS", 12)
+    model = tiny_model()
+    result = fit(model, IMAGES, TrainConfig(epochs=None, batch_size=4), progress=False)
+    assert len(result.losses) == 4  # 10 training images: 3 steps an epoch, 4 epochs for 12
+    assert model.config.training["epochs"] == 4
+    result = fit(tiny_model(), IMAGES, TrainConfig(epochs=3, batch_size=4), progress=False)
+    assert len(result.losses) == 3  # a number is kept as given

@@ -8,7 +8,8 @@ paper's numbers.
     hfr reproduce fashion-mnist ...   # default data: /usr/share/datasets/fashion-mnist
     hfr reproduce cifar10 --data DIR_WITH_train_AND_test_CLASS_FOLDERS ...
 
-MVTec runs with the paper's settings (256x256, lr 0.4, 50 epochs); the one-class protocols
+MVTec runs with the paper's settings (256x256, lr 0.4, 50 epochs, more for categories of
+fewer than about 190 training images); the one-class protocols
 default to 32x32, lr 0.04 and 10 epochs (README, "one-class protocols"). Every run (a category
 or a normal class) is saved as JSON when it finishes; running the command again skips finished
 runs and resumes an interrupted one from its checkpoint.
@@ -53,7 +54,7 @@ CIFAR10_CLASSES = (
 DEFAULT_DATA = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
 ONE_CLASS_DEFAULTS = {"image_size": 32, "epochs": 10, "lr": 0.04}
 PROTOCOL_DEFAULTS = {  # training options each protocol uses unless given on the command line
-    "mvtec": {"image_size": 256, "epochs": 50, "lr": 0.4},
+    "mvtec": {"image_size": 256, "epochs": None, "lr": 0.4},  # epochs: the library default
     "mnist": ONE_CLASS_DEFAULTS,
     "fashion-mnist": ONE_CLASS_DEFAULTS,
     "cifar10": ONE_CLASS_DEFAULTS,
