@@ -69,7 +69,7 @@ MAX_TRAIN_IMAGES = 300
 MAX_TEST_IMAGES = 100
 TRAIN_MAX_SIDE = 512  # the network sees 256x256; smaller copies keep 300 images in ~240 MB
 MAX_EPOCHS = 100
-DEFAULT_EPOCHS = 50
+AUTO_EPOCHS = 0  # the slider's default: the library's choice (50, more for few images)
 TRAIN_GPU_SECONDS = 300
 TRAINED_RUNS_KEPT = 16
 TRAINED = "trained here"
@@ -356,7 +356,7 @@ def run_training(
     name: str,
     images: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]],
     settings: ModelSettings,
-    epochs: int,
+    epochs: int | None,
     output_root: Path,
     on_progress: ProgressCallback,
 ) -> studio.TrainedModel:
@@ -523,7 +523,12 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         reporter = TrainingReporter(progress, request.session_hash)
         try:
             trained = run_training(
-                name, images, encoders[encoder_label], int(epochs), trained_root, reporter
+                name,
+                images,
+                encoders[encoder_label],
+                int(epochs) or None,
+                trained_root,
+                reporter,
             )
         except TrainingCancelled as error:
             hidden = gr.update(visible=False)
@@ -652,7 +657,8 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                         label="Encoder (frozen, ImageNet weights)",
                     )
                     epochs = gr.Slider(
-                        1, MAX_EPOCHS, value=DEFAULT_EPOCHS, step=1, label="Epochs",
+                        AUTO_EPOCHS, MAX_EPOCHS, value=AUTO_EPOCHS, step=1,
+                        label="Epochs (0: automatic, 50 or more for few images)",
                         elem_id="train-epochs",
                     )  # fmt: skip
                     with gr.Accordion(

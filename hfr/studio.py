@@ -86,7 +86,7 @@ def train_uploaded(
     normal: Sequence[ImageInput],
     *,
     settings: ModelSettings,
-    epochs: int,
+    epochs: int | None,
     output_root: Path,
     test_good: Sequence[ImageInput] = (),
     test_defective: Sequence[ImageInput] = (),
@@ -94,7 +94,8 @@ def train_uploaded(
     device: str | None = None,
 ) -> TrainedModel:
     """Train a category named ``name`` on ``normal`` images into a new folder under
-    ``output_root``; score the labelled test images if any; zip the model.
+    ``output_root``; score the labelled test images if any; zip the model. ``epochs=None``
+    lets training choose (:func:`hfr.config.default_epochs`).
 
     Raises :class:`TrainingError` for fewer than :data:`MIN_NORMAL_IMAGES` normal images, and
     whatever training raises (:class:`~hfr.errors.TrainingCancelled` when ``on_progress`` stops
