@@ -184,10 +184,10 @@ class HFR(
         items = [images] if _is_single_image(images) else list(images)
         self.eval()
         predictions: list[Prediction] = []
+        preprocessing = self.config.preprocessing
         for start in range(0, len(items), batch_size):
             loaded = [read_image(item) for item in items[start : start + batch_size]]
             arrays = [image.pixels for image in loaded]
-            preprocessing = self.config.preprocessing
             output = self(to_batch(arrays, preprocessing, self.device))
             scored = to_predictions(
                 output,

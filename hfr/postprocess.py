@@ -116,16 +116,19 @@ def crop_and_resize(
     """Cut each ``(H, W)`` map to its box and resize it to its size, one interpolation per
     distinct box and size. Boxes are in ``input_size`` pixels (default the maps' size); maps
     of another size, such as the coarser residual levels, are brought to it before a cut."""
-    input_size = input_size or tuple(maps.shape[-2:])
+    input_size = tuple(input_size or maps.shape[-2:])
+    groups: dict[tuple[Box, tuple[int, int]], list[int]] = {}
+    for index, key in enumerate(zip(boxes, map(tuple, sizes), strict=True)):
+        groups.setdefault(key, []).append(index)
     resized: list[torch.Tensor | None] = [None] * len(sizes)
-    for box, size in set(zip(boxes, map(tuple, sizes), strict=True)):
-        indices = [i for i in range(len(sizes)) if boxes[i] == box and tuple(sizes[i]) == size]
-        top, left, height, width = box
+    for (box, size), indices in groups.items():
         group = maps[indices].float()
-        if (height, width) != tuple(input_size):
-            group = anomaly.resize_maps(group, input_size)
-        cut = group[:, top : top + height, left : left + width]
-        group = anomaly.resize_maps(cut, size)
+        if box != (0, 0, *input_size):  # letterboxed: cut the padding away first
+            top, left, height, width = box
+            group = anomaly.resize_maps(group, input_size)[
+                :, top : top + height, left : left + width
+            ]
+        group = anomaly.resize_maps(group, size)
         for j, i in enumerate(indices):
             resized[i] = group[j]
     return resized
