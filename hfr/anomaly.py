@@ -146,13 +146,26 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def scale_levels(
-    residuals: list[torch.Tensor], scales: tuple[float, ...] | None
+def weigh_levels(
+    residuals: list[torch.Tensor],
+    *,
+    scales: tuple[float, ...] | None,
+    weights: tuple[float, ...],
 ) -> list[torch.Tensor]:
-    """Each level divided by its scale (its mean on normal images); unchanged without scales."""
-    if scales is None:
-        return residuals
-    return [level / scale for level, scale in zip(residuals, scales, strict=True)]
+    """Each level divided by its scale (its mean on normal images; none without scales) and
+    multiplied by its weight; levels unchanged with neither.
+
+    Example:
+        >>> levels = [torch.ones(1, 2, 2), torch.ones(1, 1, 1)]
+        >>> [float(v.sum()) for v in weigh_levels(levels, scales=(2.0, 1.0), weights=(0.5, 3.0))]
+        [1.0, 3.0]
+    """
+    if scales is not None:
+        residuals = [level / scale for level, scale in zip(residuals, scales, strict=True)]
+    return [
+        level if weight == 1.0 else level * weight
+        for level, weight in zip(residuals, weights, strict=True)
+    ]
 
 
 def image_scores(

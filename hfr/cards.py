@@ -7,7 +7,7 @@ from importlib.resources import files
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
-from hfr.config import RANDOM_WEIGHTS, HFRConfig, Scoring
+from hfr.config import PAPER_LEVEL_WEIGHTS, RANDOM_WEIGHTS, HFRConfig, Scoring
 from hfr.hub import repo_name
 
 _DATASET_LABELS = {"mvtec_ad": "MVTec AD", "mvtec_3d": "MVTec 3D-AD (RGB)", "visa": "VisA"}
@@ -66,8 +66,9 @@ def scoring_text(scoring: Scoring) -> str:
 
     Example:
         >>> print(scoring_text(Scoring.preset("hfr")))  # doctest: +NORMALIZE_WHITESPACE
-        Each level is first divided by its mean on held-out normal images, and the image score
-        is the mean of the highest 1 % of the map's pixels.
+        Each level is first divided by its mean on held-out normal images, weighted 0.5, 1, 1
+        (strides 4, 8, 16), and the image score is the mean of the highest 1 % of the map's
+        pixels.
     """
     if scoring.level_scaling == "normal_mean":
         levels = "Each level is first divided by its mean on held-out normal images"
@@ -75,6 +76,9 @@ def scoring_text(scoring: Scoring) -> str:
             levels += " (" + ", ".join(f"{v:.4f}" for v in scoring.level_scales) + ")"
     else:
         levels = "Each level enters the sum as it is (the paper)"
+    if scoring.level_weights != PAPER_LEVEL_WEIGHTS:
+        weights = ", ".join(f"{w:g}" for w in scoring.level_weights)
+        levels += f", weighted {weights} (strides 4, 8, 16)"
     if scoring.image_score == "top_k_mean":
         score = f"the mean of the highest {100 * scoring.top_k_fraction:g} % of the map's pixels"
     else:

@@ -30,6 +30,7 @@ from hfr.config import (
     DEFAULT_SCORING,
     DEFAULT_SIGMA,
     FEATURE_LOCATIONS,
+    HFR_LEVEL_WEIGHTS,
     MIN_STEPS,
     RESIZE_MODES,
     SCORING_PRESETS,
@@ -63,6 +64,24 @@ def image_size(text: str) -> int | tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH (e.g. 192x256): {text!r}")
     sides = tuple(int(part) for part in parts)
     return sides[0] if len(sides) == 1 else sides
+
+
+def level_weights(text: str) -> tuple[float, float, float]:
+    """``--level-weights``: three comma-separated numbers >= 0 for strides 4, 8 and 16.
+
+    Example:
+        >>> level_weights("0.5,1,1")
+        (0.5, 1.0, 1.0)
+    """
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or not all(0 <= w < float("inf") for w in weights) or not any(weights):
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers >= 0, not all 0, e.g. 0.5,1,1: {text!r}"
+        )
+    return weights
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -123,8 +142,16 @@ def add_model_arguments(
         "--scoring",
         choices=SCORING_PRESETS,
         default=DEFAULT_SCORING,
-        help="hfr: levels scaled by their normal means, image score the mean of the map's top "
-        "1 %%; paper: plain sum, image score its maximum",
+        help="hfr: levels scaled by their normal means and weighted "
+        f"{','.join(f'{w:g}' for w in HFR_LEVEL_WEIGHTS)}, image score the mean of the map's "
+        "top 1 %%; paper: plain sum, image score its maximum",
+    )
+    group.add_argument(
+        "--level-weights",
+        type=level_weights,
+        default=None,
+        metavar="W4,W8,W16",
+        help="weights of the stride-4, 8 and 16 levels in the map (default: the scoring's)",
     )
     group.add_argument(
         "--decoder",

@@ -48,8 +48,8 @@ class HFR(
     A frozen timm encoder gives features ``f1, f2, f3`` (strides 4, 8, 16); a decoder rebuilds
     them from ``f3``; the per-level cosine residuals, resized, summed and Gaussian-smoothed, are
     the anomaly map, and its maximum is the image score (the paper). New models by default scale
-    each level by its mean on normal images first and score the mean of the map's top 1 %
-    (``config.scoring``, :class:`~hfr.config.Scoring`).
+    each level by its mean on normal images first, weigh the stride-4 level half, and score the
+    mean of the map's top 1 % (``config.scoring``, :class:`~hfr.config.Scoring`).
 
     Args:
         config: an :class:`~hfr.config.HFRConfig`; or leave it out and pass its fields as
@@ -137,9 +137,11 @@ class HFR(
         self, residuals: list[torch.Tensor], size: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps at ``size`` and image scores from the three residual levels, as
-        ``config.scoring`` says (level scaling, then the image score)."""
+        ``config.scoring`` says (level scales and weights, then the image score)."""
         scoring = self.config.scoring
-        levels = anomaly.scale_levels(residuals, scoring.level_scales)
+        levels = anomaly.weigh_levels(
+            residuals, scales=scoring.level_scales, weights=scoring.level_weights
+        )
         maps = anomaly.anomaly_map(levels, size, self.config.sigma)
         return maps, anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction)
 

@@ -39,6 +39,7 @@ class ModelSettings:
     input_size: int | tuple[int, int] = DEFAULT_INPUT_SIZE  # one side or (height, width)
     sigma: float | None = None  # HFRConfig.build's default: 2 with the context decoder, else 4
     scoring: str = DEFAULT_SCORING
+    level_weights: tuple[float, float, float] | None = None  # None: the scoring preset's
     decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
     resize: str = AUTO_RESIZE  # from the training images' aspects (hfr.preprocessing.fitted_resize)
 

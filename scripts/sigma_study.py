@@ -1,26 +1,41 @@
-"""How much the map is smoothed, compared on one trained model (no retraining).
+"""How much the map is smoothed and how its levels are weighted, compared on one trained model
+(no retraining).
 
 python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category screw --sigmas 0,1,2,3,4,6,8 --output docs/results/sigma_study/screw.json
+python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category screw --sigmas 2 --level-weights "1,1,1;0.5,1,1" --output screw_weights.json
+python scripts/sigma_study.py --model MNIST_MODEL_DIR --data ../shared/datasets/mnist \
+    --protocol mnist --category 8 --sigmas 4 --level-weights "1,1,1;0.5,1,1" --output 8.json
 
-Training never sees sigma (the loss and the level scales come from the residuals), so one model
-rescored at each sigma is what a model trained with that sigma would score. Reports image AUROC,
-pixel AUROC and AUPRO per sigma; thresholds, which calibration sets from the smoothed scores,
-are left out.
+Training never sees sigma or the level weights (the loss and the level scales come from the
+residuals), so one model rescored with each setting is what a model trained with that setting
+would score. Reports image AUROC, and with masks pixel AUROC and AUPRO, per setting;
+thresholds, which calibration sets from the scores, are left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import sys
+from dataclasses import replace
 
 from hfr import HFR
-from hfr.data import load_mvtec
+from hfr.cli import level_weights
+from hfr.data import AnomalyDataset, load_idx_one_class, load_mvtec
 from hfr.evaluate import collect, compute_metrics
 from hfr.outputs import write_json
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+def load(protocol: str, data: str, category: str) -> AnomalyDataset:
+    """The category of an MVTec-layout root, or one class of MNIST's one-class protocol."""
+    if protocol == "mnist":
+        return load_idx_one_class(data, int(category))
+    return load_mvtec(data, category)
 
 
 def main() -> None:
@@ -28,20 +43,32 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, help="dataset root in MVTec AD layout")
-    parser.add_argument("--category", required=True)
+    parser.add_argument("--data", required=True, help="dataset root (MVTec AD or MNIST layout)")
+    parser.add_argument("--protocol", choices=("mvtec", "mnist"), default="mvtec")
+    parser.add_argument("--category", required=True, help="category, or MNIST's normal class")
     parser.add_argument("--sigmas", default="0,1,2,3,4,6,8", help="comma-separated")
+    parser.add_argument(
+        "--level-weights", default=None, help="';'-separated triples (default: the model's)"
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     model = HFR.from_pretrained(args.model)
-    dataset = load_mvtec(args.data, args.category)
+    dataset = load(args.protocol, args.data, args.category)
     trained = model.config
+    weight_options = (
+        [trained.scoring.level_weights]
+        if args.level_weights is None
+        else [level_weights(text) for text in args.level_weights.split(";")]
+    )
+    sigmas = [float(value) for value in args.sigmas.split(",")]
     rows = []
-    for sigma in (float(value) for value in args.sigmas.split(",")):
-        model.config = trained.replace(sigma=sigma)
+    for sigma, weights in itertools.product(sigmas, weight_options):
+        scoring = replace(trained.scoring, level_weights=weights)
+        model.config = trained.replace(sigma=sigma, scoring=scoring)
         maps, _ = collect(model, dataset, progress=False)
         values = compute_metrics(maps)
-        rows.append({"sigma": sigma, **{name: values[name] for name in METRICS}})
+        row = {"sigma": sigma, "level_weights": list(weights)}
+        rows.append({**row, **{name: values[name] for name in METRICS if name in values}})
     record = {
         "model": args.model,
         "encoder": trained.encoder,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,10 @@ GOOD = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=
         ({"scoring": {**GOOD["scoring"], "level_scales": [1, 2]}}, "three numbers above 0"),
         ({"scoring": {**GOOD["scoring"], "level_scales": [1, 0, 2]}}, "three numbers above 0"),
         ({"scoring": {"image_score": "max"}}, "scoring must be an object with keys"),
+        ({"scoring": {**GOOD["scoring"], "level_weights": [1, 1]}}, "three numbers >= 0"),
+        ({"scoring": {**GOOD["scoring"], "level_weights": [0, 0, 0]}}, "not all 0"),
+        ({"scoring": {**GOOD["scoring"], "level_weights": [1, -1, 1]}}, "level_weights"),
+        ({"scoring": {**GOOD["scoring"], "level_weights": [1, "a", 1]}}, "level_weights"),
         ({"decoder": "unet"}, "decoder must be one of"),
     ],
 )
@@ -71,6 +76,8 @@ def test_round_trip_and_configs_of_earlier_versions(tmp_path: Path) -> None:
     assert HFRConfig.from_dict(legacy).feature_location == "stage"
     del legacy["decoder"]  # before 0.6: the paper's decoder
     assert HFRConfig.from_dict(legacy).decoder == "paper"
+    legacy["scoring"] = {k: v for k, v in GOOD["scoring"].items() if k != "level_weights"}
+    assert HFRConfig.from_dict(legacy).scoring.level_weights == (1.0, 1.0, 1.0)  # before 0.8
     with pytest.raises(ConfigError, match="input_size must be the side"):
         HFRConfig.from_dict({**GOOD, "input_size": 128})
     (tmp_path / "config.json").write_text(json.dumps(GOOD))
@@ -96,6 +103,10 @@ def test_scoring_presets_and_defaults() -> None:
         HFRConfig.build(encoder="resnet18", input_size=(48, 256), decoder="context")
     with pytest.raises(ConfigError, match="scoring must be one of"):
         Scoring.preset("best")
+    assert Scoring.preset("hfr").level_weights == (0.5, 1.0, 1.0)
+    assert Scoring.preset("paper").level_weights == (1.0, 1.0, 1.0)
+    chosen = HFRConfig.build(encoder="resnet18", level_weights=(1, 1, 2)).scoring
+    assert chosen == replace(Scoring.preset("hfr"), level_weights=(1.0, 1.0, 2.0))
 
 
 def test_target_fpr_is_validated() -> None:
@@ -117,3 +128,20 @@ def test_hard_term_is_validated() -> None:
     for bad in (-0.1, 1.01, "0.5", float("inf"), None):
         with pytest.raises(TrainingError, match=r"hard_weight must be a number in \[0, 1\]"):
             TrainConfig(hard_weight=bad)
+
+
+def test_command_line_level_weights_reach_the_model() -> None:
+    from hfr.cli import build_parser
+    from hfr.commands.common import model_settings
+    from hfr.model import HFR
+
+    parser = build_parser()
+    base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
+    assert model_settings(parser.parse_args(base)).level_weights is None  # the preset's
+    settings = model_settings(parser.parse_args([*base, "--level-weights", "1,0.5,2"]))
+    assert settings.level_weights == (1.0, 0.5, 2.0)
+    values = {**vars(settings), "encoder_weights": "random", "input_size": 64, "resize": "stretch"}
+    assert HFR(**values).config.scoring.level_weights == (1.0, 0.5, 2.0)
+    for bad in ("1,1", "1,1,-1", "0,0,0", "a,b,c", "1,1,inf"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--level-weights", bad])

@@ -132,13 +132,16 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(tmp_path: Path) -
     sigmas = tmp_path / "sigmas.json"
     subprocess.run(
         [sys.executable, "scripts/sigma_study.py", "--model", tmp_path / "model", "--data", root,
-         "--category", "widget", "--sigmas", "0,4", "--output", sigmas],
+         "--category", "widget", "--sigmas", "0,4", "--level-weights", "1,1,1;0,0,1",
+         "--output", sigmas],
         cwd=ROOT, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     rows = json.loads(sigmas.read_text())["results"]
-    assert [row["sigma"] for row in rows] == [0.0, 4.0]
+    settings = [(row["sigma"], row["level_weights"]) for row in rows]
+    assert settings == [(s, w) for s in (0.0, 4.0) for w in ([1.0, 1.0, 1.0], [0.0, 0.0, 1.0])]
     assert all(0 <= row["pixel_auroc"] <= 1 and 0 <= row["aupro"] <= 1 for row in rows)
-    assert rows[0]["pixel_auroc"] != rows[1]["pixel_auroc"]  # the maps were rescored
+    assert rows[0]["pixel_auroc"] != rows[2]["pixel_auroc"]  # rescored at another sigma
+    assert rows[0]["pixel_auroc"] != rows[1]["pixel_auroc"]  # ... and with other weights
     variants = json.loads(study.read_text())["variants"]
     assert {(v["map"], v["score"]) for v in variants} >= {
         ("sum", "max"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 from conftest import calibrate, synthetic_images, tiny_model
 
-from hfr import HFR
+from hfr import HFR, anomaly
 from hfr.config import Scoring
 from hfr.errors import ConfigError, EncoderWeightsError, ModelFormatError, ModelNotFoundError
 
@@ -59,6 +60,36 @@ def test_configs_without_scoring_score_exactly_as_before(model: HFR, tmp_path: P
     assert loaded.config.scoring == Scoring.preset("paper")
     out = loaded(torch.randn(2, 3, 64, 64))
     torch.testing.assert_close(out.scores, out.maps.flatten(1).amax(1), rtol=0, atol=0)
+
+
+def test_level_weights_weigh_the_scaled_levels() -> None:
+    """The map is the smoothed sum of each level divided by its scale, times its weight."""
+    model = tiny_model()
+    scoring = replace(model.config.scoring, level_scales=(0.5, 2.0, 4.0), level_weights=(0, 1, 3))
+    model.config = model.config.replace(scoring=scoring)
+    out = model(torch.randn(2, 3, 64, 64))
+    levels = out.level_maps
+    weighted = [0 * levels[0], levels[1] / 2.0, 3 * levels[2] / 4.0]
+    expected = anomaly.anomaly_map(weighted, (64, 64), model.config.sigma)
+    torch.testing.assert_close(out.maps, expected)
+
+
+def test_configs_without_level_weights_score_exactly_as_before(tmp_path: Path) -> None:
+    """A config.json written before 0.8: every level weighs 1, scores bit-identical."""
+    model = tiny_model()
+    scoring = replace(model.config.scoring, level_scales=(0.3, 0.2, 0.1), level_weights=(1, 1, 1))
+    model.config = model.config.replace(scoring=scoring)
+    model.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    del data["scoring"]["level_weights"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.config.scoring.level_weights == (1.0, 1.0, 1.0)
+    images = torch.randn(2, 3, 64, 64)
+    out = loaded(images)
+    scaled = [level / scale for level, scale in zip(out.level_maps, (0.3, 0.2, 0.1), strict=True)]
+    expected = anomaly.anomaly_map(scaled, (64, 64), loaded.config.sigma)  # 0.7's computation
+    torch.testing.assert_close(out.maps, expected, rtol=0, atol=0)
 
 
 def test_configs_without_decoder_key_load_the_papers_decoder(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ def model_settings(args: argparse.Namespace) -> ModelSettings:
         input_size=args.image_size,
         sigma=args.sigma,
         scoring=args.scoring,
+        level_weights=args.level_weights,
         decoder=args.decoder,
         resize=args.resize,
     )

@@ -99,6 +99,7 @@ def run_one(
         "image_size": args.image_size,
         "resize": model.config.preprocessing.resize,
         "sigma": model.config.sigma,
+        "level_weights": list(model.config.scoring.level_weights),
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
         "hard_weight": args.hard_weight,
