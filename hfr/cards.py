@@ -74,8 +74,10 @@ def scoring_text(scoring: Scoring) -> str:
         levels = "Each level is first divided by its mean on held-out normal images"
         if scoring.level_scales is not None:
             levels += " (" + ", ".join(f"{v:.4f}" for v in scoring.level_scales) + ")"
-    else:
+    elif scoring.level_weights == PAPER_LEVEL_WEIGHTS:
         levels = "Each level enters the sum as it is (the paper)"
+    else:
+        levels = "Each level enters the sum unscaled"
     if scoring.level_weights != PAPER_LEVEL_WEIGHTS:
         weights = ", ".join(f"{w:g}" for w in scoring.level_weights)
         levels += f", weighted {weights} (strides 4, 8, 16)"

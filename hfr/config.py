@@ -180,9 +180,10 @@ class Preprocessing:
 LEVEL_SCALINGS = ("none", "normal_mean")
 IMAGE_SCORES = ("max", "top_k_mean")
 PAPER_LEVEL_WEIGHTS = (1.0, 1.0, 1.0)
-# The "hfr" preset halves the stride-4 level after scaling: its normal residuals are the
-# noisiest (std above mean), and at full weight they decided the top 1 % of normal images'
-# maps. Measured on MVTec AD bottle and screw with MobileNetV2 and EfficientNet-Lite0
+# The "hfr" preset halves the stride-4 level after scaling: its normal residuals spread the
+# most for their mean (std / mean 0.9-1.2 against 0.4-0.7 at stride 16; docs/results/
+# score_study), so at full weight its stray peaks decided the top 1 % of many normal maps.
+# Measured on MVTec AD bottle and screw with MobileNetV2 and EfficientNet-Lite0
 # (docs/results/level_weights): screw image AUROC +0.008 to +0.012, pixel AUROC +0.001 to
 # +0.002; bottle AUPRO -0.003.
 HFR_LEVEL_WEIGHTS = (0.5, 1.0, 1.0)

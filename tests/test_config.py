@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hfr.cards import scoring_text
 from hfr.config import HFRConfig, Preprocessing, Scoring, TrainConfig, read_config
 from hfr.errors import ConfigError, TrainingError
 
@@ -107,6 +108,9 @@ def test_scoring_presets_and_defaults() -> None:
     assert Scoring.preset("paper").level_weights == (1.0, 1.0, 1.0)
     chosen = HFRConfig.build(encoder="resnet18", level_weights=(1, 1, 2)).scoring
     assert chosen == replace(Scoring.preset("hfr"), level_weights=(1.0, 1.0, 2.0))
+    text = scoring_text(replace(Scoring.preset("paper"), level_weights=(1, 1, 2)))
+    assert text.startswith("Each level enters the sum unscaled, weighted 1, 1, 2 (strides 4,")
+    assert "(the paper)," in scoring_text(Scoring.preset("paper"))
 
 
 def test_target_fpr_is_validated() -> None:
