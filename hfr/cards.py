@@ -81,6 +81,12 @@ def scoring_text(scoring: Scoring) -> str:
     if scoring.level_weights != PAPER_LEVEL_WEIGHTS:
         weights = ", ".join(f"{w:g}" for w in scoring.level_weights)
         levels += f", weighted {weights} (strides 4, 8, 16)"
+    if scoring.position_weight > 0:
+        scale = "" if scoring.position_scale is None else f" ({scoring.position_scale:.4f})"
+        levels += (
+            f", plus {scoring.position_weight:g} x the distance of each stride-8 feature from the "
+            f"normal ones at its position, divided by its normal mean{scale}"
+        )
     if scoring.image_score == "top_k_mean":
         score = f"the mean of the highest {100 * scoring.top_k_fraction:g} % of the map's pixels"
     else:

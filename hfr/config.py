@@ -187,6 +187,8 @@ PAPER_LEVEL_WEIGHTS = (1.0, 1.0, 1.0)
 # (docs/results/level_weights): screw image AUROC +0.008 to +0.012, pixel AUROC +0.001 to
 # +0.002; bottle AUPRO -0.003.
 HFR_LEVEL_WEIGHTS = (0.5, 1.0, 1.0)
+# Keys a config may lack: written before the field existed, they load with its default.
+_SCORING_KEYS_ADDED = {"level_weights": "0.8", "position_weight": "0.9", "position_scale": "0.9"}
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,11 @@ class Scoring:
     ``"max"`` of the map (the paper, eq. 11) or ``"top_k_mean"``, the mean of its highest
     ``top_k_fraction`` of pixels, which one stray bright pixel cannot decide.
 
+    ``position_weight`` (0: off, every model before 0.9) adds a term for parts that sit in the
+    same place in every image: the distance of each stride-8 feature from the normal ones at
+    its position (:mod:`hfr.position`), divided by its mean on held-out normal images
+    (``position_scale``, set by calibration) and multiplied by the weight.
+
     Example:
         >>> Scoring.preset("paper") == Scoring()
         True
@@ -212,6 +219,8 @@ class Scoring:
     top_k_fraction: float = 0.01
     level_scales: tuple[float, ...] | None = None
     level_weights: tuple[float, float, float] = PAPER_LEVEL_WEIGHTS
+    position_weight: float = 0.0
+    position_scale: float | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -258,6 +267,22 @@ class Scoring:
         )
         object.__setattr__(self, "level_weights", tuple(float(v) for v in weights))
         object.__setattr__(self, "top_k_fraction", float(self.top_k_fraction))
+        _check(
+            _is_number(self.position_weight) and self.position_weight >= 0,
+            "scoring.position_weight",
+            "a number >= 0",
+            self.position_weight,
+        )
+        object.__setattr__(self, "position_weight", float(self.position_weight))
+        _check(
+            self.position_scale is None
+            or (_is_number(self.position_scale) and self.position_scale > 0),
+            "scoring.position_scale",
+            "null or a number above 0",
+            self.position_scale,
+        )
+        if self.position_scale is not None:
+            object.__setattr__(self, "position_scale", float(self.position_scale))
 
     @classmethod
     def preset(cls, name: str) -> Scoring:
@@ -276,14 +301,19 @@ class Scoring:
         """Whether calibration must still measure ``level_scales``."""
         return self.level_scaling != "none" and self.level_scales is None
 
+    @property
+    def needs_position_scale(self) -> bool:
+        """Whether calibration must still measure ``position_scale``."""
+        return self.position_weight > 0 and self.position_scale is None
+
     @classmethod
     def from_dict(cls, values: object) -> Scoring:
-        """Build from ``config.json`` values; without ``level_weights`` (before 0.8), equal
-        weights."""
+        """Build from ``config.json`` values; a key added after the config was written (see
+        ``_SCORING_KEYS_ADDED``) takes its default: equal level weights, no position term."""
         _check(isinstance(values, Mapping), "scoring", "a JSON object", values)
         names = {f.name for f in fields(cls)}
         _check(
-            set(values) in (names, names - {"level_weights"}),
+            names - _SCORING_KEYS_ADDED.keys() <= set(values) <= names,
             "scoring",
             f"an object with keys {sorted(names)}",
             values,
@@ -381,6 +411,7 @@ class HFRConfig:
         preprocessing: Preprocessing | None = None,
         scoring: Scoring | str = DEFAULT_SCORING,
         level_weights: Sequence[float] | None = None,
+        position_weight: float = 0.0,
         decoder: str | None = None,
         resize: str = "stretch",
         sigma: float | None = None,
@@ -389,7 +420,8 @@ class HFRConfig:
         """A config for a new model: preprocessing defaults to timm's for ``encoder`` with
         ``resize`` (see ``RESIZE_MODES``), scoring to the ``"hfr"`` preset
         (``scoring="paper"`` for the paper's) with its level weights unless ``level_weights``
-        are given, the decoder to ``"context"`` from
+        are given and the per-position term weighted ``position_weight`` (0: off), the decoder
+        to ``"context"`` from
         ``CONTEXT_MIN_INPUT`` px a side on and ``"paper"`` below, and ``sigma`` to
         ``CONTEXT_SIGMA`` with the context decoder and the paper's ``DEFAULT_SIGMA`` with its."""
         preprocessing = preprocessing or Preprocessing.for_encoder(
@@ -404,6 +436,8 @@ class HFRConfig:
             scoring = Scoring.preset(scoring)
         if level_weights is not None:
             scoring = replace(scoring, level_weights=tuple(level_weights))
+        if position_weight:
+            scoring = replace(scoring, position_weight=position_weight)
         return cls(
             encoder=encoder,
             decoder=decoder,

@@ -1,5 +1,6 @@
 """``HFR``: the frozen encoder and the decoder as one module, batched prediction, and the Hub
-mixin hooks (decoder-only safetensors, strict and pickle-free loading)."""
+mixin hooks (safetensors of the decoder and any per-position statistics, never the encoder;
+strict and pickle-free loading)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from hfr.decoder import HierarchicalDecoder
 from hfr.encoder import build_encoder
 from hfr.errors import ConfigError, EncoderWeightsError, HFRError, ModelFormatError
 from hfr.images import ImageInput, load_rgb, read_image
+from hfr.position import POSITION_LEVEL, STATE_PREFIX, PositionStatistics
 from hfr.postprocess import Prediction, check_threshold, to_predictions
 from hfr.preprocessing import content_box, to_batch
 
@@ -49,7 +51,9 @@ class HFR(
     them from ``f3``; the per-level cosine residuals, resized, summed and Gaussian-smoothed, are
     the anomaly map, and its maximum is the image score (the paper). New models by default scale
     each level by its mean on normal images first, weigh the stride-4 level half, and score the
-    mean of the map's top 1 % (``config.scoring``, :class:`~hfr.config.Scoring`).
+    mean of the map's top 1 % (``config.scoring``, :class:`~hfr.config.Scoring`). For parts
+    that sit in the same place in every image, ``position_weight=1`` adds the distance of each
+    stride-8 feature from the normal ones at its position (:mod:`hfr.position`).
 
     Args:
         config: an :class:`~hfr.config.HFRConfig`; or leave it out and pass its fields as
@@ -85,6 +89,8 @@ class HFR(
         self._config = config.replace(
             encoder_weights=config.weights_file_name, encoder_fingerprint=fingerprint
         )
+        # Set by training (or loaded with the weights) when the scoring uses them.
+        self.position: PositionStatistics | None = None
         self.eval()
 
     @property
@@ -130,18 +136,40 @@ class HFR(
         """Anomaly maps at input size and scores for a normalised ``(B, 3, H, W)`` batch."""
         features, reconstructions = self.reconstruct(images)
         residuals = anomaly.residual_maps(features, reconstructions)
-        maps, scores = self.score_residuals(residuals, tuple(images.shape[-2:]))
+        size = tuple(images.shape[-2:])
+        maps, scores = self.score_residuals(residuals, size, self.position_map(features))
         return anomaly.AnomalyOutput(maps, scores, residuals)
 
+    def position_map(self, features: list[torch.Tensor]) -> torch.Tensor | None:
+        """The per-position term's ``(B, H/8, W/8)`` map before scaling (:mod:`hfr.position`),
+        or ``None`` when the scoring does not use it."""
+        weight = self.config.scoring.position_weight
+        if weight == 0:
+            return None
+        if self.position is None:
+            raise ConfigError(
+                f"scoring.position_weight is {weight:g} but this model has no per-position "
+                "statistics: train it with that weight (--position-weight), or set it to 0"
+            )
+        return self.position(features[POSITION_LEVEL])
+
     def score_residuals(
-        self, residuals: list[torch.Tensor], size: tuple[int, int]
+        self,
+        residuals: list[torch.Tensor],
+        size: tuple[int, int],
+        position: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps at ``size`` and image scores from the three residual levels, as
-        ``config.scoring`` says (level scales and weights, then the image score)."""
+        ``config.scoring`` says (level scales and weights, the per-position term ``position``
+        when it weighs, then the image score)."""
         scoring = self.config.scoring
         levels = anomaly.weigh_levels(
             residuals, scales=scoring.level_scales, weights=scoring.level_weights
         )
+        if position is not None:
+            if scoring.position_scale is None:
+                raise ConfigError("scoring.position_scale is not set: calibrate the model first")
+            levels.append(position * (scoring.position_weight / scoring.position_scale))
         maps = anomaly.anomaly_map(levels, size, self.config.sigma)
         return maps, anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction)
 
@@ -204,7 +232,7 @@ class HFR(
             predictions += scored
         return predictions
 
-    # --- Hub serialisation: decoder weights only, strict and pickle-free loading ---
+    # --- Hub serialisation: decoder (and position statistics), strict and pickle-free ---
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The model card (``repo_id=`` names the repo in its usage example)."""
@@ -214,10 +242,10 @@ class HFR(
         )
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        state = {
-            f"decoder.{k}": v.detach().cpu().contiguous()
-            for k, v in self.decoder.state_dict().items()
-        }
+        state = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
+        if self.position is not None:
+            state.update(self.position.state())
+        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         save_file(state, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt"})
         write_config(self.config, save_directory / CONFIG_FILE)
 
@@ -262,11 +290,23 @@ class HFR(
         return model.to(map_location)
 
     def load_decoder_weights(self, path: str | Path) -> None:
-        """Load ``model.safetensors`` decoder weights strictly: names, shapes, dtypes, values."""
+        """Load ``model.safetensors`` strictly: the decoder's names, shapes, dtypes and values,
+        and the per-position statistics, required when the scoring weighs them."""
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as error:
             raise ModelFormatError(f"{path} is not a readable safetensors file: {error}") from error
+        position = {k: state.pop(k) for k in list(state) if k.startswith(STATE_PREFIX)}
+        if position:
+            try:
+                statistics = PositionStatistics.from_state(position, self.encoder.channels[1])
+            except ModelFormatError as error:
+                raise ModelFormatError(f"{path}: {error}") from error
+        elif self.config.scoring.position_weight > 0:
+            raise ModelFormatError(
+                f"{path} holds no per-position statistics, but config.json weighs them "
+                f"(scoring.position_weight {self.config.scoring.position_weight:g})"
+            )
         expected = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -285,6 +325,7 @@ class HFR(
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise ModelFormatError(f"{path}: {key} holds NaN or infinite values")
         self.decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in state.items()})
+        self.position = statistics.to(self.device) if position else None
 
 
 def _is_single_image(images: Any) -> bool:

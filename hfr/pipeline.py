@@ -40,6 +40,7 @@ class ModelSettings:
     sigma: float | None = None  # HFRConfig.build's default: 2 with the context decoder, else 4
     scoring: str = DEFAULT_SCORING
     level_weights: tuple[float, float, float] | None = None  # None: the scoring preset's
+    position_weight: float = 0.0  # the per-position term (hfr.position); 0: off
     decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
     resize: str = AUTO_RESIZE  # from the training images' aspects (hfr.preprocessing.fitted_resize)
 

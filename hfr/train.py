@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
 from hfr.model import HFR
+from hfr.position import POSITION_LEVEL, PositionStatistics
 
 CHECKPOINT_FILE = "checkpoint.pt"
 logger = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ def fit(
     progress: bool = True,
     on_progress: ProgressCallback | None = None,
 ) -> TrainResult:
-    """Train ``model.decoder`` on normal ``images`` and set ``model.calibration``.
+    """Train ``model.decoder`` on normal ``images`` and set ``model.calibration`` (and
+    ``model.position``, the per-position statistics, when the scoring weighs them).
 
     ``on_progress`` is called with a :class:`TrainingProgress` at the start of each stage, after
     each batch of feature extraction and calibration and after each epoch; an exception it raises
@@ -155,6 +157,10 @@ def fit(
 
     started = time.perf_counter()
     model.eval()
+    if model.config.scoring.position_weight > 0:
+        model.position = _position_statistics(
+            model, train_images, cache, config.batch_size, progress, report
+        )
     scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started
     model.config = model.config.replace(
@@ -222,6 +228,28 @@ def _encode_all(
     return [torch.cat(level) for level in levels]
 
 
+def _position_statistics(
+    model: HFR,
+    images: Sequence[ImageInput],
+    cache: list[torch.Tensor] | None,
+    batch_size: int,
+    progress: bool,
+    report: ProgressCallback,
+) -> PositionStatistics:
+    """Per-position statistics of the training images' stride-8 features: from the feature
+    cache, or from one more encoder pass without it."""
+    if cache is not None:
+        return PositionStatistics.from_features(cache[POSITION_LEVEL].split(batch_size))
+
+    def features() -> Iterator[torch.Tensor]:
+        for chunk in _batches(images, batch_size, "position statistics", progress, report):
+            with torch.inference_mode():
+                levels = model.encode(model.preprocess(chunk))
+            yield levels[POSITION_LEVEL]
+
+    return PositionStatistics.from_features(features())
+
+
 @torch.inference_mode()
 def _calibration_scores(
     model: HFR,
@@ -233,20 +261,28 @@ def _calibration_scores(
     """Image scores of held-out normal ``images`` at the network's input size, in one pass.
 
     When the scoring scales levels by their normal means and has none yet, the means of these
-    residuals are measured first and saved in ``model.config.scoring``.
+    residuals are measured first and saved in ``model.config.scoring``; so is the mean of the
+    per-position term when it weighs and has no scale yet.
     """
-    residuals = []
+    residuals, positions = [], []
     for chunk in _batches(images, batch_size, "calibration", progress, report):
         features, reconstructions = model.reconstruct(model.preprocess(chunk))
         residuals.append(anomaly.residual_maps(features, reconstructions))
+        positions.append(model.position_map(features))
     scoring = model.config.scoring
     if scoring.needs_level_scales:
         means = [torch.cat([batch[k] for batch in residuals]).double().mean() for k in range(3)]
-        scales = tuple(max(float(m), 1e-6) for m in means)
-        model.config = model.config.replace(scoring=replace(scoring, level_scales=scales))
+        scoring = replace(scoring, level_scales=tuple(max(float(m), 1e-6) for m in means))
+    if scoring.needs_position_scale:
+        mean = float(torch.cat(positions).double().mean())
+        scoring = replace(scoring, position_scale=max(mean, 1e-6))
+    model.config = model.config.replace(scoring=scoring)
     size = model.config.preprocessing.input_size
     return np.concatenate(
-        [model.score_residuals(batch, size)[1].float().cpu().numpy() for batch in residuals]
+        [
+            model.score_residuals(batch, size, position)[1].float().cpu().numpy()
+            for batch, position in zip(residuals, positions, strict=True)
+        ]
     )
 
 

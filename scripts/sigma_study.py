@@ -7,11 +7,15 @@ python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_
     --category screw --sigmas 2 --level-weights "1,1,1;0.5,1,1" --output screw_weights.json
 python scripts/sigma_study.py --model MNIST_MODEL_DIR --data ../shared/datasets/mnist \
     --protocol mnist --category 8 --sigmas 4 --level-weights "1,1,1;0.5,1,1" --output 8.json
+python scripts/sigma_study.py --model POSITION_MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category bottle --sigmas 2 --position-weights 0,0.5,1,2,4 --output bottle_position.json
 
-Training never sees sigma or the level weights (the loss and the level scales come from the
-residuals), so one model rescored with each setting is what a model trained with that setting
-would score. Reports image AUROC, and with masks pixel AUROC and AUPRO, per setting;
-thresholds, which calibration sets from the scores, are left out.
+Training never sees sigma, the level weights or the position weight (the loss, the level
+scales and the position statistics and scale come from the features and residuals), so one
+model rescored with each setting is what a model trained with that setting would score. A
+position weight above 0 needs a model trained with one (it holds the statistics). Reports
+image AUROC, and with masks pixel AUROC and AUPRO, per setting; thresholds, which calibration
+sets from the scores, are left out.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sys
 from dataclasses import replace
 
 from hfr import HFR
-from hfr.cli import level_weights
+from hfr.cli import level_weights, position_weight
 from hfr.data import AnomalyDataset, load_idx_one_class, load_mvtec
 from hfr.evaluate import collect, compute_metrics
 from hfr.outputs import write_json
@@ -50,6 +54,9 @@ def main() -> None:
     parser.add_argument(
         "--level-weights", default=None, help="';'-separated triples (default: the model's)"
     )
+    parser.add_argument(
+        "--position-weights", default=None, help="comma-separated (default: the model's)"
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     model = HFR.from_pretrained(args.model)
@@ -60,14 +67,19 @@ def main() -> None:
         if args.level_weights is None
         else [level_weights(text) for text in args.level_weights.split(";")]
     )
+    position_options = (
+        [trained.scoring.position_weight]
+        if args.position_weights is None
+        else [position_weight(text) for text in args.position_weights.split(",")]
+    )
     sigmas = [float(value) for value in args.sigmas.split(",")]
     rows = []
-    for sigma, weights in itertools.product(sigmas, weight_options):
-        scoring = replace(trained.scoring, level_weights=weights)
+    for sigma, weights, position in itertools.product(sigmas, weight_options, position_options):
+        scoring = replace(trained.scoring, level_weights=weights, position_weight=position)
         model.config = trained.replace(sigma=sigma, scoring=scoring)
         maps, _ = collect(model, dataset, progress=False)
         values = compute_metrics(maps)
-        row = {"sigma": sigma, "level_weights": list(weights)}
+        row = {"sigma": sigma, "level_weights": list(weights), "position_weight": position}
         rows.append({**row, **{name: values[name] for name in METRICS if name in values}})
     record = {
         "model": args.model,

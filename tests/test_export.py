@@ -14,6 +14,16 @@ from conftest import tiny_model
 from hfr.export import export_onnx
 
 
+def _exported_outputs(
+    model: torch.nn.Module, folder: Path, images: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maps and scores of ``images`` from ``model`` exported to ONNX and run by onnxruntime."""
+    path = export_onnx(model, folder / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    maps, scores = session.run(None, {"images": images.numpy()})
+    return maps, scores
+
+
 def test_onnx_matches_torch_and_carries_the_config(tmp_path: Path) -> None:
     model = tiny_model()
     path = export_onnx(model, tmp_path / "model.onnx")
@@ -35,11 +45,27 @@ def test_onnx_matches_torch_and_carries_the_config(tmp_path: Path) -> None:
 
 def test_onnx_export_of_expansion_features_matches_torch(tmp_path: Path) -> None:
     model = tiny_model(encoder="mobilenetv2_100", feature_location="expansion", input_size=32)
-    path = export_onnx(model, tmp_path / "model.onnx")
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = torch.randn(2, 3, 32, 32)
-    maps, scores = session.run(None, {"images": images.numpy()})
+    maps, scores = _exported_outputs(model, tmp_path, images)
     with torch.no_grad():
         expected = model(images)
     np.testing.assert_allclose(maps, expected.maps.numpy(), atol=1e-5)
     np.testing.assert_allclose(scores, expected.scores.numpy(), atol=1e-5)
+
+
+def test_onnx_export_carries_the_per_position_term(tmp_path: Path) -> None:
+    from conftest import synthetic_images
+
+    from hfr.train import TrainConfig, fit
+
+    model = tiny_model(position_weight=1.0)
+    fit(model, synthetic_images(12, seed=2), TrainConfig(epochs=1, batch_size=4), progress=False)
+    images = torch.randn(2, 3, 64, 64)
+    maps, scores = _exported_outputs(model, tmp_path, images)
+    with torch.no_grad():
+        expected = model(images)
+        without = model.score_residuals(expected.level_maps, (64, 64))[0]
+    # random images lie far from the normal ones: the maps reach thousands, so a relative bound
+    np.testing.assert_allclose(maps, expected.maps.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores, expected.scores.numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(maps, without.numpy(), atol=1e-3)  # the term is in the graph

@@ -21,6 +21,7 @@ def model_settings(args: argparse.Namespace) -> ModelSettings:
         sigma=args.sigma,
         scoring=args.scoring,
         level_weights=args.level_weights,
+        position_weight=args.position_weight,
         decoder=args.decoder,
         resize=args.resize,
     )

@@ -100,6 +100,7 @@ def run_one(
         "resize": model.config.preprocessing.resize,
         "sigma": model.config.sigma,
         "level_weights": list(model.config.scoring.level_weights),
+        "position_weight": model.config.scoring.position_weight,
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
         "hard_weight": args.hard_weight,

@@ -1,0 +1,91 @@
+"""Per-position normal statistics of the stride-8 features, for parts that sit in the same
+place in every image (a fixed camera and fixture).
+
+Each channel at each position of the normal training images' stride-8 features gets a mean
+and a variance; an image's map is the mean over channels of ``(f - mean)^2 / variance``, a
+diagonal Gaussian per position. Reconstruction residuals cannot see a part that is missing,
+moved or changed into something plausible elsewhere on the part; the features' distance from
+what is normal *at that place* can. Off by default (``scoring.position_weight`` 0): on parts
+that are rotated or placed at random it finds nothing (see the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from hfr.errors import ConfigError, ModelFormatError, TrainingError
+
+POSITION_LEVEL = 1  # index of the stride-8 level in [f1, f2, f3]
+# Added to every variance, as a share of the mean variance: a channel that never varies at a
+# position (a letterbox border, a saturated background) must not turn noise into a defect.
+VARIANCE_FLOOR = 0.01
+STATE_PREFIX = "position."
+
+
+class PositionStatistics(nn.Module):
+    """Mean and floored variance of each channel at each position, ``(C, H, W)`` buffers.
+
+    Example:
+        >>> stats = PositionStatistics.from_features([torch.randn(8, 4, 2, 2)])
+        >>> tuple(stats(torch.randn(3, 4, 2, 2)).shape)
+        (3, 2, 2)
+    """
+
+    def __init__(self, mean: torch.Tensor, variance: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("variance", variance.float())
+
+    @classmethod
+    def from_features(cls, batches: Iterable[torch.Tensor]) -> PositionStatistics:
+        """Statistics of normal features given as ``(N, C, H, W)`` batches (float64 sums)."""
+        total = squares = None
+        count = 0
+        for batch in batches:
+            values = batch.detach().double()
+            total = values.sum(0) if total is None else total + values.sum(0)
+            squares = (values**2).sum(0) if squares is None else squares + (values**2).sum(0)
+            count += values.shape[0]
+        if count < 2:
+            raise TrainingError("per-position statistics need the features of two images or more")
+        mean = total / count
+        variance = (squares / count - mean**2).clamp_min(0.0)
+        return cls(mean, variance + VARIANCE_FLOOR * variance.mean().clamp_min(1e-12))
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], channels: int) -> PositionStatistics:
+        """Rebuild from the ``position.*`` tensors of a weights file, checked."""
+        try:
+            mean, variance = state[STATE_PREFIX + "mean"], state[STATE_PREFIX + "variance"]
+        except KeyError as missing:
+            raise ModelFormatError(f"the weights file lacks {missing}") from None
+        for name, tensor in (("mean", mean), ("variance", variance)):
+            if tensor.dtype != torch.float32 or tensor.dim() != 3 or tensor.shape[0] != channels:
+                raise ModelFormatError(
+                    f"{STATE_PREFIX}{name} is {tensor.dtype} {tuple(tensor.shape)}, expected "
+                    f"float32 ({channels}, H, W) for this encoder"
+                )
+            if not torch.isfinite(tensor).all():
+                raise ModelFormatError(f"{STATE_PREFIX}{name} holds NaN or infinite values")
+        if mean.shape != variance.shape or not (variance > 0).all():
+            raise ModelFormatError(
+                f"{STATE_PREFIX}variance must match {STATE_PREFIX}mean's shape and be above 0"
+            )
+        return cls(mean, variance)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The tensors a weights file stores, under ``position.``."""
+        return {STATE_PREFIX + "mean": self.mean, STATE_PREFIX + "variance": self.variance}
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The ``(B, H, W)`` map of ``(B, C, H, W)`` stride-8 features."""
+        if tuple(features.shape[1:]) != tuple(self.mean.shape):
+            raise ConfigError(
+                f"per-position statistics are for features {tuple(self.mean.shape)}, got "
+                f"{tuple(features.shape[1:])}: the input size differs from the one they were "
+                "measured at"
+            )
+        return ((features.float() - self.mean) ** 2 / self.variance).mean(1)

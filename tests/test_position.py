@@ -1,0 +1,176 @@
+"""The per-position term (scoring.position_weight): statistics, training, scoring, save/load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import synthetic_images, tiny_model
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from hfr import HFR, anomaly
+from hfr.cards import scoring_text
+from hfr.config import Scoring
+from hfr.errors import ConfigError, ModelFormatError, TrainingError
+from hfr.position import VARIANCE_FLOOR, PositionStatistics
+from hfr.train import TrainConfig, fit, split_for_calibration
+
+IMAGES = synthetic_images(12, seed=4)
+CONFIG = TrainConfig(epochs=1, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def trained() -> HFR:
+    model = tiny_model(position_weight=1.5)
+    fit(model, IMAGES, CONFIG, progress=False)
+    return model
+
+
+def test_statistics_are_the_floored_gaussian_of_every_position() -> None:
+    features = torch.randn(10, 4, 3, 5) * torch.arange(1, 5).view(1, 4, 1, 1) + 2
+    stats = PositionStatistics.from_features(features.split(3))  # batches of 3, 3, 3, 1
+    variance = features.double().var(0, unbiased=False)
+    expected = variance + VARIANCE_FLOOR * variance.mean()
+    torch.testing.assert_close(stats.mean, features.double().mean(0).float())
+    torch.testing.assert_close(stats.variance, expected.float())
+    sample = torch.randn(2, 4, 3, 5)
+    expected_map = ((sample - stats.mean) ** 2 / stats.variance).mean(1)
+    torch.testing.assert_close(stats(sample), expected_map)
+    with pytest.raises(ConfigError, match="input size differs"):
+        stats(torch.randn(2, 4, 6, 10))
+    with pytest.raises(TrainingError, match="two images or more"):
+        PositionStatistics.from_features([torch.randn(1, 4, 3, 5)])
+
+
+def test_a_feature_that_never_varies_gets_the_floor_not_zero() -> None:
+    features = torch.randn(6, 2, 2, 2)
+    features[:, 0, 0, 0] = 3.0  # constant: a letterbox border
+    stats = PositionStatistics.from_features([features])
+    assert stats.variance[0, 0, 0] > 0 and torch.isfinite(stats(features)).all()
+
+
+def test_training_measures_statistics_and_scale_and_the_map_adds_the_term(trained: HFR) -> None:
+    scoring = trained.config.scoring
+    assert scoring.position_weight == 1.5 and scoring.position_scale > 0
+    train_images, _ = split_for_calibration(IMAGES, CONFIG.calibration_fraction, CONFIG.seed)
+    with torch.inference_mode():
+        f2 = trained.encode(trained.preprocess(train_images))[1]
+    expected = PositionStatistics.from_features([f2])
+    torch.testing.assert_close(trained.position.mean, expected.mean)
+    torch.testing.assert_close(trained.position.variance, expected.variance)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        out = trained(images)
+        position = trained.position(trained.encode(images)[1])
+    levels = anomaly.weigh_levels(
+        out.level_maps, scales=scoring.level_scales, weights=scoring.level_weights
+    )
+    levels.append(position * 1.5 / scoring.position_scale)
+    torch.testing.assert_close(out.maps, anomaly.anomaly_map(levels, (64, 64), 2.0))
+    assert "plus 1.5 x the distance of each stride-8 feature" in scoring_text(scoring)
+
+
+def test_statistics_are_the_same_without_the_feature_cache(trained: HFR) -> None:
+    model = tiny_model(position_weight=1.5)
+    fit(model, IMAGES, replace(CONFIG, cache_features=False), progress=False)
+    torch.testing.assert_close(model.position.mean, trained.position.mean)
+    torch.testing.assert_close(model.position.variance, trained.position.variance)
+
+
+def test_statistics_travel_with_the_weights_and_score_the_same(
+    trained: HFR, tmp_path: Path
+) -> None:
+    trained.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as handle:
+        keys = set(handle.keys())
+    assert {"position.mean", "position.variance"} <= keys
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.config.scoring == trained.config.scoring
+    image = synthetic_images(1, seed=8)[0]
+    assert loaded.predict(image)[0].score == trained.predict(image)[0].score
+
+
+def _rewrite_weights(folder: Path, **changes: torch.Tensor | None) -> None:
+    state = load_file(folder / "model.safetensors")
+    for key, value in changes.items():
+        name = key.replace("_", ".", 1)
+        if value is None:
+            del state[name]
+        else:
+            state[name] = value
+    save_file(state, folder / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"position_mean": None, "position_variance": None}, "holds no per-position statistics"),
+        ({"position_variance": None}, "lacks 'position.variance'"),
+        ({"position_mean": torch.full((128, 8, 8), float("nan"))}, "NaN or infinite"),
+        ({"position_mean": torch.zeros(7, 8, 8)}, r"expected float32 \(128, H, W\)"),
+        ({"position_variance": torch.zeros(128, 8, 8)}, "be above 0"),
+    ],
+)
+def test_missing_or_corrupt_statistics_are_refused(
+    trained: HFR, tmp_path: Path, changes: dict, message: str
+) -> None:
+    trained.save_pretrained(tmp_path)
+    _rewrite_weights(tmp_path, **changes)
+    with pytest.raises(ModelFormatError, match=message):
+        HFR.from_pretrained(tmp_path)
+
+
+def test_a_zero_weight_scores_without_the_term(trained: HFR, tmp_path: Path) -> None:
+    trained.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["scoring"]["position_weight"] = 0
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = HFR.from_pretrained(tmp_path)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        out = loaded(images)
+    scoring = loaded.config.scoring
+    levels = anomaly.weigh_levels(
+        out.level_maps, scales=scoring.level_scales, weights=scoring.level_weights
+    )
+    torch.testing.assert_close(out.maps, anomaly.anomaly_map(levels, (64, 64), 2.0))
+
+
+def test_a_weight_without_statistics_names_the_fix() -> None:
+    model = tiny_model()
+    scoring = replace(model.config.scoring, position_weight=1.0, position_scale=1.0)
+    model.config = model.config.replace(scoring=scoring)
+    with pytest.raises(ConfigError, match="no per-position statistics.*--position-weight"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+def test_configs_without_the_position_keys_load_without_the_term() -> None:
+    values = Scoring.preset("hfr").to_dict()
+    assert values["position_weight"] == 0.0 and values["position_scale"] is None
+    del values["position_weight"], values["position_scale"]  # as written before 0.9
+    assert Scoring.from_dict(values) == Scoring.preset("hfr")
+    for bad in (-1, float("inf"), "1", None, True):
+        with pytest.raises(ConfigError, match="scoring.position_weight must be a number >= 0"):
+            Scoring(position_weight=bad)
+    for bad in (0, -1.0, float("nan"), "1"):
+        with pytest.raises(ConfigError, match="scoring.position_scale must be null or a number"):
+            Scoring(position_scale=bad)
+
+
+def test_command_line_position_weight_reaches_the_model() -> None:
+    from hfr.cli import build_parser
+    from hfr.commands.common import model_settings
+
+    parser = build_parser()
+    base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
+    assert model_settings(parser.parse_args(base)).position_weight == 0.0
+    settings = model_settings(parser.parse_args([*base, "--position-weight", "1"]))
+    values = {**vars(settings), "encoder_weights": "random", "input_size": 64, "resize": "stretch"}
+    assert HFR(**values).config.scoring.position_weight == 1.0
+    for bad in ("-1", "inf", "nan", "one"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--position-weight", bad])
