@@ -37,6 +37,7 @@ from hfr.device import auto_device
 from hfr.errors import HFRError, TrainingCancelled
 from hfr.images import list_images
 from hfr.pipeline import ModelSettings
+from hfr.position import alignment_hint
 from hfr.postprocess import Prediction
 from hfr.train import ProgressCallback, TrainingProgress
 from hfr.uploads import UploadLimits, read_uploads
@@ -70,6 +71,7 @@ MAX_TEST_IMAGES = 100
 TRAIN_MAX_SIDE = 512  # the network sees 256x256; smaller copies keep 300 images in ~240 MB
 MAX_EPOCHS = 100
 AUTO_EPOCHS = 0  # the slider's default: the library's choice (50, more for few images)
+ALIGNED_WEIGHT = 1.0  # the per-position term's weight when "Aligned parts" is ticked (README)
 TRAIN_GPU_SECONDS = 300
 TRAINED_RUNS_KEPT = 16
 TRAINED = "trained here"
@@ -446,6 +448,10 @@ def training_summary(trained: studio.TrainedModel, notices: list[str]) -> str:
     ]
     if flagged:
         lines.append("Flagged at the calibrated threshold (0.5): " + ", ".join(flagged) + ".")
+    share = training.get("position_share")
+    hint = None if share is None else alignment_hint(share, trained.config.scoring.position_weight)
+    if hint:
+        lines.append(f"Note: {hint[0].upper()}{hint[1:]} (the *Aligned parts* box).")
     return "\n\n".join(lines + notices[:10])
 
 
@@ -502,6 +508,7 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         name,
         encoder_label,
         epochs,
+        aligned,
         good_files,
         defective_files,
         entries,
@@ -520,12 +527,13 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         studio.prune_runs(trained_root, TRAINED_RUNS_KEPT - 1)
         _TRAINING_RUNS[request.session_hash] = threading.Event()
         images = (normal.pixels, good.pixels, defective.pixels)
+        weight = ALIGNED_WEIGHT if aligned else 0.0
         reporter = TrainingReporter(progress, request.session_hash)
         try:
             trained = run_training(
                 name,
                 images,
-                encoders[encoder_label],
+                replace(encoders[encoder_label], position_weight=weight),
                 int(epochs) or None,
                 trained_root,
                 reporter,
@@ -661,6 +669,13 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                         label="Epochs (0: automatic, 50 or more for few images)",
                         elem_id="train-epochs",
                     )  # fmt: skip
+                    aligned = gr.Checkbox(
+                        False,
+                        label="Aligned parts: every part sits in the same place in the image "
+                        "(a fixed camera and fixture). Adds per-position statistics; leave it "
+                        "off for parts placed or turned at random.",
+                        elem_id="train-aligned",
+                    )
                     with gr.Accordion(
                         "Labelled test images (optional)", open=False, elem_id="test-images"
                     ):
@@ -716,8 +731,8 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         train_button.click(
             train,
             inputs=[
-                train_files, train_name, encoder_choice, epochs, good_files, defective_files,
-                entries_state,
+                train_files, train_name, encoder_choice, epochs, aligned, good_files,
+                defective_files, entries_state,
             ],
             outputs=[entries_state, model_choice, train_status, histogram, download, trained_state],
             api_name="train",

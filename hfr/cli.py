@@ -398,6 +398,13 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last tensors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
+    parser.add_argument(
+        "--position-weight",
+        type=position_weight,
+        default=0.0,
+        metavar="W",
+        help="time the per-position term too (statistics of random images); 0 (default) is off",
+    )
     parser.add_argument("--output", required=True, help="JSON list of records")
     parser.add_argument("--markdown", help="also write a markdown table with command and machine")
 

@@ -12,6 +12,7 @@ that are rotated or placed at random it finds nothing (see the README).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -23,6 +24,54 @@ POSITION_LEVEL = 1  # index of the stride-8 level in [f1, f2, f3]
 # position (a letterbox border, a saturated background) must not turn noise into a defect.
 VARIANCE_FLOOR = 0.01
 STATE_PREFIX = "position."
+# From this share of the stride-8 features' variance explained by position on, training says
+# the parts look aligned (bottle: 0.88; screw: 0.15-0.18).
+ALIGNED_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class FeatureMoments:
+    """Mean and mean square of each channel at each position of normal features, ``(C, H, W)``
+    float64, over ``count`` images."""
+
+    mean: torch.Tensor
+    mean_square: torch.Tensor
+    count: int
+
+    @classmethod
+    def of(cls, batches: Iterable[torch.Tensor]) -> FeatureMoments:
+        """Moments of ``(N, C, H, W)`` feature batches, accumulated in float64."""
+        total = squares = None
+        count = 0
+        for batch in batches:
+            values = batch.detach().double()
+            total = values.sum(0) if total is None else total + values.sum(0)
+            squares = (values**2).sum(0) if squares is None else squares + (values**2).sum(0)
+            count += values.shape[0]
+        if count < 2:
+            raise TrainingError("per-position statistics need the features of two images or more")
+        return cls(total / count, squares / count, count)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Each channel's variance at each position."""
+        return (self.mean_square - self.mean**2).clamp_min(0.0)
+
+    def position_share(self) -> float:
+        """The share of the features' variance that their position explains: 1 minus the
+        variance at a position over the variance across all positions (summed over channels).
+        Near 0 when every position looks alike (a texture, a part placed at random); measured
+        0.88 on MVTec AD bottle and 0.15-0.18 on screw (README, "Aligned parts").
+
+        Example:
+            >>> still = torch.arange(4.0).view(1, 1, 2, 2).repeat(5, 1, 1, 1)
+            >>> FeatureMoments.of([still]).position_share()  # position decides everything
+            1.0
+        """
+        within = self.variance.mean((1, 2)).sum()
+        grand_mean = self.mean.mean((1, 2))
+        across = (self.mean_square.mean((1, 2)) - grand_mean**2).clamp_min(0.0).sum()
+        return float(1.0 - within / across) if across > 0 else 0.0
 
 
 class PositionStatistics(nn.Module):
@@ -42,18 +91,13 @@ class PositionStatistics(nn.Module):
     @classmethod
     def from_features(cls, batches: Iterable[torch.Tensor]) -> PositionStatistics:
         """Statistics of normal features given as ``(N, C, H, W)`` batches (float64 sums)."""
-        total = squares = None
-        count = 0
-        for batch in batches:
-            values = batch.detach().double()
-            total = values.sum(0) if total is None else total + values.sum(0)
-            squares = (values**2).sum(0) if squares is None else squares + (values**2).sum(0)
-            count += values.shape[0]
-        if count < 2:
-            raise TrainingError("per-position statistics need the features of two images or more")
-        mean = total / count
-        variance = (squares / count - mean**2).clamp_min(0.0)
-        return cls(mean, variance + VARIANCE_FLOOR * variance.mean().clamp_min(1e-12))
+        return cls.from_moments(FeatureMoments.of(batches))
+
+    @classmethod
+    def from_moments(cls, moments: FeatureMoments) -> PositionStatistics:
+        """Statistics from the moments of normal features."""
+        variance = moments.variance
+        return cls(moments.mean, variance + VARIANCE_FLOOR * variance.mean().clamp_min(1e-12))
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], channels: int) -> PositionStatistics:
@@ -89,3 +133,24 @@ class PositionStatistics(nn.Module):
                 "measured at"
             )
         return ((features.float() - self.mean) ** 2 / self.variance).mean(1)
+
+
+def alignment_hint(share: float, position_weight: float) -> str | None:
+    """A sentence when the training images' ``share`` (:meth:`FeatureMoments.position_share`)
+    and the per-position term disagree: aligned parts without it, or the term on parts that
+    do not look aligned; ``None`` when they agree.
+
+    Example:
+        >>> print(alignment_hint(0.88, 0.0))  # doctest: +NORMALIZE_WHITESPACE
+        position explains 88 % of the stride-8 features' variance: the parts look aligned,
+        and the per-position term may help
+    """
+    explained = f"position explains {100 * share:.0f} % of the stride-8 features' variance"
+    if share >= ALIGNED_SHARE and position_weight == 0:
+        return f"{explained}: the parts look aligned, and the per-position term may help"
+    if share < ALIGNED_SHARE and position_weight > 0:
+        return (
+            f"{explained}: the parts do not look aligned, and on such parts the per-position "
+            "term measured worse"
+        )
+    return None

@@ -25,7 +25,7 @@ from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
 from hfr.model import HFR
-from hfr.position import POSITION_LEVEL, PositionStatistics
+from hfr.position import POSITION_LEVEL, FeatureMoments, PositionStatistics, alignment_hint
 
 CHECKPOINT_FILE = "checkpoint.pt"
 logger = logging.getLogger(__name__)
@@ -157,10 +157,14 @@ def fit(
 
     started = time.perf_counter()
     model.eval()
-    if model.config.scoring.position_weight > 0:
-        model.position = _position_statistics(
-            model, train_images, cache, config.batch_size, progress, report
-        )
+    position_weight = model.config.scoring.position_weight
+    moments = None  # measured from the cache, or by one more pass when the term needs them
+    if cache is not None or position_weight > 0:
+        moments = _feature_moments(model, train_images, cache, config.batch_size, progress, report)
+        hint = alignment_hint(moments.position_share(), position_weight)
+        if hint:
+            logger.info("%s (--position-weight; README, 'Aligned parts')", hint)
+    model.position = PositionStatistics.from_moments(moments) if position_weight > 0 else None
     scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started
     model.config = model.config.replace(
@@ -170,6 +174,7 @@ def fit(
             "final_loss": result.losses[-1] if result.losses else None,
             "num_train_images": result.num_train_images,
             "num_calibration_images": result.num_calibration_images,
+            "position_share": None if moments is None else round(moments.position_share(), 4),
         },
     )
     logger.info("calibrated on %d held-out normal images", len(calibration_images))
@@ -228,18 +233,18 @@ def _encode_all(
     return [torch.cat(level) for level in levels]
 
 
-def _position_statistics(
+def _feature_moments(
     model: HFR,
     images: Sequence[ImageInput],
     cache: list[torch.Tensor] | None,
     batch_size: int,
     progress: bool,
     report: ProgressCallback,
-) -> PositionStatistics:
-    """Per-position statistics of the training images' stride-8 features: from the feature
+) -> FeatureMoments:
+    """Moments of the training images' stride-8 features at each position: from the feature
     cache, or from one more encoder pass without it."""
     if cache is not None:
-        return PositionStatistics.from_features(cache[POSITION_LEVEL].split(batch_size))
+        return FeatureMoments.of(cache[POSITION_LEVEL].split(batch_size))
 
     def features() -> Iterator[torch.Tensor]:
         for chunk in _batches(images, batch_size, "position statistics", progress, report):
@@ -247,7 +252,7 @@ def _position_statistics(
                 levels = model.encode(model.preprocess(chunk))
             yield levels[POSITION_LEVEL]
 
-    return PositionStatistics.from_features(features())
+    return FeatureMoments.of(features())
 
 
 @torch.inference_mode()

@@ -430,11 +430,15 @@ def _normal_pngs(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return write_pngs(folder, count, size=96, seed=seed)
 
 
-def _train(client: Client, paths: list[Path], name: str, epochs: int, **tests):
+def _train(
+    client: Client, paths: list[Path], name: str, epochs: int, *, aligned: bool = False, **tests
+):
     files = [handle_file(str(p)) for p in paths]
     good = [handle_file(str(p)) for p in tests.get("good", [])]
     defective = [handle_file(str(p)) for p in tests.get("defective", [])]
-    return client.submit(files, name, MOBILENET, epochs, good, defective, api_name="/train")
+    return client.submit(
+        files, name, MOBILENET, epochs, aligned, good, defective, api_name="/train"
+    )
 
 
 @pytest.mark.slow
@@ -453,7 +457,9 @@ def test_training_endpoint_gives_a_model_its_zip_and_a_push(
     odd_pixels = synthetic_images(1, size=96, seed=7)[0]
     odd_pixels[30:60, 30:60] = (250, 20, 250)
     Image.fromarray(odd_pixels).save(odd)
-    job = _train(client, normal, "Synthetic Part", 20, good=normal[:3], defective=[odd])
+    job = _train(
+        client, normal, "Synthetic Part", 20, aligned=True, good=normal[:3], defective=[odd]
+    )
     descriptions = []
     while not job.done():
         update = job.status()
@@ -472,6 +478,7 @@ def test_training_endpoint_gives_a_model_its_zip_and_a_push(
     with zipfile.ZipFile(archive) as bundle:
         bundle.extractall(tmp_path / "unzipped")
     model = HFR.from_pretrained(tmp_path / "unzipped" / "hfr-synthetic-part")
+    assert model.config.scoring.position_weight == 1.0 and model.position is not None  # aligned
     _, table, _, _, _ = analyze(client, [odd], model=choice["value"])
     assert table["data"][0][2] == pytest.approx(model.predict(odd)[0].score, abs=1e-4)
 
@@ -556,6 +563,7 @@ def test_train_tab_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Pa
         epochs_seen = {int(text.split()[1].split("/")[0]) for text in seen}
         assert len(epochs_seen) >= 3 and max(epochs_seen) > min(epochs_seen), seen
         assert "Image AUROC on your test images" in _text(driver, "train-status")
+        assert "the parts look aligned" in _text(driver, "train-status")  # bottles from above
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#histogram canvas, #histogram svg"))
         if os.environ.get("HFR_SCREENSHOT_TRAIN"):
             driver.set_window_size(1400, 1500)

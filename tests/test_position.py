@@ -16,7 +16,7 @@ from hfr import HFR, anomaly
 from hfr.cards import scoring_text
 from hfr.config import Scoring
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
-from hfr.position import VARIANCE_FLOOR, PositionStatistics
+from hfr.position import VARIANCE_FLOOR, FeatureMoments, PositionStatistics, alignment_hint
 from hfr.train import TrainConfig, fit, split_for_calibration
 
 IMAGES = synthetic_images(12, seed=4)
@@ -174,3 +174,38 @@ def test_command_line_position_weight_reaches_the_model() -> None:
     for bad in ("-1", "inf", "nan", "one"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--position-weight", bad])
+
+
+def test_position_share_tells_aligned_features_from_ones_placed_at_random() -> None:
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(300, 3, 4, 4, generator=generator)
+    pattern = torch.randn(1, 3, 4, 4, generator=generator) * 5
+    aligned = FeatureMoments.of([pattern + noise]).position_share()
+    anywhere = FeatureMoments.of([noise + 2]).position_share()  # every position alike
+    assert aligned > 0.9 and abs(anywhere) < 0.05
+
+
+def test_alignment_hint_speaks_only_when_images_and_weight_disagree() -> None:
+    assert "look aligned" in alignment_hint(0.88, 0.0)
+    assert "do not look aligned" in alignment_hint(0.15, 1.0)
+    assert alignment_hint(0.88, 1.0) is None and alignment_hint(0.15, 0.0) is None
+
+
+def test_training_records_the_position_share_and_the_card_shows_it(
+    trained: HFR, tmp_path: Path
+) -> None:
+    train_images, _ = split_for_calibration(IMAGES, CONFIG.calibration_fraction, CONFIG.seed)
+    with torch.inference_mode():
+        f2 = trained.encode(trained.preprocess(train_images))[1]
+    share = FeatureMoments.of([f2]).position_share()
+    assert trained.config.training["position_share"] == pytest.approx(share, abs=1e-4)
+    trained.save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert f"Position explains {100 * share:.0f} % of the variance" in card
+    assert "the per-position term is on" in card
+    assert "and the mean and variance\nof the normal stride-8 features at each position" in card
+    plain = tiny_model()
+    fit(plain, IMAGES, replace(CONFIG, cache_features=False), progress=False)
+    assert plain.config.training["position_share"] is None  # no cache, no term: not measured
+    plain.save_pretrained(tmp_path / "plain")
+    assert "Position explains" not in (tmp_path / "plain" / "README.md").read_text()

@@ -43,6 +43,9 @@ def test_one_class_protocol_records_summarises_and_resumes(tmp_path: Path) -> No
     assert (record["image_size"], record["lr"], record["epochs"]) == (32, 0.04, 1)  # defaults
     config = json.loads((output / "models" / "0" / "config.json").read_text())
     assert config["preprocessing"]["input_size"] == [32, 32]
+    assert record["position_weight"] == 0.0  # the per-position term is off unless asked for
+    assert record["position_share"] == config["training"]["position_share"]
+    assert 0.0 <= record["position_share"] <= 1.0
     summary = (output / "summary.md").read_text()
     assert "hfr reproduce mnist" in summary
     assert f"| HFR (ours), resnet18, 1 classes | {record['image_auroc']:.4f} |" in summary

@@ -3,7 +3,8 @@
     hfr benchmark --device cpu --encoders mobilenetv2_100,resnet18 --batch-size 16 \
         --output bench.json
 
-Random-init encoders (timing does not depend on the weight values). Each encoder runs in its own
+Random-init encoders (timing does not depend on the weight values); with ``--position-weight``,
+per-position statistics from two random images, for the same reason. Each encoder runs in its own
 process, so on CPU ``peak_memory_mb`` is that process's peak RSS (torch itself included); on CUDA
 it is torch's peak allocation. Training time per epoch uses cached features, as training does.
 """
@@ -16,6 +17,7 @@ import logging
 import multiprocessing
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,6 +26,7 @@ from hfr import anomaly
 from hfr.config import TrainConfig
 from hfr.model import HFR
 from hfr.outputs import write_json
+from hfr.position import POSITION_LEVEL, PositionStatistics
 from hfr.timing import median_seconds, time_pipeline
 
 logger = logging.getLogger(__name__)
@@ -81,7 +84,14 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
     """All batch sizes for one encoder (run in a child process)."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model = HFR(encoder=encoder, encoder_weights="random", input_size=args.image_size).to(device)
+    model = HFR(
+        encoder=encoder,
+        encoder_weights="random",
+        input_size=args.image_size,
+        position_weight=args.position_weight,
+    ).to(device)
+    if args.position_weight > 0:
+        add_random_position_statistics(model)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.compile:
@@ -95,6 +105,7 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
                 "threads": args.threads,
                 "channels_last": args.channels_last,
                 "compiled": args.compile,
+                "position_weight": args.position_weight,
                 "autocast": "bf16" if device.type == "cuda" else "off",
             }
         )
@@ -107,6 +118,17 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
         record["encoder_gflops_per_image"] = round(encoder_gflops, 3)
         record["decoder_gflops_per_image"] = round(decoder_gflops, 3)
     return records
+
+
+def add_random_position_statistics(model: HFR) -> None:
+    """Per-position statistics from two random images and a scale of 1: what the term costs,
+    not what it finds."""
+    size = model.config.preprocessing.input_size
+    with torch.inference_mode():
+        features = model.encode(torch.randn(2, 3, *size, device=model.device))
+    model.position = PositionStatistics.from_features([features[POSITION_LEVEL]])
+    scoring = replace(model.config.scoring, position_scale=1.0)
+    model.config = model.config.replace(scoring=scoring)
 
 
 def machine(device: str) -> str:

@@ -101,6 +101,7 @@ def run_one(
         "sigma": model.config.sigma,
         "level_weights": list(model.config.scoring.level_weights),
         "position_weight": model.config.scoring.position_weight,
+        "position_share": model.config.training.get("position_share"),
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
         "hard_weight": args.hard_weight,
