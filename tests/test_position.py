@@ -189,6 +189,8 @@ def test_alignment_hint_speaks_only_when_images_and_weight_disagree() -> None:
     assert "look aligned" in alignment_hint(0.88, 0.0)
     assert "do not look aligned" in alignment_hint(0.15, 1.0)
     assert alignment_hint(0.88, 1.0) is None and alignment_hint(0.15, 0.0) is None
+    assert alignment_hint(0.6, 0.0) is None  # centred digits: the term lost on MNIST
+    assert "do not look aligned" in alignment_hint(0.6, 1.0)
 
 
 def test_training_records_the_position_share_and_the_card_shows_it(
