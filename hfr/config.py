@@ -187,8 +187,9 @@ PAPER_LEVEL_WEIGHTS = (1.0, 1.0, 1.0)
 # (docs/results/level_weights): screw image AUROC +0.008 to +0.012, pixel AUROC +0.001 to
 # +0.002; bottle AUPRO -0.003.
 HFR_LEVEL_WEIGHTS = (0.5, 1.0, 1.0)
-# Keys a config may lack: written before the field existed, they load with its default.
-_SCORING_KEYS_ADDED = {"level_weights": "0.8", "position_weight": "0.9", "position_scale": "0.9"}
+# Keys a config may lack (level_weights since 0.8, the position keys since 0.9): written
+# before the field existed, they load with its default.
+_SCORING_KEYS_ADDED = frozenset({"level_weights", "position_weight", "position_scale"})
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,7 @@ class Scoring:
         _check(isinstance(values, Mapping), "scoring", "a JSON object", values)
         names = {f.name for f in fields(cls)}
         _check(
-            names - _SCORING_KEYS_ADDED.keys() <= set(values) <= names,
+            names - _SCORING_KEYS_ADDED <= set(values) <= names,
             "scoring",
             f"an object with keys {sorted(names)}",
             values,

@@ -33,11 +33,10 @@ ALIGNED_SHARE = 0.8
 @dataclass(frozen=True)
 class FeatureMoments:
     """Mean and mean square of each channel at each position of normal features, ``(C, H, W)``
-    float64, over ``count`` images."""
+    float64."""
 
     mean: torch.Tensor
     mean_square: torch.Tensor
-    count: int
 
     @classmethod
     def of(cls, batches: Iterable[torch.Tensor]) -> FeatureMoments:
@@ -51,7 +50,7 @@ class FeatureMoments:
             count += values.shape[0]
         if count < 2:
             raise TrainingError("per-position statistics need the features of two images or more")
-        return cls(total / count, squares / count, count)
+        return cls(total / count, squares / count)
 
     @property
     def variance(self) -> torch.Tensor:

@@ -158,10 +158,11 @@ def fit(
     started = time.perf_counter()
     model.eval()
     position_weight = model.config.scoring.position_weight
-    moments = None  # measured from the cache, or by one more pass when the term needs them
+    moments = share = None  # from the cache, or by one more pass when the term needs them
     if cache is not None or position_weight > 0:
         moments = _feature_moments(model, train_images, cache, config.batch_size, progress, report)
-        hint = alignment_hint(moments.position_share(), position_weight)
+        share = round(moments.position_share(), 4)
+        hint = alignment_hint(share, position_weight)
         if hint:
             logger.info("%s (--position-weight; README, 'Aligned parts')", hint)
     model.position = PositionStatistics.from_moments(moments) if position_weight > 0 else None
@@ -174,7 +175,7 @@ def fit(
             "final_loss": result.losses[-1] if result.losses else None,
             "num_train_images": result.num_train_images,
             "num_calibration_images": result.num_calibration_images,
-            "position_share": None if moments is None else round(moments.position_share(), 4),
+            "position_share": share,
         },
     )
     logger.info("calibrated on %d held-out normal images", len(calibration_images))
