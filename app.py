@@ -33,11 +33,12 @@ from PIL import Image
 
 from hfr import studio
 from hfr.catalog import ModelCache, ModelEntry, discover_models
+from hfr.config import AUTO_POSITION_WEIGHT
 from hfr.device import auto_device
 from hfr.errors import HFRError, TrainingCancelled
 from hfr.images import list_images
 from hfr.pipeline import ModelSettings
-from hfr.position import alignment_hint
+from hfr.position import ALIGNED_WEIGHT, alignment_hint, auto_weight
 from hfr.postprocess import Prediction
 from hfr.train import ProgressCallback, TrainingProgress
 from hfr.uploads import UploadLimits, read_uploads
@@ -71,7 +72,12 @@ MAX_TEST_IMAGES = 100
 TRAIN_MAX_SIDE = 512  # the network sees 256x256; smaller copies keep 300 images in ~240 MB
 MAX_EPOCHS = 100
 AUTO_EPOCHS = 0  # the slider's default: the library's choice (50, more for few images)
-ALIGNED_WEIGHT = 1.0  # the per-position term's weight when "Aligned parts" is ticked (README)
+# The training tab's "Per-position statistics" choices: label, value, the weight it trains with.
+POSITION_CHOICES = {
+    "auto": ("Automatic: on when the images look aligned", AUTO_POSITION_WEIGHT),
+    "on": ("On: every part sits in the same place (a fixed camera and fixture)", ALIGNED_WEIGHT),
+    "off": ("Off: parts placed or turned at random", 0.0),
+}
 TRAIN_GPU_SECONDS = 300
 TRAINED_RUNS_KEPT = 16
 TRAINED = "trained here"
@@ -448,10 +454,15 @@ def training_summary(trained: studio.TrainedModel, notices: list[str]) -> str:
     ]
     if flagged:
         lines.append("Flagged at the calibrated threshold (0.5): " + ", ".join(flagged) + ".")
-    share = training.get("position_share")
-    hint = None if share is None else alignment_hint(share, trained.config.scoring.position_weight)
-    if hint:
-        lines.append(f"Note: {hint[0].upper()}{hint[1:]} (the *Aligned parts* box).")
+    share, count = training.get("position_share"), training["num_train_images"]
+    if share is not None and training.get("auto_position_weight"):
+        weight, reason = auto_weight(share, count)
+        state = "on" if weight else "off"
+        lines.append(f"Per-position statistics **{state}**: {reason}.")
+    elif share is not None:
+        hint = alignment_hint(share, trained.config.scoring.position_weight, count)
+        if hint:
+            lines.append(f"Note: {hint[0].upper()}{hint[1:]} (*Per-position statistics*).")
     return "\n\n".join(lines + notices[:10])
 
 
@@ -508,7 +519,7 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         name,
         encoder_label,
         epochs,
-        aligned,
+        position,
         good_files,
         defective_files,
         entries,
@@ -520,6 +531,8 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
             raise gr.Error("Upload normal images (files or a .zip) first.", print_exception=False)
         if encoder_label not in encoders:
             raise gr.Error(f"Pick one of the encoders {list(encoders)}.", print_exception=False)
+        if position not in POSITION_CHOICES:
+            raise gr.Error(f"Pick one of {list(POSITION_CHOICES)}.", print_exception=False)
         normal = read_uploads(upload_paths(files), UploadLimits(MAX_TRAIN_IMAGES, TRAIN_MAX_SIDE))
         test_limits = UploadLimits(MAX_TEST_IMAGES, TRAIN_MAX_SIDE)
         good = read_uploads(upload_paths(good_files), test_limits)
@@ -527,7 +540,7 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         studio.prune_runs(trained_root, TRAINED_RUNS_KEPT - 1)
         _TRAINING_RUNS[request.session_hash] = threading.Event()
         images = (normal.pixels, good.pixels, defective.pixels)
-        weight = ALIGNED_WEIGHT if aligned else 0.0
+        weight = POSITION_CHOICES[position][1]
         reporter = TrainingReporter(progress, request.session_hash)
         try:
             trained = run_training(
@@ -669,12 +682,12 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                         label="Epochs (0: automatic, 50 or more for few images)",
                         elem_id="train-epochs",
                     )  # fmt: skip
-                    aligned = gr.Checkbox(
-                        False,
-                        label="Aligned parts: every part sits in the same place in the image "
-                        "(a fixed camera and fixture). Adds per-position statistics; leave it "
-                        "off for parts placed or turned at random.",
-                        elem_id="train-aligned",
+                    position = gr.Radio(
+                        [(label, value) for value, (label, _) in POSITION_CHOICES.items()],
+                        value="off",
+                        label="Per-position statistics (automatic: on from 40 training images "
+                        "whose parts sit in the same place)",
+                        elem_id="train-position",
                     )
                     with gr.Accordion(
                         "Labelled test images (optional)", open=False, elem_id="test-images"
@@ -731,7 +744,7 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         train_button.click(
             train,
             inputs=[
-                train_files, train_name, encoder_choice, epochs, aligned, good_files,
+                train_files, train_name, encoder_choice, epochs, position, good_files,
                 defective_files, entries_state,
             ],
             outputs=[entries_state, model_choice, train_status, histogram, download, trained_state],

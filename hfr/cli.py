@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from hfr import __version__
 from hfr.config import (
+    AUTO_POSITION_WEIGHT,
     AUTO_RESIZE,
     CONTEXT_MIN_INPUT,
     CONTEXT_SIGMA,
@@ -85,7 +86,7 @@ def level_weights(text: str) -> tuple[float, float, float]:
 
 
 def position_weight(text: str) -> float:
-    """``--position-weight``: a number >= 0 (0: off).
+    """A weight of the per-position term: a number >= 0 (0: off).
 
     Example:
         >>> position_weight("1")
@@ -98,6 +99,16 @@ def position_weight(text: str) -> float:
     if not 0 <= weight < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 1: {text!r}")
     return weight
+
+
+def position_weight_or_auto(text: str) -> float | str:
+    """``--position-weight``: ``auto`` (chosen from the training images) or a number >= 0.
+
+    Example:
+        >>> position_weight_or_auto("auto"), position_weight_or_auto("0")
+        ('auto', 0.0)
+    """
+    return AUTO_POSITION_WEIGHT if text == AUTO_POSITION_WEIGHT else position_weight(text)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -171,12 +182,14 @@ def add_model_arguments(
     )
     group.add_argument(
         "--position-weight",
-        type=position_weight,
+        type=position_weight_or_auto,
         default=0.0,
         metavar="W",
         help="for parts that sit in the same place in every image (a fixed camera and "
         "fixture): add W x the distance of each stride-8 feature from the normal ones at its "
-        "position; 0 (default) is off, 1 measured best on aligned bottles",
+        "position; 0 (default) is off, 1 measured best on aligned bottles; auto: 1 when "
+        "position explains at least 80 %% of the training images' feature variance and there "
+        "are 40 or more of them, else 0",
     )
     group.add_argument(
         "--decoder",

@@ -49,6 +49,7 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 # when their aspects differ, where stretching would distort each image differently.
 RESIZE_MODES = ("stretch", "letterbox")
 AUTO_RESIZE = "auto"
+AUTO_POSITION_WEIGHT = "auto"  # chosen from the training images (hfr.position.auto_weight)
 # How the fine levels are decoded: "paper" from d3 (eq. 3-4); "context" from a blind-spot
 # description of f3, each cell predicted from the cells two away (hfr.decoder.ContextInput).
 # That needs a stride-16 map of 4x4 or more: new models get "context" from CONTEXT_MIN_INPUT px

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from hfr.config import (
+    AUTO_POSITION_WEIGHT,
     AUTO_RESIZE,
     DEFAULT_ENCODER,
     DEFAULT_INPUT_SIZE,
@@ -30,8 +31,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelSettings:
     """What a new model is built from (the encoder and how its maps are made); the fields are
-    keywords of :meth:`HFRConfig.build <hfr.config.HFRConfig.build>`, and ``resize="auto"``
-    is decided by :func:`train_category` from the training images."""
+    keywords of :meth:`HFRConfig.build <hfr.config.HFRConfig.build>`; ``resize="auto"`` and
+    ``position_weight="auto"`` are decided by :func:`train_category` from the training
+    images."""
 
     encoder: str = DEFAULT_ENCODER
     encoder_weights: str | None = None
@@ -40,7 +42,7 @@ class ModelSettings:
     sigma: float | None = None  # HFRConfig.build's default: 2 with the context decoder, else 4
     scoring: str = DEFAULT_SCORING
     level_weights: tuple[float, float, float] | None = None  # None: the scoring preset's
-    position_weight: float = 0.0  # the per-position term (hfr.position); 0: off
+    position_weight: float | str = 0.0  # the per-position term; "auto": hfr.position.auto_weight
     decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
     resize: str = AUTO_RESIZE  # from the training images' aspects (hfr.preprocessing.fitted_resize)
 
@@ -74,6 +76,9 @@ def train_category(
     if settings.resize == AUTO_RESIZE:
         settings = replace(settings, resize=fitted_resize(dataset.train))
         logger.info("images fitted to the input by %s", settings.resize)
+    auto_position_weight = settings.position_weight == AUTO_POSITION_WEIGHT
+    if auto_position_weight:  # chosen by fit from the training images' features
+        settings = replace(settings, position_weight=0.0)
     options = options or RunOptions()
     torch.manual_seed(options.training.seed)  # the decoder's initialisation
     device = auto_device(options.device)
@@ -86,6 +91,7 @@ def train_category(
         checkpoint_dir=f"{output}-checkpoints",
         progress=options.progress,
         on_progress=options.on_progress,
+        auto_position_weight=auto_position_weight,
     )
     training = {
         **model.config.training,

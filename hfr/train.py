@@ -25,7 +25,13 @@ from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
 from hfr.model import HFR
-from hfr.position import POSITION_LEVEL, FeatureMoments, PositionStatistics, alignment_hint
+from hfr.position import (
+    POSITION_LEVEL,
+    FeatureMoments,
+    PositionStatistics,
+    alignment_hint,
+    auto_weight,
+)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 logger = logging.getLogger(__name__)
@@ -83,9 +89,13 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     on_progress: ProgressCallback | None = None,
+    auto_position_weight: bool = False,
 ) -> TrainResult:
     """Train ``model.decoder`` on normal ``images`` and set ``model.calibration`` (and
     ``model.position``, the per-position statistics, when the scoring weighs them).
+
+    With ``auto_position_weight``, the scoring's ``position_weight`` is replaced by the one
+    :func:`hfr.position.auto_weight` chooses from the training images' features.
 
     ``on_progress`` is called with a :class:`TrainingProgress` at the start of each stage, after
     each batch of feature extraction and calibration and after each epoch; an exception it raises
@@ -158,13 +168,19 @@ def fit(
     started = time.perf_counter()
     model.eval()
     position_weight = model.config.scoring.position_weight
-    moments = share = None  # from the cache, or by one more pass when the term needs them
-    if cache is not None or position_weight > 0:
+    moments = share = None  # from the cache, or by one more pass when the term may need them
+    if cache is not None or position_weight > 0 or auto_position_weight:
         moments = _feature_moments(model, train_images, cache, config.batch_size, progress, report)
         share = round(moments.position_share(), 4)
-        hint = alignment_hint(share, position_weight)
-        if hint:
-            logger.info("%s (--position-weight; README, 'Aligned parts')", hint)
+        if auto_position_weight:
+            position_weight, reason = auto_weight(share, len(train_images))
+            scoring = replace(model.config.scoring, position_weight=position_weight)
+            model.config = model.config.replace(scoring=scoring)
+            logger.info("%s: per-position term %s", reason, "on" if position_weight else "off")
+        else:
+            hint = alignment_hint(share, position_weight, len(train_images))
+            if hint:
+                logger.info("%s (README, 'Aligned parts')", hint)
     model.position = PositionStatistics.from_moments(moments) if position_weight > 0 else None
     scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started
@@ -176,6 +192,7 @@ def fit(
             "num_train_images": result.num_train_images,
             "num_calibration_images": result.num_calibration_images,
             "position_share": share,
+            "auto_position_weight": auto_position_weight,
         },
     )
     logger.info("calibrated on %d held-out normal images", len(calibration_images))

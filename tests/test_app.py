@@ -431,13 +431,13 @@ def _normal_pngs(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 def _train(
-    client: Client, paths: list[Path], name: str, epochs: int, *, aligned: bool = False, **tests
+    client: Client, paths: list[Path], name: str, epochs: int, *, position: str = "off", **tests
 ):
     files = [handle_file(str(p)) for p in paths]
     good = [handle_file(str(p)) for p in tests.get("good", [])]
     defective = [handle_file(str(p)) for p in tests.get("defective", [])]
     return client.submit(
-        files, name, MOBILENET, epochs, aligned, good, defective, api_name="/train"
+        files, name, MOBILENET, epochs, position, good, defective, api_name="/train"
     )
 
 
@@ -458,7 +458,7 @@ def test_training_endpoint_gives_a_model_its_zip_and_a_push(
     odd_pixels[30:60, 30:60] = (250, 20, 250)
     Image.fromarray(odd_pixels).save(odd)
     job = _train(
-        client, normal, "Synthetic Part", 20, aligned=True, good=normal[:3], defective=[odd]
+        client, normal, "Synthetic Part", 20, position="on", good=normal[:3], defective=[odd]
     )
     descriptions = []
     while not job.done():
@@ -478,7 +478,7 @@ def test_training_endpoint_gives_a_model_its_zip_and_a_push(
     with zipfile.ZipFile(archive) as bundle:
         bundle.extractall(tmp_path / "unzipped")
     model = HFR.from_pretrained(tmp_path / "unzipped" / "hfr-synthetic-part")
-    assert model.config.scoring.position_weight == 1.0 and model.position is not None  # aligned
+    assert model.config.scoring.position_weight == 1.0 and model.position is not None  # "on"
     _, table, _, _, _ = analyze(client, [odd], model=choice["value"])
     assert table["data"][0][2] == pytest.approx(model.predict(odd)[0].score, abs=1e-4)
 
@@ -548,6 +548,10 @@ def test_train_tab_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Pa
             )
             chooser.send_keys("\n".join(str(p) for p in sorted((tests / folder).glob("*.png"))[:5]))
             wait.until(lambda d, e=element: d.find_element(By.ID, e).text.count(".png") == 5)
+        driver.execute_script(
+            "arguments[0].click()",
+            driver.find_element(By.CSS_SELECTOR, "#train-position input[value='auto']"),
+        )
         epochs = driver.find_element(By.CSS_SELECTOR, "#train-epochs input[type=number]")
         epochs.clear()
         epochs.send_keys("30")
@@ -563,7 +567,8 @@ def test_train_tab_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Pa
         epochs_seen = {int(text.split()[1].split("/")[0]) for text in seen}
         assert len(epochs_seen) >= 3 and max(epochs_seen) > min(epochs_seen), seen
         assert "Image AUROC on your test images" in _text(driver, "train-status")
-        assert "the parts look aligned" in _text(driver, "train-status")  # bottles from above
+        status = _text(driver, "train-status")  # bottles from above, but only 15 to train on
+        assert "Per-position statistics off" in status and "too noisy" in status
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#histogram canvas, #histogram svg"))
         if os.environ.get("HFR_SCREENSHOT_TRAIN"):
             driver.set_window_size(1400, 1500)

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import synthetic_images, tiny_model
@@ -15,8 +16,17 @@ from safetensors.torch import load_file, save_file
 from hfr import HFR, anomaly
 from hfr.cards import scoring_text
 from hfr.config import Scoring
+from hfr.data import AnomalyDataset
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
-from hfr.position import VARIANCE_FLOOR, FeatureMoments, PositionStatistics, alignment_hint
+from hfr.pipeline import ModelSettings, RunOptions, train_category
+from hfr.position import (
+    MIN_ALIGNED_IMAGES,
+    VARIANCE_FLOOR,
+    FeatureMoments,
+    PositionStatistics,
+    alignment_hint,
+    auto_weight,
+)
 from hfr.train import TrainConfig, fit, split_for_calibration
 
 IMAGES = synthetic_images(12, seed=4)
@@ -168,10 +178,12 @@ def test_command_line_position_weight_reaches_the_model() -> None:
     parser = build_parser()
     base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
     assert model_settings(parser.parse_args(base)).position_weight == 0.0
+    auto = model_settings(parser.parse_args([*base, "--position-weight", "auto"]))
+    assert auto.position_weight == "auto"
     settings = model_settings(parser.parse_args([*base, "--position-weight", "1"]))
     values = {**vars(settings), "encoder_weights": "random", "input_size": 64, "resize": "stretch"}
     assert HFR(**values).config.scoring.position_weight == 1.0
-    for bad in ("-1", "inf", "nan", "one"):
+    for bad in ("-1", "inf", "nan", "one", "Auto"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--position-weight", bad])
 
@@ -185,12 +197,55 @@ def test_position_share_tells_aligned_features_from_ones_placed_at_random() -> N
     assert aligned > 0.9 and abs(anywhere) < 0.05
 
 
-def test_alignment_hint_speaks_only_when_images_and_weight_disagree() -> None:
-    assert "look aligned" in alignment_hint(0.88, 0.0)
-    assert "do not look aligned" in alignment_hint(0.15, 1.0)
-    assert alignment_hint(0.88, 1.0) is None and alignment_hint(0.15, 0.0) is None
-    assert alignment_hint(0.6, 0.0) is None  # centred digits: the term lost on MNIST
-    assert "do not look aligned" in alignment_hint(0.6, 1.0)
+def test_auto_weight_needs_aligned_parts_and_enough_images() -> None:
+    assert auto_weight(0.88, 188)[0] == 1.0  # bottles from above
+    assert auto_weight(0.8, MIN_ALIGNED_IMAGES)[0] == 1.0
+    weight, reason = auto_weight(0.88, MIN_ALIGNED_IMAGES - 1)
+    assert weight == 0.0 and "too noisy" in reason
+    weight, reason = auto_weight(0.6, 1000)  # centred digits: the term lost on MNIST
+    assert weight == 0.0 and "do not look aligned" in reason
+
+
+def test_alignment_hint_speaks_only_when_the_weight_and_the_auto_choice_disagree() -> None:
+    assert "look aligned, and the per-position term may help" in alignment_hint(0.88, 0.0, 188)
+    assert "do not look aligned" in alignment_hint(0.15, 1.0, 288)
+    assert "too noisy" in alignment_hint(0.88, 1.0, 19)
+    assert alignment_hint(0.88, 1.0, 188) is None and alignment_hint(0.15, 0.0, 288) is None
+    assert alignment_hint(0.88, 0.0, 19) is None
+
+
+def _shifted(images: list, seed: int) -> list:
+    """The same images, each rolled by a random offset: parts placed anywhere."""
+    rng = np.random.default_rng(seed)
+    return [np.roll(image, tuple(rng.integers(0, 48, 2)), axis=(0, 1)) for image in images]
+
+
+@pytest.mark.parametrize(
+    ("count", "shifted", "weight"),
+    [(50, False, 1.0), (50, True, 0.0), (20, False, 0.0)],
+    ids=["aligned", "placed-anywhere", "too-few"],
+)
+def test_auto_weight_is_chosen_from_the_training_images(
+    tmp_path: Path, count: int, shifted: bool, weight: float
+) -> None:
+    images = synthetic_images(count, seed=5)  # a gradient across every image: aligned
+    images = _shifted(images, 0) if shifted else images
+    settings = ModelSettings(
+        encoder="resnet18", encoder_weights="random", input_size=64, position_weight="auto"
+    )
+    options = RunOptions(training=TrainConfig(epochs=1, batch_size=8), progress=False)
+    dataset = AnomalyDataset("custom", "part", images, [])
+    model, _ = train_category(dataset, tmp_path / "m", settings=settings, options=options)
+    share = model.config.training["position_share"]
+    expected, _ = auto_weight(share, model.config.training["num_train_images"])
+    assert expected == weight, share  # the images are what the case says
+    loaded = HFR.from_pretrained(tmp_path / "m")
+    assert loaded.config.scoring.position_weight == weight
+    assert (loaded.position is not None) == (weight > 0)
+    assert loaded.config.training["auto_position_weight"] is True
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "chosen from the training images (`--position-weight auto`" in card
+    assert f"the per-position term is {'on' if weight else 'off'}" in card
 
 
 def test_training_records_the_position_share_and_the_card_shows_it(

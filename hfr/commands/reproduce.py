@@ -102,6 +102,7 @@ def run_one(
         "level_weights": list(model.config.scoring.level_weights),
         "position_weight": model.config.scoring.position_weight,
         "position_share": model.config.training.get("position_share"),
+        "auto_position_weight": model.config.training.get("auto_position_weight"),
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
         "hard_weight": args.hard_weight,
