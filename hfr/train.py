@@ -180,7 +180,7 @@ def fit(
         else:
             hint = alignment_hint(share, position_weight, len(train_images))
             if hint:
-                logger.info("%s (README, 'Aligned parts')", hint)
+                logger.info("%s (--position-weight; README, 'Aligned parts')", hint)
     model.position = PositionStatistics.from_moments(moments) if position_weight > 0 else None
     scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started
