@@ -108,7 +108,14 @@ def position_weight_or_auto(text: str) -> float | str:
         >>> position_weight_or_auto("auto"), position_weight_or_auto("0")
         ('auto', 0.0)
     """
-    return AUTO_POSITION_WEIGHT if text == AUTO_POSITION_WEIGHT else position_weight(text)
+    if text == AUTO_POSITION_WEIGHT:
+        return AUTO_POSITION_WEIGHT
+    try:
+        return position_weight(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a number >= 0, e.g. 1: {text!r}"
+        ) from None
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -172,7 +173,7 @@ def test_configs_without_the_position_keys_load_without_the_term() -> None:
 
 
 def test_command_line_position_weight_reaches_the_model() -> None:
-    from hfr.cli import build_parser
+    from hfr.cli import build_parser, position_weight_or_auto
     from hfr.commands.common import model_settings
 
     parser = build_parser()
@@ -186,6 +187,8 @@ def test_command_line_position_weight_reaches_the_model() -> None:
     for bad in ("-1", "inf", "nan", "one", "Auto"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--position-weight", bad])
+    with pytest.raises(argparse.ArgumentTypeError, match="expected auto or a number >= 0"):
+        position_weight_or_auto("Auto")
 
 
 def test_position_share_tells_aligned_features_from_ones_placed_at_random() -> None:
