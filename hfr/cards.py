@@ -87,6 +87,12 @@ def scoring_text(scoring: Scoring) -> str:
             f", plus {scoring.position_weight:g} x the distance of each stride-8 feature from the "
             f"normal ones at its position, divided by its normal mean{scale}"
         )
+    if scoring.memory_weight > 0:
+        scale = "" if scoring.memory_scale is None else f" ({scoring.memory_scale:.4f})"
+        levels += (
+            f", plus {scoring.memory_weight:g} x the distance of each stride-16 patch to the "
+            f"nearest normal training patch, divided by its normal mean{scale}"
+        )
     if scoring.image_score == "top_k_mean":
         score = f"the mean of the highest {100 * scoring.top_k_fraction:g} % of the map's pixels"
     else:

@@ -86,7 +86,7 @@ def level_weights(text: str) -> tuple[float, float, float]:
 
 
 def position_weight(text: str) -> float:
-    """A weight of the per-position term: a number >= 0 (0: off).
+    """A weight of an added term (per-position, patch memory): a number >= 0 (0: off).
 
     Example:
         >>> position_weight("1")
@@ -197,6 +197,14 @@ def add_model_arguments(
         "position; 0 (default) is off, 1 measured best on aligned bottles; auto: 1 when "
         "position explains at least 80 %% of the training images' feature variance and there "
         "are 40 or more of them, else 0",
+    )
+    group.add_argument(
+        "--memory-weight",
+        type=position_weight,
+        default=0.0,
+        metavar="W",
+        help="add W x the distance of each stride-16 patch to the nearest normal training "
+        "patch (a 1 %% coreset of them); 0 (default) is off",
     )
     group.add_argument(
         "--decoder",
@@ -424,6 +432,13 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         metavar="W",
         help="time the per-position term too (statistics of random images); 0 (default) is off",
+    )
+    parser.add_argument(
+        "--memory-weight",
+        type=position_weight,
+        default=0.0,
+        metavar="W",
+        help="time the patch memory too (random vectors, as many as bottle's); 0 (default) is off",
     )
     parser.add_argument("--output", required=True, help="JSON list of records")
     parser.add_argument("--markdown", help="also write a markdown table with command and machine")

@@ -188,9 +188,14 @@ PAPER_LEVEL_WEIGHTS = (1.0, 1.0, 1.0)
 # (docs/results/level_weights): screw image AUROC +0.008 to +0.012, pixel AUROC +0.001 to
 # +0.002; bottle AUPRO -0.003.
 HFR_LEVEL_WEIGHTS = (0.5, 1.0, 1.0)
-# Keys a config may lack (level_weights since 0.8, the position keys since 0.9): written
-# before the field existed, they load with its default.
-_SCORING_KEYS_ADDED = frozenset({"level_weights", "position_weight", "position_scale"})
+# Keys a config may lack (level_weights since 0.8, the position keys since 0.9, the memory
+# keys since 0.10): written before the field existed, they load with its default.
+_SCORING_KEYS_ADDED = frozenset(
+    {"level_weights", "position_weight", "position_scale", "memory_weight", "memory_scale"}
+)
+# The terms added to the residual levels: each has a weight (0: off) and a scale, its mean on
+# held-out normal images, measured by calibration.
+_EXTRA_TERMS = ("position", "memory")
 
 
 @dataclass(frozen=True)
@@ -207,7 +212,9 @@ class Scoring:
     ``position_weight`` (0: off, every model before 0.9) adds a term for parts that sit in the
     same place in every image: the distance of each stride-8 feature from the normal ones at
     its position (:mod:`hfr.position`), divided by its mean on held-out normal images
-    (``position_scale``, set by calibration) and multiplied by the weight.
+    (``position_scale``, set by calibration) and multiplied by the weight. ``memory_weight``
+    (0: off, every model before 0.10) adds in the same way the distance of each stride-16
+    patch to the nearest normal training patch (:mod:`hfr.memory`, ``memory_scale``).
 
     Example:
         >>> Scoring.preset("paper") == Scoring()
@@ -223,6 +230,8 @@ class Scoring:
     level_weights: tuple[float, float, float] = PAPER_LEVEL_WEIGHTS
     position_weight: float = 0.0
     position_scale: float | None = None
+    memory_weight: float = 0.0
+    memory_scale: float | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -269,22 +278,23 @@ class Scoring:
         )
         object.__setattr__(self, "level_weights", tuple(float(v) for v in weights))
         object.__setattr__(self, "top_k_fraction", float(self.top_k_fraction))
-        _check(
-            _is_number(self.position_weight) and self.position_weight >= 0,
-            "scoring.position_weight",
-            "a number >= 0",
-            self.position_weight,
-        )
-        object.__setattr__(self, "position_weight", float(self.position_weight))
-        _check(
-            self.position_scale is None
-            or (_is_number(self.position_scale) and self.position_scale > 0),
-            "scoring.position_scale",
-            "null or a number above 0",
-            self.position_scale,
-        )
-        if self.position_scale is not None:
-            object.__setattr__(self, "position_scale", float(self.position_scale))
+        for term in _EXTRA_TERMS:
+            weight, scale = getattr(self, f"{term}_weight"), getattr(self, f"{term}_scale")
+            _check(
+                _is_number(weight) and weight >= 0,
+                f"scoring.{term}_weight",
+                "a number >= 0",
+                weight,
+            )
+            object.__setattr__(self, f"{term}_weight", float(weight))
+            _check(
+                scale is None or (_is_number(scale) and scale > 0),
+                f"scoring.{term}_scale",
+                "null or a number above 0",
+                scale,
+            )
+            if scale is not None:
+                object.__setattr__(self, f"{term}_scale", float(scale))
 
     @classmethod
     def preset(cls, name: str) -> Scoring:
@@ -303,15 +313,10 @@ class Scoring:
         """Whether calibration must still measure ``level_scales``."""
         return self.level_scaling != "none" and self.level_scales is None
 
-    @property
-    def needs_position_scale(self) -> bool:
-        """Whether calibration must still measure ``position_scale``."""
-        return self.position_weight > 0 and self.position_scale is None
-
     @classmethod
     def from_dict(cls, values: object) -> Scoring:
         """Build from ``config.json`` values; a key added after the config was written (see
-        ``_SCORING_KEYS_ADDED``) takes its default: equal level weights, no position term."""
+        ``_SCORING_KEYS_ADDED``) takes its default: equal level weights, no added terms."""
         _check(isinstance(values, Mapping), "scoring", "a JSON object", values)
         names = {f.name for f in fields(cls)}
         _check(
@@ -414,6 +419,7 @@ class HFRConfig:
         scoring: Scoring | str = DEFAULT_SCORING,
         level_weights: Sequence[float] | None = None,
         position_weight: float = 0.0,
+        memory_weight: float = 0.0,
         decoder: str | None = None,
         resize: str = "stretch",
         sigma: float | None = None,
@@ -422,7 +428,8 @@ class HFRConfig:
         """A config for a new model: preprocessing defaults to timm's for ``encoder`` with
         ``resize`` (see ``RESIZE_MODES``), scoring to the ``"hfr"`` preset
         (``scoring="paper"`` for the paper's) with its level weights unless ``level_weights``
-        are given and the per-position term weighted ``position_weight`` (0: off), the decoder
+        are given, the per-position term weighted ``position_weight`` and the patch memory
+        ``memory_weight`` (0: off), the decoder
         to ``"context"`` from
         ``CONTEXT_MIN_INPUT`` px a side on and ``"paper"`` below, and ``sigma`` to
         ``CONTEXT_SIGMA`` with the context decoder and the paper's ``DEFAULT_SIGMA`` with its."""
@@ -438,8 +445,8 @@ class HFRConfig:
             scoring = Scoring.preset(scoring)
         if level_weights is not None:
             scoring = replace(scoring, level_weights=tuple(level_weights))
-        if position_weight:
-            scoring = replace(scoring, position_weight=position_weight)
+        if position_weight or memory_weight:
+            scoring = replace(scoring, position_weight=position_weight, memory_weight=memory_weight)
         return cls(
             encoder=encoder,
             decoder=decoder,

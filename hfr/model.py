@@ -1,10 +1,10 @@
 """``HFR``: the frozen encoder and the decoder as one module, batched prediction, and the Hub
-mixin hooks (safetensors of the decoder and any per-position statistics, never the encoder;
-strict and pickle-free loading)."""
+mixin hooks (safetensors of the decoder and any per-position statistics or patch memory,
+never the encoder; strict and pickle-free loading)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,10 @@ from hfr.decoder import HierarchicalDecoder
 from hfr.encoder import build_encoder
 from hfr.errors import ConfigError, EncoderWeightsError, HFRError, ModelFormatError
 from hfr.images import ImageInput, load_rgb, read_image
-from hfr.position import POSITION_LEVEL, STATE_PREFIX, PositionStatistics
+from hfr.memory import STATE_PREFIX as MEMORY_PREFIX
+from hfr.memory import PatchMemory
+from hfr.position import POSITION_LEVEL, PositionStatistics
+from hfr.position import STATE_PREFIX as POSITION_PREFIX
 from hfr.postprocess import Prediction, check_threshold, to_predictions
 from hfr.preprocessing import content_box, to_batch
 
@@ -53,7 +56,9 @@ class HFR(
     each level by its mean on normal images first, weigh the stride-4 level half, and score the
     mean of the map's top 1 % (``config.scoring``, :class:`~hfr.config.Scoring`). For parts
     that sit in the same place in every image, ``position_weight=1`` adds the distance of each
-    stride-8 feature from the normal ones at its position (:mod:`hfr.position`).
+    stride-8 feature from the normal ones at its position (:mod:`hfr.position`);
+    ``memory_weight=1`` the distance of each stride-16 patch to the nearest normal training
+    patch (:mod:`hfr.memory`).
 
     Args:
         config: an :class:`~hfr.config.HFRConfig`; or leave it out and pass its fields as
@@ -91,6 +96,7 @@ class HFR(
         )
         # Set by training (or loaded with the weights) when the scoring uses them.
         self.position: PositionStatistics | None = None
+        self.memory: PatchMemory | None = None
         self.eval()
 
     @property
@@ -137,39 +143,47 @@ class HFR(
         features, reconstructions = self.reconstruct(images)
         residuals = anomaly.residual_maps(features, reconstructions)
         size = tuple(images.shape[-2:])
-        maps, scores = self.score_residuals(residuals, size, self.position_map(features))
+        maps, scores = self.score_residuals(residuals, size, self.term_maps(features))
         return anomaly.AnomalyOutput(maps, scores, residuals)
 
-    def position_map(self, features: list[torch.Tensor]) -> torch.Tensor | None:
-        """The per-position term's ``(B, H/8, W/8)`` map before scaling (:mod:`hfr.position`),
-        or ``None`` when the scoring does not use it."""
-        weight = self.config.scoring.position_weight
-        if weight == 0:
-            return None
-        if self.position is None:
-            raise ConfigError(
-                f"scoring.position_weight is {weight:g} but this model has no per-position "
-                "statistics: train it with that weight (--position-weight), or set it to 0"
-            )
-        return self.position(features[POSITION_LEVEL])
+    def term_maps(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The maps of the terms the scoring weighs, before scaling: ``"position"``
+        (:mod:`hfr.position`, ``(B, H/8, W/8)``) and ``"memory"`` (:mod:`hfr.memory`,
+        ``(B, H/16, W/16)``)."""
+        scoring, maps = self.config.scoring, {}
+        for term, module, label in (
+            ("position", self.position, "per-position statistics"),
+            ("memory", self.memory, "patch memory"),
+        ):
+            weight = getattr(scoring, f"{term}_weight")
+            if weight == 0:
+                continue
+            if module is None:
+                raise ConfigError(
+                    f"scoring.{term}_weight is {weight:g} but this model has no {label}: train "
+                    f"it with that weight (--{term}-weight), or set it to 0"
+                )
+            maps[term] = module(features[POSITION_LEVEL] if term == "position" else features)
+        return maps
 
     def score_residuals(
         self,
         residuals: list[torch.Tensor],
         size: tuple[int, int],
-        position: torch.Tensor | None = None,
+        terms: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps at ``size`` and image scores from the three residual levels, as
-        ``config.scoring`` says (level scales and weights, the per-position term ``position``
-        when it weighs, then the image score)."""
+        ``config.scoring`` says (level scales and weights, the ``terms`` of :meth:`term_maps`
+        each divided by its scale and multiplied by its weight, then the image score)."""
         scoring = self.config.scoring
         levels = anomaly.weigh_levels(
             residuals, scales=scoring.level_scales, weights=scoring.level_weights
         )
-        if position is not None:
-            if scoring.position_scale is None:
-                raise ConfigError("scoring.position_scale is not set: calibrate the model first")
-            levels.append(position * (scoring.position_weight / scoring.position_scale))
+        for term, values in (terms or {}).items():
+            scale = getattr(scoring, f"{term}_scale")
+            if scale is None:
+                raise ConfigError(f"scoring.{term}_scale is not set: calibrate the model first")
+            levels.append(values * (getattr(scoring, f"{term}_weight") / scale))
         maps = anomaly.anomaly_map(levels, size, self.config.sigma)
         return maps, anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction)
 
@@ -243,8 +257,9 @@ class HFR(
 
     def _save_pretrained(self, save_directory: Path) -> None:
         state = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
-        if self.position is not None:
-            state.update(self.position.state())
+        for module in (self.position, self.memory):
+            if module is not None:
+                state.update(module.state())
         state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         save_file(state, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt"})
         write_config(self.config, save_directory / CONFIG_FILE)
@@ -291,22 +306,29 @@ class HFR(
 
     def load_decoder_weights(self, path: str | Path) -> None:
         """Load ``model.safetensors`` strictly: the decoder's names, shapes, dtypes and values,
-        and the per-position statistics, required when the scoring weighs them."""
+        and the per-position statistics and patch memory, each required when the scoring
+        weighs it."""
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as error:
             raise ModelFormatError(f"{path} is not a readable safetensors file: {error}") from error
-        position = {k: state.pop(k) for k in list(state) if k.startswith(STATE_PREFIX)}
-        if position:
-            try:
-                statistics = PositionStatistics.from_state(position, self.encoder.channels[1])
-            except ModelFormatError as error:
-                raise ModelFormatError(f"{path}: {error}") from error
-        elif self.config.scoring.position_weight > 0:
-            raise ModelFormatError(
-                f"{path} holds no per-position statistics, but config.json weighs them "
-                f"(scoring.position_weight {self.config.scoring.position_weight:g})"
-            )
+        channels = self.encoder.channels
+        position = _term_from_state(
+            path,
+            state,
+            POSITION_PREFIX,
+            "per-position statistics",
+            self.config.scoring.position_weight,
+            lambda tensors: PositionStatistics.from_state(tensors, channels[1]),
+        )
+        memory = _term_from_state(
+            path,
+            state,
+            MEMORY_PREFIX,
+            "patch memory",
+            self.config.scoring.memory_weight,
+            lambda tensors: PatchMemory.from_state(tensors, channels[1] + channels[2]),
+        )
         expected = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -325,7 +347,32 @@ class HFR(
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise ModelFormatError(f"{path}: {key} holds NaN or infinite values")
         self.decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in state.items()})
-        self.position = statistics.to(self.device) if position else None
+        self.position = None if position is None else position.to(self.device)
+        self.memory = None if memory is None else memory.to(self.device)
+
+
+def _term_from_state(
+    path: str | Path,
+    state: dict[str, torch.Tensor],
+    prefix: str,
+    label: str,
+    weight: float,
+    build: Callable[[dict[str, torch.Tensor]], nn.Module],
+) -> nn.Module | None:
+    """Take the ``prefix`` tensors out of ``state`` and ``build`` the term from them, checked;
+    ``None`` when there are none, which a ``weight`` above 0 refuses."""
+    tensors = {k: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    if not tensors:
+        if weight > 0:
+            raise ModelFormatError(
+                f"{path} holds no {label}, but config.json weighs it "
+                f"(scoring.{prefix.rstrip('.')}_weight {weight:g})"
+            )
+        return None
+    try:
+        return build(tensors)
+    except ModelFormatError as error:
+        raise ModelFormatError(f"{path}: {error}") from error
 
 
 def _is_single_image(images: Any) -> bool:

@@ -24,6 +24,7 @@ from hfr.calibration import Calibration
 from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
+from hfr.memory import PatchMemory, patch_vectors
 from hfr.model import HFR
 from hfr.position import (
     POSITION_LEVEL,
@@ -170,7 +171,8 @@ def fit(
     position_weight = model.config.scoring.position_weight
     moments = share = None  # from the cache, or by one more pass when the term may need them
     if cache is not None or position_weight > 0 or auto_position_weight:
-        moments = _feature_moments(model, train_images, cache, config.batch_size, progress, report)
+        batches = _feature_batches(model, train_images, cache, config.batch_size, progress, report)
+        moments = FeatureMoments.of(levels[POSITION_LEVEL] for levels in batches)
         share = round(moments.position_share(), 4)
         if auto_position_weight:
             position_weight, reason = auto_weight(share, len(train_images))
@@ -182,6 +184,11 @@ def fit(
             if hint:
                 logger.info("%s (--position-weight; README, 'Aligned parts')", hint)
     model.position = PositionStatistics.from_moments(moments) if position_weight > 0 else None
+    model.memory = None
+    if model.config.scoring.memory_weight > 0:
+        batches = _feature_batches(model, train_images, cache, config.batch_size, progress, report)
+        model.memory = PatchMemory.from_vectors(patch_vectors(levels) for levels in batches)
+        logger.info("patch memory: %d of the training patches", len(model.memory.bank))
     scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started
     model.config = model.config.replace(
@@ -251,26 +258,24 @@ def _encode_all(
     return [torch.cat(level) for level in levels]
 
 
-def _feature_moments(
+def _feature_batches(
     model: HFR,
     images: Sequence[ImageInput],
     cache: list[torch.Tensor] | None,
     batch_size: int,
     progress: bool,
     report: ProgressCallback,
-) -> FeatureMoments:
-    """Moments of the training images' stride-8 features at each position: from the feature
-    cache, or from one more encoder pass without it."""
+) -> Iterator[list[torch.Tensor]]:
+    """The training images' features ``[f1, f2, f3]`` batch by batch: from the feature cache,
+    or from one more encoder pass without it."""
     if cache is not None:
-        return FeatureMoments.of(cache[POSITION_LEVEL].split(batch_size))
-
-    def features() -> Iterator[torch.Tensor]:
-        for chunk in _batches(images, batch_size, "position statistics", progress, report):
-            with torch.inference_mode():
-                levels = model.encode(model.preprocess(chunk))
-            yield levels[POSITION_LEVEL]
-
-    return FeatureMoments.of(features())
+        yield from (
+            list(levels) for levels in zip(*(f.split(batch_size) for f in cache), strict=True)
+        )
+        return
+    for chunk in _batches(images, batch_size, "training statistics", progress, report):
+        with torch.inference_mode():
+            yield model.encode(model.preprocess(chunk))
 
 
 @torch.inference_mode()
@@ -284,27 +289,28 @@ def _calibration_scores(
     """Image scores of held-out normal ``images`` at the network's input size, in one pass.
 
     When the scoring scales levels by their normal means and has none yet, the means of these
-    residuals are measured first and saved in ``model.config.scoring``; so is the mean of the
-    per-position term when it weighs and has no scale yet.
+    residuals are measured first and saved in ``model.config.scoring``; so is the mean of each
+    added term (per-position, patch memory) that weighs and has no scale yet.
     """
-    residuals, positions = [], []
+    residuals, terms = [], []
     for chunk in _batches(images, batch_size, "calibration", progress, report):
         features, reconstructions = model.reconstruct(model.preprocess(chunk))
         residuals.append(anomaly.residual_maps(features, reconstructions))
-        positions.append(model.position_map(features))
+        terms.append(model.term_maps(features))
     scoring = model.config.scoring
     if scoring.needs_level_scales:
         means = [torch.cat([batch[k] for batch in residuals]).double().mean() for k in range(3)]
         scoring = replace(scoring, level_scales=tuple(max(float(m), 1e-6) for m in means))
-    if scoring.needs_position_scale:
-        mean = float(torch.cat(positions).double().mean())
-        scoring = replace(scoring, position_scale=max(mean, 1e-6))
+    for term in terms[0]:
+        if getattr(scoring, f"{term}_scale") is None:
+            mean = float(torch.cat([batch[term] for batch in terms]).double().mean())
+            scoring = replace(scoring, **{f"{term}_scale": max(mean, 1e-6)})
     model.config = model.config.replace(scoring=scoring)
     size = model.config.preprocessing.input_size
     return np.concatenate(
         [
-            model.score_residuals(batch, size, position)[1].float().cpu().numpy()
-            for batch, position in zip(residuals, positions, strict=True)
+            model.score_residuals(batch, size, batch_terms)[1].float().cpu().numpy()
+            for batch, batch_terms in zip(residuals, terms, strict=True)
         ]
     )
 

@@ -9,11 +9,14 @@ python scripts/sigma_study.py --model MNIST_MODEL_DIR --data ../shared/datasets/
     --protocol mnist --category 8 --sigmas 4 --level-weights "1,1,1;0.5,1,1" --output 8.json
 python scripts/sigma_study.py --model POSITION_MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category bottle --sigmas 2 --position-weights 0,0.5,1,2,4 --output bottle_position.json
+python scripts/sigma_study.py --model MEMORY_MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category screw --sigmas 2 --memory-weights 0,0.5,1,2 --output screw_memory.json
 
-Training never sees sigma, the level weights or the position weight (the loss, the level
-scales and the position statistics and scale come from the features and residuals), so one
-model rescored with each setting is what a model trained with that setting would score. A
-position weight above 0 needs a model trained with one (it holds the statistics). Reports
+Training never sees sigma, the level weights or the weights of the added terms (the loss, the
+level scales, the position statistics, the patch memory and the terms' scales come from the
+features and residuals), so one model rescored with each setting is what a model trained with
+that setting would score. A position or memory weight above 0 needs a model trained with one
+(it holds the statistics or the memory). Reports
 image AUROC, and with masks pixel AUROC and AUPRO, per setting; thresholds, which calibration
 sets from the scores, are left out.
 """
@@ -57,6 +60,9 @@ def main() -> None:
     parser.add_argument(
         "--position-weights", default=None, help="comma-separated (default: the model's)"
     )
+    parser.add_argument(
+        "--memory-weights", default=None, help="comma-separated (default: the model's)"
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     model = HFR.from_pretrained(args.model)
@@ -67,19 +73,25 @@ def main() -> None:
         if args.level_weights is None
         else [level_weights(text) for text in args.level_weights.split(";")]
     )
-    position_options = (
-        [trained.scoring.position_weight]
-        if args.position_weights is None
-        else [position_weight(text) for text in args.position_weights.split(",")]
-    )
+    position_options = _term_weights(args.position_weights, trained.scoring.position_weight)
+    memory_options = _term_weights(args.memory_weights, trained.scoring.memory_weight)
     sigmas = [float(value) for value in args.sigmas.split(",")]
     rows = []
-    for sigma, weights, position in itertools.product(sigmas, weight_options, position_options):
-        scoring = replace(trained.scoring, level_weights=weights, position_weight=position)
+    for sigma, weights, position, memory in itertools.product(
+        sigmas, weight_options, position_options, memory_options
+    ):
+        scoring = replace(
+            trained.scoring, level_weights=weights, position_weight=position, memory_weight=memory
+        )
         model.config = trained.replace(sigma=sigma, scoring=scoring)
         maps, _ = collect(model, dataset, progress=False)
         values = compute_metrics(maps)
-        row = {"sigma": sigma, "level_weights": list(weights), "position_weight": position}
+        row = {
+            "sigma": sigma,
+            "level_weights": list(weights),
+            "position_weight": position,
+            "memory_weight": memory,
+        }
         rows.append({**row, **{name: values[name] for name in METRICS if name in values}})
     record = {
         "model": args.model,
@@ -91,6 +103,11 @@ def main() -> None:
         "command": shlex.join(["python", *sys.argv]),
     }
     print(write_json(args.output, record), end="")
+
+
+def _term_weights(option: str | None, trained: float) -> list[float]:
+    """The comma-separated weights of an option, or the model's own when it is not given."""
+    return [trained] if option is None else [position_weight(text) for text in option.split(",")]
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(tmp_path: Path) -
         mask = np.zeros((48, 48), np.uint8)
         mask[10:20, 10:20] = 255
         Image.fromarray(mask).save(root / f"widget/ground_truth/dent/{index:03d}_mask.png")
-    model = tiny_model(position_weight=1.0)  # holds position statistics, so they can be rescored
+    model = tiny_model(position_weight=1.0, memory_weight=1.0)  # so both terms can be rescored
     fit(model, synthetic_images(12), TrainConfig(epochs=1, batch_size=4), progress=False)
     model.save_pretrained(tmp_path / "model")
     study, synthetic = tmp_path / "study.json", tmp_path / "synthetic.json"
@@ -133,18 +133,24 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(tmp_path: Path) -
     subprocess.run(
         [sys.executable, "scripts/sigma_study.py", "--model", tmp_path / "model", "--data", root,
          "--category", "widget", "--sigmas", "0,4", "--level-weights", "1,1,1;0,0,1",
-         "--position-weights", "0,1", "--output", sigmas],
+         "--position-weights", "0,1", "--memory-weights", "0,1", "--output", sigmas],
         cwd=ROOT, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     rows = json.loads(sigmas.read_text())["results"]
-    settings = [(row["sigma"], row["level_weights"], row["position_weight"]) for row in rows]
+    keys = ("sigma", "level_weights", "position_weight", "memory_weight")
+    settings = [tuple(row[key] for key in keys) for row in rows]
     assert settings == [
-        (s, w, p) for s in (0.0, 4.0) for w in ([1.0, 1.0, 1.0], [0.0, 0.0, 1.0]) for p in (0, 1)
+        (s, w, p, m)
+        for s in (0.0, 4.0)
+        for w in ([1.0, 1.0, 1.0], [0.0, 0.0, 1.0])
+        for p in (0, 1)
+        for m in (0, 1)
     ]
     assert all(0 <= row["pixel_auroc"] <= 1 and 0 <= row["aupro"] <= 1 for row in rows)
-    assert rows[0]["pixel_auroc"] != rows[4]["pixel_auroc"]  # rescored at another sigma
-    assert rows[0]["pixel_auroc"] != rows[2]["pixel_auroc"]  # ... with other level weights
-    assert rows[0]["pixel_auroc"] != rows[1]["pixel_auroc"]  # ... and with the position term
+    assert rows[0]["pixel_auroc"] != rows[8]["pixel_auroc"]  # rescored at another sigma
+    assert rows[0]["pixel_auroc"] != rows[4]["pixel_auroc"]  # ... with other level weights
+    assert rows[0]["pixel_auroc"] != rows[2]["pixel_auroc"]  # ... with the position term
+    assert rows[0]["pixel_auroc"] != rows[1]["pixel_auroc"]  # ... and with the patch memory
     variants = json.loads(study.read_text())["variants"]
     assert {(v["map"], v["score"]) for v in variants} >= {
         ("sum", "max"),

@@ -263,7 +263,7 @@ def test_training_records_the_position_share_and_the_card_shows_it(
     card = (tmp_path / "README.md").read_text()
     assert f"Position explains {100 * share:.0f} % of the variance" in card
     assert "the per-position term is on" in card
-    assert "and the mean and variance\nof the normal stride-8 features at each position" in card
+    assert ", the mean and variance\nof the normal stride-8 features at each position" in card
     plain = tiny_model()
     fit(plain, IMAGES, replace(CONFIG, cache_features=False), progress=False)
     assert plain.config.training["position_share"] is None  # no cache, no term: not measured

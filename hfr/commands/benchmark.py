@@ -4,7 +4,8 @@
         --output bench.json
 
 Random-init encoders (timing does not depend on the weight values); with ``--position-weight``,
-per-position statistics from two random images, for the same reason. Each encoder runs in its own
+per-position statistics from two random images, and with ``--memory-weight`` a memory of random
+vectors, for the same reason. Each encoder runs in its own
 process, so on CPU ``peak_memory_mb`` is that process's peak RSS (torch itself included); on CUDA
 it is torch's peak allocation. Training time per epoch uses cached features, as training does.
 """
@@ -24,6 +25,7 @@ import torch
 
 from hfr import anomaly
 from hfr.config import TrainConfig
+from hfr.memory import MEMORY_FRACTION, PatchMemory
 from hfr.model import HFR
 from hfr.outputs import write_json
 from hfr.position import POSITION_LEVEL, PositionStatistics
@@ -89,9 +91,12 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
         encoder_weights="random",
         input_size=args.image_size,
         position_weight=args.position_weight,
+        memory_weight=args.memory_weight,
     ).to(device)
     if args.position_weight > 0:
         add_random_position_statistics(model)
+    if args.memory_weight > 0:
+        add_random_patch_memory(model)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.compile:
@@ -106,6 +111,7 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
                 "channels_last": args.channels_last,
                 "compiled": args.compile,
                 "position_weight": args.position_weight,
+                "memory_weight": args.memory_weight,
                 "autocast": "bf16" if device.type == "cuda" else "off",
             }
         )
@@ -128,6 +134,17 @@ def add_random_position_statistics(model: HFR) -> None:
         features = model.encode(torch.randn(2, 3, *size, device=model.device))
     model.position = PositionStatistics.from_features([features[POSITION_LEVEL]])
     scoring = replace(model.config.scoring, position_scale=1.0)
+    model.config = model.config.replace(scoring=scoring)
+
+
+def add_random_patch_memory(model: HFR) -> None:
+    """A patch memory of random vectors, as many as a 1 % coreset of bottle's training
+    images keeps, and a scale of 1: what the term costs, not what it finds."""
+    height, width = model.config.preprocessing.input_size
+    channels = model.encoder.channels[1] + model.encoder.channels[2]
+    count = round(MEMORY_FRACTION * BOTTLE_TRAIN_IMAGES * (height // 16) * (width // 16))
+    model.memory = PatchMemory(torch.randn(count, channels, device=model.device))
+    scoring = replace(model.config.scoring, memory_scale=1.0)
     model.config = model.config.replace(scoring=scoring)
 
 

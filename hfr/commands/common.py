@@ -22,6 +22,7 @@ def model_settings(args: argparse.Namespace) -> ModelSettings:
         scoring=args.scoring,
         level_weights=args.level_weights,
         position_weight=args.position_weight,
+        memory_weight=args.memory_weight,
         decoder=args.decoder,
         resize=args.resize,
     )

@@ -103,6 +103,7 @@ def run_one(
         "position_weight": model.config.scoring.position_weight,
         "position_share": model.config.training.get("position_share"),
         "auto_position_weight": model.config.training.get("auto_position_weight"),
+        "memory_weight": model.config.scoring.memory_weight,
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
         "hard_weight": args.hard_weight,

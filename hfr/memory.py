@@ -1,0 +1,125 @@
+"""A memory of normal patches: the distance of each patch to its nearest normal one.
+
+A reconstruction rebuilds what its neighbours suggest, so a defect that spreads over many
+cells, or a part bent into a shape the decoder can still continue, leaves small residuals.
+This term asks instead whether any training image held a patch like it, wherever that patch
+was (PatchCore's idea, Roth et al. 2022). Each stride-16 cell is described by the stride-8
+and stride-16 features around it (each averaged over its 3x3 neighbourhood, the stride-8 one
+pooled to stride 16), a greedy coreset keeps ``MEMORY_FRACTION`` of the training images'
+vectors, and a cell's term is the distance to the nearest one. Off by default
+(``scoring.memory_weight`` 0); see the README, "Patch memory".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hfr.errors import ConfigError, ModelFormatError, TrainingError
+
+MEMORY_FRACTION = 0.01  # of the training patches kept (PatchCore's 1 % coreset)
+MIN_MEMORY = 16  # patches kept at least, however few the training images
+STATE_PREFIX = "memory."
+STATE_KEY = STATE_PREFIX + "bank"
+
+
+def patch_vectors(features: list[torch.Tensor]) -> torch.Tensor:
+    """``(B, C8 + C16, H/16, W/16)`` patch descriptions from encoder features ``[f1, f2, f3]``.
+
+    Example:
+        >>> features = [torch.randn(2, 4, 16, 16), torch.randn(2, 6, 8, 8), torch.randn(2, 8, 4, 4)]
+        >>> tuple(patch_vectors(features).shape)
+        (2, 14, 4, 4)
+    """
+    fine = F.avg_pool2d(F.avg_pool2d(features[1].float(), 3, 1, 1, count_include_pad=False), 2)
+    coarse = F.avg_pool2d(features[2].float(), 3, 1, 1, count_include_pad=False)
+    return torch.cat([fine, coarse], 1)
+
+
+def greedy_coreset(vectors: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of ``count`` rows of ``vectors`` (N, C) chosen so that every row lies near one of
+    them: each next row is the one farthest from those chosen (k-centre greedy), starting from
+    row 0, so the choice is deterministic.
+
+    Example:
+        >>> points = torch.tensor([[0.0], [0.1], [5.0], [9.0], [9.2]])
+        >>> greedy_coreset(points, 3).tolist()
+        [0, 4, 2]
+    """
+    count = min(count, len(vectors))
+    chosen = torch.empty(count, dtype=torch.long)
+    chosen[0] = 0
+    nearest = (vectors - vectors[0]).pow(2).sum(1)
+    for index in range(1, count):
+        chosen[index] = nearest.argmax()
+        nearest = torch.minimum(nearest, (vectors - vectors[chosen[index]]).pow(2).sum(1))
+    return chosen
+
+
+class PatchMemory(nn.Module):
+    """The kept normal patch vectors, an ``(N, C)`` buffer, and the distance map to them.
+
+    Example:
+        >>> batches = [torch.randn(3, 5, 2, 2) for _ in range(4)]  # patch_vectors of 12 images
+        >>> memory = PatchMemory.from_vectors(batches, fraction=0.5)
+        >>> tuple(memory.bank.shape), tuple(memory.distances(torch.randn(2, 5, 2, 2)).shape)
+        ((24, 5), (2, 2, 2))
+    """
+
+    def __init__(self, bank: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("bank", bank.float())
+
+    @classmethod
+    def from_vectors(
+        cls, batches: Iterable[torch.Tensor], fraction: float = MEMORY_FRACTION
+    ) -> PatchMemory:
+        """The coreset of normal patch vectors given as ``(N, C, H, W)`` batches."""
+        parts = [batch.detach().float().permute(0, 2, 3, 1).flatten(0, 2) for batch in batches]
+        if not parts or sum(len(part) for part in parts) < 2:
+            raise TrainingError("a patch memory needs the features of one image or more")
+        vectors = torch.cat(parts)
+        count = max(MIN_MEMORY, round(fraction * len(vectors)))
+        return cls(vectors[greedy_coreset(vectors, count)].clone())
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], channels: int) -> PatchMemory:
+        """Rebuild from the ``memory.bank`` tensor of a weights file, checked."""
+        bank = state.get(STATE_KEY)
+        if bank is None:
+            raise ModelFormatError(f"the weights file lacks {STATE_KEY!r}")
+        if bank.dtype != torch.float32 or bank.dim() != 2 or bank.shape[1] != channels:
+            raise ModelFormatError(
+                f"{STATE_KEY} is {bank.dtype} {tuple(bank.shape)}, expected float32 "
+                f"(N, {channels}) for this encoder"
+            )
+        if len(bank) == 0 or not torch.isfinite(bank).all():
+            raise ModelFormatError(f"{STATE_KEY} is empty or holds NaN or infinite values")
+        return cls(bank)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The tensor a weights file stores."""
+        return {STATE_KEY: self.bank}
+
+    def distances(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W)`` distance of each ``(B, C, H, W)`` patch vector to its nearest memory."""
+        if vectors.shape[1] != self.bank.shape[1]:
+            raise ConfigError(
+                f"the patch memory holds {self.bank.shape[1]}-channel vectors, got "
+                f"{vectors.shape[1]}: features of another encoder"
+            )
+        batch, channels, height, width = vectors.shape
+        queries = vectors.float().permute(0, 2, 3, 1).reshape(-1, channels)
+        squared = (
+            queries.pow(2).sum(1, keepdim=True)
+            - 2 * queries @ self.bank.T
+            + self.bank.pow(2).sum(1)
+        )  # one matrix product, exported to ONNX as it is
+        return squared.min(1).values.clamp_min(0).sqrt().view(batch, height, width)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The ``(B, H/16, W/16)`` map of encoder features ``[f1, f2, f3]``."""
+        return self.distances(patch_vectors(features))

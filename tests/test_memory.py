@@ -1,0 +1,166 @@
+"""The patch memory term (scoring.memory_weight): coreset, distances, training, save/load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import synthetic_images, tiny_model
+from safetensors.torch import load_file, save_file
+
+from hfr import HFR, anomaly
+from hfr.cards import scoring_text
+from hfr.config import Scoring, TrainConfig
+from hfr.errors import ConfigError, ModelFormatError, TrainingError
+from hfr.memory import MIN_MEMORY, PatchMemory, greedy_coreset, patch_vectors
+from hfr.train import fit, split_for_calibration
+
+IMAGES = synthetic_images(12, seed=4)
+CONFIG = TrainConfig(epochs=1, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def trained() -> HFR:
+    model = tiny_model(memory_weight=2.0)
+    fit(model, IMAGES, CONFIG, progress=False)
+    return model
+
+
+def test_the_coreset_covers_every_vector_better_than_any_other_choice_of_its_size() -> None:
+    generator = torch.Generator().manual_seed(0)
+    clusters = torch.randn(5, 3, generator=generator) * 20
+    vectors = (clusters[:, None] + torch.randn(5, 40, 3, generator=generator)).reshape(-1, 3)
+    chosen = greedy_coreset(vectors, 5)
+    assert len(set(chosen.tolist())) == 5
+    covered = torch.cdist(vectors, vectors[chosen]).min(1).values.max()
+    assert covered < 10  # one centre in each cluster, whose points lie within a few units
+    assert greedy_coreset(vectors, 500).numel() == len(vectors)  # never more than there are
+
+
+def test_distances_are_those_to_the_nearest_memory_vector() -> None:
+    bank = torch.randn(30, 6)
+    memory = PatchMemory(bank)
+    vectors = torch.randn(2, 6, 3, 4)
+    queries = vectors.permute(0, 2, 3, 1).reshape(-1, 6)
+    expected = torch.cdist(queries, bank).min(1).values.view(2, 3, 4)
+    torch.testing.assert_close(memory.distances(vectors), expected, atol=1e-4, rtol=1e-4)
+    # its own vectors: 0 up to the rounding of |q|^2 - 2 q.b + |b|^2, whose root is ~1e-3
+    assert memory.distances(bank.T.reshape(1, 6, 5, 6)).max() < 0.01
+    with pytest.raises(ConfigError, match="another encoder"):
+        memory.distances(torch.randn(1, 5, 3, 4))
+    with pytest.raises(TrainingError, match="one image or more"):
+        PatchMemory.from_vectors([])
+
+
+def test_training_keeps_a_coreset_of_the_training_patches_and_the_map_adds_the_term(
+    trained: HFR,
+) -> None:
+    scoring = trained.config.scoring
+    assert scoring.memory_weight == 2.0 and scoring.memory_scale > 0
+    train_images, _ = split_for_calibration(IMAGES, CONFIG.calibration_fraction, CONFIG.seed)
+    with torch.inference_mode():
+        vectors = patch_vectors(trained.encode(trained.preprocess(train_images)))
+    assert len(trained.memory.bank) == MIN_MEMORY  # 1 % of 7 x 16 patches is fewer
+    all_patches = vectors.permute(0, 2, 3, 1).reshape(-1, vectors.shape[1])
+    nearest = (trained.memory.bank[:, None] - all_patches[None]).pow(2).sum(2).min(1).values
+    assert nearest.max() < 1e-6  # every kept vector is a training patch
+    images = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        out = trained(images)
+        memory = trained.memory(trained.encode(images))
+    levels = anomaly.weigh_levels(
+        out.level_maps, scales=scoring.level_scales, weights=scoring.level_weights
+    )
+    levels.append(memory * 2.0 / scoring.memory_scale)
+    torch.testing.assert_close(out.maps, anomaly.anomaly_map(levels, (64, 64), 2.0))
+    assert "plus 2 x the distance of each stride-16 patch" in scoring_text(scoring)
+
+
+def test_the_memory_is_the_same_without_the_feature_cache(trained: HFR) -> None:
+    model = tiny_model(memory_weight=2.0)
+    fit(model, IMAGES, replace(CONFIG, cache_features=False), progress=False)
+    torch.testing.assert_close(model.memory.bank, trained.memory.bank)
+
+
+def test_the_memory_travels_with_the_weights_and_scores_the_same(
+    trained: HFR, tmp_path: Path
+) -> None:
+    trained.save_pretrained(tmp_path)
+    assert "memory.bank" in load_file(tmp_path / "model.safetensors")
+    assert "`memory.bank`" in (tmp_path / "README.md").read_text()
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.config.scoring == trained.config.scoring
+    image = synthetic_images(1, seed=8)[0]
+    assert loaded.predict(image)[0].score == trained.predict(image)[0].score
+
+
+@pytest.mark.parametrize(
+    ("bank", "message"),
+    [
+        (None, "holds no patch memory"),
+        (torch.full((16, 384), float("nan")), "NaN or infinite"),
+        (torch.zeros(16, 7), r"expected float32 \(N, 384\)"),
+        (torch.zeros(0, 384), "empty"),
+        (torch.zeros(16, 384, dtype=torch.float64), r"expected float32 \(N, 384\)"),
+    ],
+)
+def test_a_missing_or_corrupt_memory_is_refused(
+    trained: HFR, tmp_path: Path, bank: torch.Tensor | None, message: str
+) -> None:
+    trained.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    if bank is None:
+        del state["memory.bank"]
+    else:
+        state["memory.bank"] = bank
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ModelFormatError, match=message):
+        HFR.from_pretrained(tmp_path)
+
+
+def test_a_zero_weight_scores_without_the_term_and_a_weight_without_memory_names_the_fix(
+    trained: HFR, tmp_path: Path
+) -> None:
+    trained.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["scoring"]["memory_weight"] = 0
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.memory is not None  # kept, but not weighed
+    plain = tiny_model()
+    plain.decoder.load_state_dict(loaded.decoder.state_dict())
+    plain.config = loaded.config
+    images = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(images).maps, plain(images).maps)
+    scoring = replace(plain.config.scoring, memory_weight=1.0)
+    plain.config = plain.config.replace(scoring=scoring)
+    with pytest.raises(ConfigError, match="no patch memory.*--memory-weight"):
+        plain(images)
+
+
+def test_configs_without_the_memory_keys_load_without_the_term() -> None:
+    values = Scoring.preset("hfr").to_dict()
+    del values["memory_weight"], values["memory_scale"]
+    assert Scoring.from_dict(values).memory_weight == 0.0
+    for bad in (-1, float("nan"), "1"):
+        with pytest.raises(ConfigError, match="scoring.memory_weight must be a number >= 0"):
+            Scoring(memory_weight=bad)
+
+
+def test_command_line_memory_weight_reaches_the_model() -> None:
+    from hfr.cli import build_parser
+    from hfr.commands.common import model_settings
+
+    parser = build_parser()
+    base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
+    assert model_settings(parser.parse_args(base)).memory_weight == 0.0
+    settings = model_settings(parser.parse_args([*base, "--memory-weight", "1"]))
+    values = {**vars(settings), "encoder_weights": "random", "input_size": 64, "resize": "stretch"}
+    assert HFR(**values).config.scoring.memory_weight == 1.0
+    for bad in ("-1", "inf", "one"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--memory-weight", bad])
