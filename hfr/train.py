@@ -93,7 +93,8 @@ def fit(
     auto_position_weight: bool = False,
 ) -> TrainResult:
     """Train ``model.decoder`` on normal ``images`` and set ``model.calibration`` (and
-    ``model.position``, the per-position statistics, when the scoring weighs them).
+    ``model.position`` and ``model.memory``, the per-position statistics and the patch memory,
+    when the scoring weighs them).
 
     With ``auto_position_weight``, the scoring's ``position_weight`` is replaced by the one
     :func:`hfr.position.auto_weight` chooses from the training images' features.
