@@ -85,11 +85,11 @@ def level_weights(text: str) -> tuple[float, float, float]:
     return weights
 
 
-def position_weight(text: str) -> float:
+def term_weight(text: str) -> float:
     """A weight of an added term (per-position, patch memory): a number >= 0 (0: off).
 
     Example:
-        >>> position_weight("1")
+        >>> term_weight("1")
         1.0
     """
     try:
@@ -111,7 +111,7 @@ def position_weight_or_auto(text: str) -> float | str:
     if text == AUTO_POSITION_WEIGHT:
         return AUTO_POSITION_WEIGHT
     try:
-        return position_weight(text)
+        return term_weight(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected auto or a number >= 0, e.g. 1: {text!r}"
@@ -200,7 +200,7 @@ def add_model_arguments(
     )
     group.add_argument(
         "--memory-weight",
-        type=position_weight,
+        type=term_weight,
         default=0.0,
         metavar="W",
         help="add W x the distance of each stride-16 patch to the nearest normal training "
@@ -428,14 +428,14 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
     parser.add_argument(
         "--position-weight",
-        type=position_weight,
+        type=term_weight,
         default=0.0,
         metavar="W",
         help="time the per-position term too (statistics of random images); 0 (default) is off",
     )
     parser.add_argument(
         "--memory-weight",
-        type=position_weight,
+        type=term_weight,
         default=0.0,
         metavar="W",
         help="time the patch memory too (random vectors, as many as bottle's); 0 (default) is off",

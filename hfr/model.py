@@ -151,9 +151,9 @@ class HFR(
         (:mod:`hfr.position`, ``(B, H/8, W/8)``) and ``"memory"`` (:mod:`hfr.memory`,
         ``(B, H/16, W/16)``)."""
         scoring, maps = self.config.scoring, {}
-        for term, module, label in (
-            ("position", self.position, "per-position statistics"),
-            ("memory", self.memory, "patch memory"),
+        for term, module, label, inputs in (
+            ("position", self.position, "per-position statistics", features[POSITION_LEVEL]),
+            ("memory", self.memory, "patch memory", features),
         ):
             weight = getattr(scoring, f"{term}_weight")
             if weight == 0:
@@ -163,7 +163,7 @@ class HFR(
                     f"scoring.{term}_weight is {weight:g} but this model has no {label}: train "
                     f"it with that weight (--{term}-weight), or set it to 0"
                 )
-            maps[term] = module(features[POSITION_LEVEL] if term == "position" else features)
+            maps[term] = module(inputs)
         return maps
 
     def score_residuals(

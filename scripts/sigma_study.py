@@ -30,7 +30,7 @@ import sys
 from dataclasses import replace
 
 from hfr import HFR
-from hfr.cli import level_weights, position_weight
+from hfr.cli import level_weights, term_weight
 from hfr.data import AnomalyDataset, load_idx_one_class, load_mvtec
 from hfr.evaluate import collect, compute_metrics
 from hfr.outputs import write_json
@@ -107,7 +107,7 @@ def main() -> None:
 
 def _term_weights(option: str | None, trained: float) -> list[float]:
     """The comma-separated weights of an option, or the model's own when it is not given."""
-    return [trained] if option is None else [position_weight(text) for text in option.split(",")]
+    return [trained] if option is None else [term_weight(text) for text in option.split(",")]
 
 
 if __name__ == "__main__":

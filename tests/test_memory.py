@@ -29,7 +29,7 @@ def trained() -> HFR:
     return model
 
 
-def test_the_coreset_covers_every_vector_better_than_any_other_choice_of_its_size() -> None:
+def test_the_coreset_puts_a_kept_vector_near_every_vector() -> None:
     generator = torch.Generator().manual_seed(0)
     clusters = torch.randn(5, 3, generator=generator) * 20
     vectors = (clusters[:, None] + torch.randn(5, 40, 3, generator=generator)).reshape(-1, 3)
