@@ -89,9 +89,14 @@ def scoring_text(scoring: Scoring) -> str:
         )
     if scoring.memory_weight > 0:
         scale = "" if scoring.memory_scale is None else f" ({scoring.memory_scale:.4f})"
+        pooled = (
+            ""
+            if scoring.memory_pooling == 1
+            else f" (features averaged {scoring.memory_pooling}x{scoring.memory_pooling})"
+        )
         levels += (
-            f", plus {scoring.memory_weight:g} x the distance of each stride-16 patch to the "
-            f"nearest normal training patch, divided by its normal mean{scale}"
+            f", plus {scoring.memory_weight:g} x the distance of each stride-16 patch{pooled} to "
+            f"the nearest normal training patch, divided by its normal mean{scale}"
         )
     if scoring.image_score == "top_k_mean":
         score = f"the mean of the highest {100 * scoring.top_k_fraction:g} % of the map's pixels"

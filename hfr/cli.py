@@ -28,10 +28,12 @@ from hfr.config import (
     DEFAULT_ENCODER,
     DEFAULT_EPOCHS,
     DEFAULT_INPUT_SIZE,
+    DEFAULT_MEMORY_POOLING,
     DEFAULT_SCORING,
     DEFAULT_SIGMA,
     FEATURE_LOCATIONS,
     HFR_LEVEL_WEIGHTS,
+    MEMORY_POOLINGS,
     MIN_STEPS,
     RESIZE_MODES,
     SCORING_PRESETS,
@@ -205,6 +207,14 @@ def add_model_arguments(
         metavar="W",
         help="add W x the distance of each stride-16 patch to the nearest normal training "
         "patch (a 1 %% coreset of them); 0 (default) is off",
+    )
+    group.add_argument(
+        "--memory-pooling",
+        type=int,
+        choices=MEMORY_POOLINGS,
+        default=DEFAULT_MEMORY_POOLING,
+        help="side of the local mean taken of each feature before it joins a patch vector: "
+        "1 (default) is none; 3 is PatchCore's and hfr 0.10's",
     )
     group.add_argument(
         "--decoder",

@@ -188,10 +188,24 @@ PAPER_LEVEL_WEIGHTS = (1.0, 1.0, 1.0)
 # (docs/results/level_weights): screw image AUROC +0.008 to +0.012, pixel AUROC +0.001 to
 # +0.002; bottle AUPRO -0.003.
 HFR_LEVEL_WEIGHTS = (0.5, 1.0, 1.0)
+# The side of the local mean taken of each feature before it joins a patch-memory vector
+# (hfr.memory.patch_vectors): 1 is none (since 0.11); 3, PatchCore's, blurred bottle's maps
+# (docs/results/memory). Configs of 0.10 lack the key and keep 3.
+MEMORY_POOLINGS = (1, 3)
+DEFAULT_MEMORY_POOLING = 1
+LEGACY_MEMORY_POOLING = 3
 # Keys a config may lack (level_weights since 0.8, the position keys since 0.9, the memory
-# keys since 0.10): written before the field existed, they load with its default.
+# keys since 0.10, memory_pooling since 0.11): written before the field existed, they load
+# with its default (memory_pooling: LEGACY_MEMORY_POOLING).
 _SCORING_KEYS_ADDED = frozenset(
-    {"level_weights", "position_weight", "position_scale", "memory_weight", "memory_scale"}
+    {
+        "level_weights",
+        "position_weight",
+        "position_scale",
+        "memory_weight",
+        "memory_scale",
+        "memory_pooling",
+    }
 )
 # The terms added to the residual levels: each has a weight (0: off) and a scale, its mean on
 # held-out normal images, measured by calibration.
@@ -214,7 +228,8 @@ class Scoring:
     its position (:mod:`hfr.position`), divided by its mean on held-out normal images
     (``position_scale``, set by calibration) and multiplied by the weight. ``memory_weight``
     (0: off, every model before 0.10) adds in the same way the distance of each stride-16
-    patch to the nearest normal training patch (:mod:`hfr.memory`, ``memory_scale``).
+    patch to the nearest normal training patch (:mod:`hfr.memory`, ``memory_scale``), its
+    features first averaged over ``memory_pooling`` x ``memory_pooling`` neighbourhoods.
 
     Example:
         >>> Scoring.preset("paper") == Scoring()
@@ -232,6 +247,7 @@ class Scoring:
     position_scale: float | None = None
     memory_weight: float = 0.0
     memory_scale: float | None = None
+    memory_pooling: int = DEFAULT_MEMORY_POOLING
 
     def __post_init__(self) -> None:
         _check(
@@ -295,6 +311,12 @@ class Scoring:
             )
             if scale is not None:
                 object.__setattr__(self, f"{term}_scale", float(scale))
+        _check(
+            type(self.memory_pooling) is int and self.memory_pooling in MEMORY_POOLINGS,
+            "scoring.memory_pooling",
+            f"one of {MEMORY_POOLINGS}",
+            self.memory_pooling,
+        )
 
     @classmethod
     def preset(cls, name: str) -> Scoring:
@@ -316,7 +338,8 @@ class Scoring:
     @classmethod
     def from_dict(cls, values: object) -> Scoring:
         """Build from ``config.json`` values; a key added after the config was written (see
-        ``_SCORING_KEYS_ADDED``) takes its default: equal level weights, no added terms."""
+        ``_SCORING_KEYS_ADDED``) takes its default: equal level weights, no added terms, the
+        memory pooling of 0.10."""
         _check(isinstance(values, Mapping), "scoring", "a JSON object", values)
         names = {f.name for f in fields(cls)}
         _check(
@@ -325,7 +348,7 @@ class Scoring:
             f"an object with keys {sorted(names)}",
             values,
         )
-        return cls(**values)
+        return cls(**{"memory_pooling": LEGACY_MEMORY_POOLING, **values})
 
     def to_dict(self) -> dict:
         """JSON-ready form for ``config.json``."""
@@ -420,6 +443,7 @@ class HFRConfig:
         level_weights: Sequence[float] | None = None,
         position_weight: float = 0.0,
         memory_weight: float = 0.0,
+        memory_pooling: int = DEFAULT_MEMORY_POOLING,
         decoder: str | None = None,
         resize: str = "stretch",
         sigma: float | None = None,
@@ -429,8 +453,7 @@ class HFRConfig:
         ``resize`` (see ``RESIZE_MODES``), scoring to the ``"hfr"`` preset
         (``scoring="paper"`` for the paper's) with its level weights unless ``level_weights``
         are given, the per-position term weighted ``position_weight`` and the patch memory
-        ``memory_weight`` (0: off), the decoder
-        to ``"context"`` from
+        ``memory_weight`` (0: off) with ``memory_pooling``, the decoder to ``"context"`` from
         ``CONTEXT_MIN_INPUT`` px a side on and ``"paper"`` below, and ``sigma`` to
         ``CONTEXT_SIGMA`` with the context decoder and the paper's ``DEFAULT_SIGMA`` with its."""
         preprocessing = preprocessing or Preprocessing.for_encoder(
@@ -446,7 +469,12 @@ class HFRConfig:
         if level_weights is not None:
             scoring = replace(scoring, level_weights=tuple(level_weights))
         if position_weight or memory_weight:
-            scoring = replace(scoring, position_weight=position_weight, memory_weight=memory_weight)
+            scoring = replace(
+                scoring,
+                position_weight=position_weight,
+                memory_weight=memory_weight,
+                memory_pooling=memory_pooling,
+            )
         return cls(
             encoder=encoder,
             decoder=decoder,

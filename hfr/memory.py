@@ -3,11 +3,12 @@
 A reconstruction rebuilds what its neighbours suggest, so a defect that spreads over many
 cells, or a part bent into a shape the decoder can still continue, leaves small residuals.
 This term asks instead whether any training image held a patch like it, wherever that patch
-was (PatchCore's idea, Roth et al. 2022). Each stride-16 cell is described by the stride-8
-and stride-16 features around it (each averaged over its 3x3 neighbourhood, the stride-8 one
-pooled to stride 16), a greedy coreset keeps ``MEMORY_FRACTION`` of the training images'
-vectors, and a cell's term is the distance to the nearest one. Off by default
-(``scoring.memory_weight`` 0); see the README, "Patch memory".
+was (PatchCore's idea, Roth et al. 2022). Each stride-16 cell is described by its stride-8
+features (pooled to stride 16) and its stride-16 features, a greedy coreset keeps
+``MEMORY_FRACTION`` of the training images' vectors, and a cell's term is the distance to the
+nearest one. ``scoring.memory_pooling`` says whether each feature is first averaged over its
+``k`` x ``k`` neighbourhood: 1 (none, since 0.11) or 3 (PatchCore's, the models of 0.10, whose
+coarser vectors cost bottle's AUPRO). See the README, "Patch memory".
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hfr.config import DEFAULT_MEMORY_POOLING
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
 
 MEMORY_FRACTION = 0.01  # of the training patches kept (PatchCore's 1 % coreset)
@@ -26,17 +28,24 @@ STATE_PREFIX = "memory."
 STATE_KEY = STATE_PREFIX + "bank"
 
 
-def patch_vectors(features: list[torch.Tensor]) -> torch.Tensor:
-    """``(B, C8 + C16, H/16, W/16)`` patch descriptions from encoder features ``[f1, f2, f3]``.
+def patch_vectors(
+    features: list[torch.Tensor], pooling: int = DEFAULT_MEMORY_POOLING
+) -> torch.Tensor:
+    """``(B, C8 + C16, H/16, W/16)`` patch descriptions from encoder features ``[f1, f2, f3]``,
+    each feature first averaged over its ``pooling`` x ``pooling`` neighbourhood.
 
     Example:
         >>> features = [torch.randn(2, 4, 16, 16), torch.randn(2, 6, 8, 8), torch.randn(2, 8, 4, 4)]
         >>> tuple(patch_vectors(features).shape)
         (2, 14, 4, 4)
     """
-    fine = F.avg_pool2d(F.avg_pool2d(features[1].float(), 3, 1, 1, count_include_pad=False), 2)
-    coarse = F.avg_pool2d(features[2].float(), 3, 1, 1, count_include_pad=False)
-    return torch.cat([fine, coarse], 1)
+    fine, coarse = features[1].float(), features[2].float()
+    if pooling > 1:
+        fine, coarse = (
+            F.avg_pool2d(level, pooling, 1, pooling // 2, count_include_pad=False)
+            for level in (fine, coarse)
+        )
+    return torch.cat([F.avg_pool2d(fine, 2), coarse], 1)
 
 
 def greedy_coreset(vectors: torch.Tensor, count: int) -> torch.Tensor:
@@ -60,33 +69,45 @@ def greedy_coreset(vectors: torch.Tensor, count: int) -> torch.Tensor:
 
 
 class PatchMemory(nn.Module):
-    """The kept normal patch vectors, an ``(N, C)`` buffer, and the distance map to them.
+    """The kept normal patch vectors, an ``(N, C)`` buffer, the ``pooling`` of
+    :func:`patch_vectors` that made them, and the distance map to them.
 
     Example:
-        >>> batches = [torch.randn(3, 5, 2, 2) for _ in range(4)]  # patch_vectors of 12 images
-        >>> memory = PatchMemory.from_vectors(batches, fraction=0.5)
-        >>> tuple(memory.bank.shape), tuple(memory.distances(torch.randn(2, 5, 2, 2)).shape)
-        ((24, 5), (2, 2, 2))
+        >>> features = [None, torch.randn(8, 2, 8, 8), torch.randn(8, 3, 4, 4)]  # 8 images
+        >>> memory = PatchMemory.from_features([features], fraction=0.25)  # of 128 patches
+        >>> tuple(memory.bank.shape), tuple(memory(features).shape)
+        ((32, 5), (8, 4, 4))
     """
 
-    def __init__(self, bank: torch.Tensor) -> None:
+    def __init__(self, bank: torch.Tensor, *, pooling: int = DEFAULT_MEMORY_POOLING) -> None:
         super().__init__()
         self.register_buffer("bank", bank.float())
+        self.pooling = pooling
 
     @classmethod
-    def from_vectors(
-        cls, batches: Iterable[torch.Tensor], fraction: float = MEMORY_FRACTION
+    def from_features(
+        cls,
+        batches: Iterable[list[torch.Tensor]],
+        *,
+        pooling: int = DEFAULT_MEMORY_POOLING,
+        fraction: float = MEMORY_FRACTION,
     ) -> PatchMemory:
-        """The coreset of normal patch vectors given as ``(N, C, H, W)`` batches."""
-        parts = [batch.detach().float().permute(0, 2, 3, 1).flatten(0, 2) for batch in batches]
+        """The coreset of the patch vectors of normal images, given as batches of encoder
+        features ``[f1, f2, f3]``."""
+        parts = [
+            patch_vectors(levels, pooling).detach().permute(0, 2, 3, 1).flatten(0, 2)
+            for levels in batches
+        ]
         if not parts or sum(len(part) for part in parts) < 2:
             raise TrainingError("a patch memory needs the features of one image or more")
         vectors = torch.cat(parts)
         count = max(MIN_MEMORY, round(fraction * len(vectors)))
-        return cls(vectors[greedy_coreset(vectors, count)].clone())
+        return cls(vectors[greedy_coreset(vectors, count)].clone(), pooling=pooling)
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor], channels: int) -> PatchMemory:
+    def from_state(
+        cls, state: dict[str, torch.Tensor], channels: int, *, pooling: int
+    ) -> PatchMemory:
         """Rebuild from the ``memory.bank`` tensor of a weights file, checked."""
         bank = state.get(STATE_KEY)
         if bank is None:
@@ -98,7 +119,7 @@ class PatchMemory(nn.Module):
             )
         if len(bank) == 0 or not torch.isfinite(bank).all():
             raise ModelFormatError(f"{STATE_KEY} is empty or holds NaN or infinite values")
-        return cls(bank)
+        return cls(bank, pooling=pooling)
 
     def state(self) -> dict[str, torch.Tensor]:
         """The tensor a weights file stores."""
@@ -122,4 +143,4 @@ class PatchMemory(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The ``(B, H/16, W/16)`` map of encoder features ``[f1, f2, f3]``."""
-        return self.distances(patch_vectors(features))
+        return self.distances(patch_vectors(features, self.pooling))

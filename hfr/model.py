@@ -327,7 +327,9 @@ class HFR(
             MEMORY_PREFIX,
             "patch memory",
             self.config.scoring.memory_weight,
-            lambda tensors: PatchMemory.from_state(tensors, channels[1] + channels[2]),
+            lambda tensors: PatchMemory.from_state(
+                tensors, channels[1] + channels[2], pooling=self.config.scoring.memory_pooling
+            ),
         )
         expected = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
         missing = sorted(set(expected) - set(state))

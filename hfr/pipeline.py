@@ -14,6 +14,7 @@ from hfr.config import (
     AUTO_RESIZE,
     DEFAULT_ENCODER,
     DEFAULT_INPUT_SIZE,
+    DEFAULT_MEMORY_POOLING,
     DEFAULT_SCORING,
     TrainConfig,
 )
@@ -44,6 +45,7 @@ class ModelSettings:
     level_weights: tuple[float, float, float] | None = None  # None: the scoring preset's
     position_weight: float | str = 0.0  # the per-position term; "auto": hfr.position.auto_weight
     memory_weight: float = 0.0  # the patch memory term (hfr.memory); 0: off
+    memory_pooling: int = DEFAULT_MEMORY_POOLING  # its features' local mean (1: none)
     decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
     resize: str = AUTO_RESIZE  # from the training images' aspects (hfr.preprocessing.fitted_resize)
 

@@ -24,7 +24,7 @@ from hfr.calibration import Calibration
 from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
-from hfr.memory import PatchMemory, patch_vectors
+from hfr.memory import PatchMemory
 from hfr.model import HFR
 from hfr.position import (
     POSITION_LEVEL,
@@ -188,7 +188,9 @@ def fit(
     model.memory = None
     if model.config.scoring.memory_weight > 0:
         batches = _feature_batches(model, train_images, cache, config.batch_size, progress, report)
-        model.memory = PatchMemory.from_vectors(patch_vectors(levels) for levels in batches)
+        model.memory = PatchMemory.from_features(
+            batches, pooling=model.config.scoring.memory_pooling
+        )
         logger.info("patch memory: %d of the training patches", len(model.memory.bank))
     scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started

@@ -52,7 +52,7 @@ def test_distances_are_those_to_the_nearest_memory_vector() -> None:
     with pytest.raises(ConfigError, match="another encoder"):
         memory.distances(torch.randn(1, 5, 3, 4))
     with pytest.raises(TrainingError, match="one image or more"):
-        PatchMemory.from_vectors([])
+        PatchMemory.from_features([])
 
 
 def test_training_keeps_a_coreset_of_the_training_patches_and_the_map_adds_the_term(
@@ -144,11 +144,47 @@ def test_a_zero_weight_scores_without_the_term_and_a_weight_without_memory_names
 
 def test_configs_without_the_memory_keys_load_without_the_term() -> None:
     values = Scoring.preset("hfr").to_dict()
-    del values["memory_weight"], values["memory_scale"]
+    del values["memory_weight"], values["memory_scale"], values["memory_pooling"]
     assert Scoring.from_dict(values).memory_weight == 0.0
     for bad in (-1, float("nan"), "1"):
         with pytest.raises(ConfigError, match="scoring.memory_weight must be a number >= 0"):
             Scoring(memory_weight=bad)
+    for bad in (0, 2, 5, True, 1.0, "3"):
+        with pytest.raises(ConfigError, match=r"scoring.memory_pooling must be one of \(1, 3\)"):
+            Scoring(memory_pooling=bad)
+
+
+def test_pooling_3_averages_each_feature_over_its_neighbourhood_as_0_10_did() -> None:
+    features = [None, torch.randn(2, 3, 8, 8), torch.randn(2, 5, 4, 4)]
+    fine = torch.zeros(2, 3, 8, 8)
+    coarse = torch.zeros(2, 5, 4, 4)
+    for target, level in ((fine, features[1]), (coarse, features[2])):  # the 3x3 mean, by hand
+        size = level.shape[-1]
+        for y in range(size):
+            for x in range(size):
+                window = level[:, :, max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
+                target[:, :, y, x] = window.mean((2, 3))
+    expected = torch.cat([torch.nn.functional.avg_pool2d(fine, 2), coarse], 1)
+    torch.testing.assert_close(patch_vectors(features, 3), expected)
+    plain = torch.cat([torch.nn.functional.avg_pool2d(features[1], 2), features[2]], 1)
+    torch.testing.assert_close(patch_vectors(features), plain)
+
+
+def test_a_config_of_0_10_keeps_its_pooling_and_its_scores(tmp_path: Path) -> None:
+    model = tiny_model(memory_weight=1.0, memory_pooling=3)
+    fit(model, IMAGES, CONFIG, progress=False)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["scoring"]["memory_pooling"] == 3
+    del config["scoring"]["memory_pooling"]  # as 0.10 wrote it
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.config.scoring.memory_pooling == 3 and loaded.memory.pooling == 3
+    image = synthetic_images(1, seed=9)[0]
+    assert loaded.predict(image)[0].score == model.predict(image)[0].score
+    repooled = HFR.from_pretrained(tmp_path)
+    repooled.memory.pooling = 1
+    assert repooled.predict(image)[0].score != model.predict(image)[0].score
 
 
 def test_command_line_memory_weight_reaches_the_model() -> None:
@@ -158,9 +194,11 @@ def test_command_line_memory_weight_reaches_the_model() -> None:
     parser = build_parser()
     base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
     assert model_settings(parser.parse_args(base)).memory_weight == 0.0
-    settings = model_settings(parser.parse_args([*base, "--memory-weight", "1"]))
+    arguments = [*base, "--memory-weight", "1", "--memory-pooling", "3"]
+    settings = model_settings(parser.parse_args(arguments))
     values = {**vars(settings), "encoder_weights": "random", "input_size": 64, "resize": "stretch"}
-    assert HFR(**values).config.scoring.memory_weight == 1.0
-    for bad in ("-1", "inf", "one"):
+    scoring = HFR(**values).config.scoring
+    assert (scoring.memory_weight, scoring.memory_pooling) == (1.0, 3)
+    for bad in (["--memory-weight", "-1"], ["--memory-weight", "inf"], ["--memory-pooling", "2"]):
         with pytest.raises(SystemExit):
-            parser.parse_args([*base, "--memory-weight", bad])
+            parser.parse_args([*base, *bad])

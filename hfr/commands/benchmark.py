@@ -143,7 +143,10 @@ def add_random_patch_memory(model: HFR) -> None:
     height, width = model.config.preprocessing.input_size
     channels = model.encoder.channels[1] + model.encoder.channels[2]
     count = round(MEMORY_FRACTION * BOTTLE_TRAIN_IMAGES * (height // 16) * (width // 16))
-    model.memory = PatchMemory(torch.randn(count, channels, device=model.device))
+    model.memory = PatchMemory(
+        torch.randn(count, channels, device=model.device),
+        pooling=model.config.scoring.memory_pooling,
+    )
     scoring = replace(model.config.scoring, memory_scale=1.0)
     model.config = model.config.replace(scoring=scoring)
 

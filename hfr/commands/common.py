@@ -23,6 +23,7 @@ def model_settings(args: argparse.Namespace) -> ModelSettings:
         level_weights=args.level_weights,
         position_weight=args.position_weight,
         memory_weight=args.memory_weight,
+        memory_pooling=args.memory_pooling,
         decoder=args.decoder,
         resize=args.resize,
     )
