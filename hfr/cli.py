@@ -37,6 +37,7 @@ from hfr.config import (
     MIN_STEPS,
     RESIZE_MODES,
     SCORING_PRESETS,
+    TRAINED_MEMORY_WEIGHT,
     TrainConfig,
 )
 from hfr.errors import HFRError
@@ -203,10 +204,10 @@ def add_model_arguments(
     group.add_argument(
         "--memory-weight",
         type=term_weight,
-        default=0.0,
+        default=TRAINED_MEMORY_WEIGHT,
         metavar="W",
         help="add W x the distance of each stride-16 patch to the nearest normal training "
-        "patch (a 1 %% coreset of them); 0 (default) is off",
+        f"patch (a 1 %% coreset of them); 0 is off (default: {TRAINED_MEMORY_WEIGHT:g})",
     )
     group.add_argument(
         "--memory-pooling",
@@ -446,9 +447,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--memory-weight",
         type=term_weight,
-        default=0.0,
+        default=TRAINED_MEMORY_WEIGHT,
         metavar="W",
-        help="time the patch memory too (random vectors, as many as bottle's); 0 (default) is off",
+        help="the patch memory's weight, timed with random vectors, as many as bottle's; 0 is "
+        f"off (default: {TRAINED_MEMORY_WEIGHT:g}, as trained models have)",
     )
     parser.add_argument("--output", required=True, help="JSON list of records")
     parser.add_argument("--markdown", help="also write a markdown table with command and machine")

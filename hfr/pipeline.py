@@ -16,6 +16,7 @@ from hfr.config import (
     DEFAULT_INPUT_SIZE,
     DEFAULT_MEMORY_POOLING,
     DEFAULT_SCORING,
+    TRAINED_MEMORY_WEIGHT,
     TrainConfig,
 )
 from hfr.data import AnomalyDataset
@@ -44,7 +45,7 @@ class ModelSettings:
     scoring: str = DEFAULT_SCORING
     level_weights: tuple[float, float, float] | None = None  # None: the scoring preset's
     position_weight: float | str = 0.0  # the per-position term; "auto": hfr.position.auto_weight
-    memory_weight: float = 0.0  # the patch memory term (hfr.memory); 0: off
+    memory_weight: float = TRAINED_MEMORY_WEIGHT  # the patch memory term (hfr.memory); 0: off
     memory_pooling: int = DEFAULT_MEMORY_POOLING  # its features' local mean (1: none)
     decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
     resize: str = AUTO_RESIZE  # from the training images' aspects (hfr.preprocessing.fitted_resize)
