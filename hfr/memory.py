@@ -59,12 +59,18 @@ def greedy_coreset(vectors: torch.Tensor, count: int) -> torch.Tensor:
         [0, 4, 2]
     """
     count = min(count, len(vectors))
+    norms = vectors.pow(2).sum(1)
+
+    def squared_distances(index: torch.Tensor | int) -> torch.Tensor:
+        # |v|^2 - 2 v.c + |c|^2: one matrix-vector product, no (N, C) temporary per step
+        return norms - 2 * (vectors @ vectors[index]) + norms[index]
+
     chosen = torch.empty(count, dtype=torch.long)
     chosen[0] = 0
-    nearest = (vectors - vectors[0]).pow(2).sum(1)
+    nearest = squared_distances(0)
     for index in range(1, count):
         chosen[index] = nearest.argmax()
-        nearest = torch.minimum(nearest, (vectors - vectors[chosen[index]]).pow(2).sum(1))
+        nearest = torch.minimum(nearest, squared_distances(chosen[index]))
     return chosen
 
 

@@ -38,6 +38,11 @@ def test_the_coreset_puts_a_kept_vector_near_every_vector() -> None:
     covered = torch.cdist(vectors, vectors[chosen]).min(1).values.max()
     assert covered < 10  # one centre in each cluster, whose points lie within a few units
     assert greedy_coreset(vectors, 500).numel() == len(vectors)  # never more than there are
+    reference = [0]  # the k-centre greedy written out with explicit distances
+    for _ in range(9):
+        nearest = torch.cdist(vectors, vectors[reference]).min(1).values
+        reference.append(int(nearest.argmax()))
+    assert greedy_coreset(vectors, 10).tolist() == reference
 
 
 def test_distances_are_those_to_the_nearest_memory_vector() -> None:
