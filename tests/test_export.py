@@ -54,13 +54,16 @@ def test_onnx_export_of_expansion_features_matches_torch(tmp_path: Path) -> None
     np.testing.assert_allclose(scores, expected.scores.numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("term", ["position_weight", "memory_weight"])
-def test_onnx_export_carries_the_added_terms(tmp_path: Path, term: str) -> None:
+@pytest.mark.parametrize(
+    "term",
+    [{"position_weight": 1.0}, {"memory_weight": 1.0}, {"memory_weight": 1.0, "memory_pooling": 3}],
+)
+def test_onnx_export_carries_the_added_terms(tmp_path: Path, term: dict) -> None:
     from conftest import synthetic_images
 
     from hfr.train import TrainConfig, fit
 
-    model = tiny_model(**{term: 1.0})
+    model = tiny_model(**term)
     fit(model, synthetic_images(12, seed=2), TrainConfig(epochs=1, batch_size=4), progress=False)
     images = torch.randn(2, 3, 64, 64)
     maps, scores = _exported_outputs(model, tmp_path, images)
