@@ -198,7 +198,7 @@ def test_command_line_memory_weight_reaches_the_model() -> None:
 
     parser = build_parser()
     base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
-    assert model_settings(parser.parse_args(base)).memory_weight == 1.0  # the default
+    assert model_settings(parser.parse_args(base)).memory_weight == 3.0  # the default
     assert model_settings(parser.parse_args([*base, "--memory-weight", "0"])).memory_weight == 0
     arguments = [*base, "--memory-weight", "1", "--memory-pooling", "3"]
     settings = model_settings(parser.parse_args(arguments))
