@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 THRESHOLD_SIGMAS = 3.0
 MAD_TO_STD = 1.4826  # the standard deviation of a normal distribution per unit of MAD
 _NORMAL_MEAN_LEVEL = 0.05  # normalised value given to the typical normal score
+HELD_OUT_SOURCE = "held-out normal training images"
 
 
 def prediction_quantile(probability: float, count: int) -> float:
@@ -71,6 +72,7 @@ class Calibration:
         *,
         target_fpr: float | None = None,
         sigmas: float = THRESHOLD_SIGMAS,
+        source: str = HELD_OUT_SOURCE,
     ) -> Calibration:
         """The threshold from normal scores: with ``target_fpr``, the score that share of normal
         images exceeds, estimated robustly (median + z * 1.4826 * MAD, a normal fit that one
@@ -86,6 +88,10 @@ class Calibration:
             >>> round(Calibration.from_normal_scores(scores).threshold, 3)  # the outlier decides
             6.57
         """
+        if target_fpr is not None and not (
+            isinstance(target_fpr, (int, float)) and 0 < target_fpr < 0.5
+        ):
+            raise ConfigError(f"target_fpr must be a number in (0, 0.5), got {target_fpr!r}")
         scores = np.asarray(scores, dtype=np.float64)
         if scores.size < 2:
             raise TrainingError("calibration needs the scores of at least two normal images")
@@ -98,15 +104,12 @@ class Calibration:
             z = prediction_quantile(1.0 - target_fpr, scores.size)
             threshold = median + z * spread
             method = (
-                f"median + {z:.3f} x 1.4826 MAD of the scores of {scores.size} held-out normal "
-                f"training images: {100 * target_fpr:g} % of normal images flagged (estimated)"
+                f"median + {z:.3f} x 1.4826 MAD of the scores of {scores.size} {source}: "
+                f"{100 * target_fpr:g} % of normal images flagged (estimated)"
             )
         else:
             threshold = max(mean + sigmas * std, peak)
-            method = (
-                f"max(mean + {sigmas:g} std, max) of the scores of {scores.size} held-out normal "
-                "training images"
-            )
+            method = f"max(mean + {sigmas:g} std, max) of the scores of {scores.size} {source}"
         center = median if target_fpr is not None else mean  # normalised to 0.05
         gap = max(threshold - center, 1e-6 * max(abs(threshold), 1.0))
         scale = gap / math.log((1 - _NORMAL_MEAN_LEVEL) / _NORMAL_MEAN_LEVEL)

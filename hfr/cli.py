@@ -31,6 +31,7 @@ from hfr.config import (
     DEFAULT_MEMORY_POOLING,
     DEFAULT_SCORING,
     DEFAULT_SIGMA,
+    DEFAULT_TARGET_FPR,
     FEATURE_LOCATIONS,
     HFR_LEVEL_WEIGHTS,
     MEMORY_POOLINGS,
@@ -42,7 +43,6 @@ from hfr.config import (
 )
 from hfr.errors import HFRError
 
-COMMANDS = ("train", "evaluate", "predict", "push", "export", "benchmark", "reproduce", "info")
 PROTOCOLS = ("mvtec", "mnist", "fashion-mnist", "cifar10")
 
 
@@ -376,6 +376,30 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     _add_device(parser)
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "calibrate",
+        help="set a trained model's threshold afresh from normal images it was not trained on",
+        description="Score normal images the model never trained on (more of them, or closer\n"
+        "to what it will see, than the tenth of its training images held out at training) and\n"
+        "set the threshold from them. The scores do not change; the model is saved to --output.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="model folder or Hub repo id")
+    parser.add_argument(
+        "inputs", nargs="+", help="normal images: files, folders of images, or lists of them"
+    )
+    parser.add_argument("--output", required=True, help="folder to save the recalibrated model")
+    parser.add_argument(
+        "--target-fpr",
+        type=float,
+        default=DEFAULT_TARGET_FPR,
+        help="share of normal images the verdict may flag, estimated from these images",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    _add_device(parser)
+
+
 def _add_push(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "push",
@@ -493,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train,
         _add_evaluate,
         _add_predict,
+        _add_calibrate,
         _add_push,
         _add_export,
         _add_benchmark,

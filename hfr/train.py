@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from hfr import anomaly
 from hfr.calibration import Calibration
-from hfr.config import TrainConfig, default_epochs
+from hfr.config import DEFAULT_TARGET_FPR, TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
 from hfr.memory import PatchMemory
@@ -35,6 +35,8 @@ from hfr.position import (
 )
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# What `evaluate` measured at the calibrated threshold: stale once the threshold moves.
+THRESHOLD_RESULTS = ("threshold_tpr", "threshold_fpr")
 logger = logging.getLogger(__name__)
 
 
@@ -207,6 +209,50 @@ def fit(
     )
     logger.info("calibrated on %d held-out normal images", len(calibration_images))
     return result
+
+
+def recalibrate(
+    model: HFR,
+    images: Sequence[ImageInput],
+    *,
+    target_fpr: float | None = DEFAULT_TARGET_FPR,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Calibration:
+    """Set the threshold of a trained ``model`` afresh from normal ``images`` it was not trained
+    on: more of them, or closer to what it will see, than the tenth of its training images held
+    out at training. The scores do not change (the level and term scales stay), only the
+    threshold and the normalisation; the verdict rates in ``config.evaluation`` measured the old
+    threshold and are dropped.
+
+    Raises :class:`TrainingError` for a model never calibrated, fewer than two images, a bad
+    ``batch_size`` or a score that is not finite; :class:`~hfr.errors.ConfigError` for a
+    ``target_fpr`` outside (0, 0.5); :class:`~hfr.errors.ImageLoadError` for an unreadable image.
+    The model is unchanged when it raises.
+
+    Example:
+        >>> model = HFR.from_pretrained("org/hfr-mvtec-bottle")  # doctest: +SKIP
+        >>> good = sorted(Path("line3/good").glob("*.png"))  # doctest: +SKIP
+        >>> recalibrate(model, good, target_fpr=0.02).threshold  # doctest: +SKIP
+        >>> model.save_pretrained("hfr-bottle-line3")  # doctest: +SKIP
+    """
+    if model.config.calibration is None or model.config.scoring.needs_level_scales:
+        raise TrainingError("the model was never calibrated: train it first")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise TrainingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    images = list(images)
+    scores = _calibration_scores(model, images, batch_size, progress, _ignore_progress)
+    calibration = Calibration.from_normal_scores(
+        scores, target_fpr=target_fpr, source="normal images given to recalibrate"
+    )
+    evaluation = {
+        key: value
+        for key, value in (model.config.evaluation or {}).items()
+        if key not in THRESHOLD_RESULTS
+    }
+    model.config = model.config.replace(calibration=calibration, evaluation=evaluation or None)
+    logger.info("recalibrated on %d normal images", len(images))
+    return calibration
 
 
 def _ignore_progress(_: TrainingProgress) -> None:

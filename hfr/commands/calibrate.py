@@ -1,0 +1,29 @@
+"""``hfr calibrate``: set a trained model's threshold afresh from normal images it was not
+trained on, and save it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hfr.commands.common import load_model
+from hfr.pipeline import save_model
+from hfr.sources import expand_sources, read_source
+from hfr.train import recalibrate
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    model = load_model(args.model, args.device)
+    before = model.config.calibration
+    images = [read_source(source).pixels for source in expand_sources(args.inputs)]
+    calibration = recalibrate(model, images, target_fpr=args.target_fpr, batch_size=args.batch_size)
+    save_model(model, args.output)
+    summary = {
+        "model": args.model,
+        "output": args.output,
+        "threshold_before": None if before is None else before.threshold,
+        **calibration.to_dict(),
+        "command": args.command_line,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
