@@ -40,6 +40,19 @@ def prediction_quantile(probability: float, count: int) -> float:
     return float(t.ppf(probability, count - 1) * math.sqrt(1.0 + 1.0 / count))
 
 
+def check_target_fpr(target_fpr: float | None) -> None:
+    """Raise :class:`ConfigError` unless ``target_fpr`` is None or a number in (0, 0.5)."""
+    number = isinstance(target_fpr, (int, float)) and not isinstance(target_fpr, bool)
+    if target_fpr is not None and not (number and 0 < target_fpr < 0.5):
+        raise ConfigError(f"target_fpr must be a number in (0, 0.5), got {target_fpr!r}")
+
+
+def check_count(count: int) -> None:
+    """Raise :class:`TrainingError` for fewer than two normal images to calibrate on."""
+    if count < 2:
+        raise TrainingError(f"calibration needs at least two normal images, got {count}")
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Statistics of held-out normal scores and the threshold chosen from them."""
@@ -88,13 +101,9 @@ class Calibration:
             >>> round(Calibration.from_normal_scores(scores).threshold, 3)  # the outlier decides
             6.57
         """
-        if target_fpr is not None and not (
-            isinstance(target_fpr, (int, float)) and 0 < target_fpr < 0.5
-        ):
-            raise ConfigError(f"target_fpr must be a number in (0, 0.5), got {target_fpr!r}")
+        check_target_fpr(target_fpr)
         scores = np.asarray(scores, dtype=np.float64)
-        if scores.size < 2:
-            raise TrainingError("calibration needs the scores of at least two normal images")
+        check_count(scores.size)
         if not np.isfinite(scores).all():
             raise TrainingError("calibration got NaN or infinite scores: the model cannot score")
         mean, std, peak = float(scores.mean()), float(scores.std(ddof=1)), float(scores.max())

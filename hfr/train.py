@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hfr import anomaly
-from hfr.calibration import Calibration
+from hfr.calibration import Calibration, check_count, check_target_fpr
 from hfr.config import DEFAULT_TARGET_FPR, TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
@@ -240,7 +240,9 @@ def recalibrate(
         raise TrainingError("the model was never calibrated: train it first")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise TrainingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_target_fpr(target_fpr)
     images = list(images)
+    check_count(len(images))
     scores = _calibration_scores(model, images, batch_size, progress, _ignore_progress)
     calibration = Calibration.from_normal_scores(
         scores, target_fpr=target_fpr, source="normal images given to recalibrate"

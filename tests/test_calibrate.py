@@ -49,6 +49,7 @@ def test_recalibrate_sets_the_threshold_from_the_given_images(trained: HFR) -> N
 @pytest.mark.parametrize(
     ("images", "target_fpr", "error", "message"),
     [
+        (0, 0.01, TrainingError, "at least two"),
         (1, 0.01, TrainingError, "at least two"),
         (4, 0.7, ConfigError, "target_fpr"),
         (4, 0.0, ConfigError, "target_fpr"),
@@ -86,6 +87,15 @@ def test_calibrate_command_saves_the_recalibrated_model(trained: HFR, tmp_path: 
     assert loaded.config.calibration.num_images == 8
     assert loaded.config.calibration.threshold == pytest.approx(expected.threshold, rel=1e-5)
     assert SOURCE in (output / "README.md").read_text()
+
+
+def test_calibrate_command_refuses_an_empty_folder(trained: HFR, tmp_path: Path, capsys) -> None:
+    save_model(trained, tmp_path / "model")
+    (tmp_path / "empty").mkdir()
+    argv = ["calibrate", "--model", str(tmp_path / "model"), str(tmp_path / "empty")]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    assert "at least two normal images, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_calibrate_command_reports_an_unreadable_image_and_writes_nothing(
