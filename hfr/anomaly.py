@@ -139,6 +139,24 @@ def anomaly_map(residuals: list[torch.Tensor], size: tuple[int, int], sigma: flo
     return total
 
 
+def combined_map(
+    levels: list[torch.Tensor], size: tuple[int, int], sigma: float, combination: str = "sum"
+) -> torch.Tensor:
+    """The map of weighted ``levels`` (strides 4, 8, 16, then any added terms): their
+    :func:`anomaly_map` (``"sum"``), or ``(fine + 1) * (coarse + 1) - 1`` with fine the map of
+    the first two and coarse that of the rest (``"product"``), high only where both are.
+
+    Example:
+        >>> levels = [torch.ones(1, 4, 4), torch.ones(1, 2, 2), torch.ones(1, 1, 1)]
+        >>> float(combined_map(levels, (4, 4), 0.0, "product").mean())  # (2 + 1) * (1 + 1) - 1
+        5.0
+    """
+    if combination == "sum":
+        return anomaly_map(levels, size, sigma)
+    fine, coarse = anomaly_map(levels[:2], size, sigma), anomaly_map(levels[2:], size, sigma)
+    return (fine + 1.0) * (coarse + 1.0) - 1.0
+
+
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``(B, H, W)`` maps."""
     if tuple(maps.shape[-2:]) == tuple(size):

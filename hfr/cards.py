@@ -98,6 +98,11 @@ def scoring_text(scoring: Scoring) -> str:
             f", plus {scoring.memory_weight:g} x the distance of each stride-16 patch{pooled} to "
             f"the nearest normal training patch, divided by its normal mean{scale}"
         )
+    if scoring.combination == "product":
+        levels += (
+            "; the stride-4 and stride-8 evidence and the rest are then multiplied, "
+            "(fine + 1) x (coarse + 1) - 1"
+        )
     if scoring.image_score == "top_k_mean":
         score = f"the mean of the highest {100 * scoring.top_k_fraction:g} % of the map's pixels"
     else:

@@ -22,9 +22,11 @@ from hfr import __version__
 from hfr.config import (
     AUTO_POSITION_WEIGHT,
     AUTO_RESIZE,
+    COMBINATIONS,
     CONTEXT_MIN_INPUT,
     CONTEXT_SIGMA,
     DECODERS,
+    DEFAULT_COMBINATION,
     DEFAULT_ENCODER,
     DEFAULT_EPOCHS,
     DEFAULT_INPUT_SIZE,
@@ -216,6 +218,14 @@ def add_model_arguments(
         default=DEFAULT_MEMORY_POOLING,
         help="side of the local mean taken of each feature before it joins a patch vector: "
         "1 (default) is none; 3 is PatchCore's and hfr 0.10's",
+    )
+    group.add_argument(
+        "--combination",
+        choices=COMBINATIONS,
+        default=DEFAULT_COMBINATION,
+        help="sum (default) adds every level and term into the map; product multiplies the "
+        "fine evidence (strides 4, 8) with the coarse (stride 16, the terms): sharper maps, "
+        "blinder to large smooth defects",
     )
     group.add_argument(
         "--decoder",

@@ -180,6 +180,11 @@ class Preprocessing:
 
 LEVEL_SCALINGS = ("none", "normal_mean")
 IMAGE_SCORES = ("max", "top_k_mean")
+# How the fine evidence (strides 4 and 8) and the coarse (stride 16, the added terms) make the
+# map: "sum" (the paper's eq. 9, every model) or "product", (fine + 1) x (coarse + 1) - 1, high
+# only where both are (an option since 0.12: sharper maps, blinder to large smooth defects).
+COMBINATIONS = ("sum", "product")
+DEFAULT_COMBINATION = "sum"
 PAPER_LEVEL_WEIGHTS = (1.0, 1.0, 1.0)
 # The "hfr" preset halves the stride-4 level after scaling: its normal residuals spread the
 # most for their mean (std / mean 0.9-1.2 against 0.4-0.7 at stride 16; docs/results/
@@ -200,8 +205,8 @@ LEGACY_MEMORY_POOLING = 3
 # memory").
 TRAINED_MEMORY_WEIGHT = 3.0
 # Keys a config may lack (level_weights since 0.8, the position keys since 0.9, the memory
-# keys since 0.10, memory_pooling since 0.11): written before the field existed, they load
-# with its default (memory_pooling: LEGACY_MEMORY_POOLING).
+# keys since 0.10, memory_pooling since 0.11, combination since 0.12): written before the field
+# existed, they load with its default (memory_pooling: LEGACY_MEMORY_POOLING).
 _SCORING_KEYS_ADDED = frozenset(
     {
         "level_weights",
@@ -210,6 +215,7 @@ _SCORING_KEYS_ADDED = frozenset(
         "memory_weight",
         "memory_scale",
         "memory_pooling",
+        "combination",
     }
 )
 # The terms added to the residual levels: each has a weight (0: off) and a scale, its mean on
@@ -235,6 +241,8 @@ class Scoring:
     (0: off, every model before 0.10) adds in the same way the distance of each stride-16
     patch to the nearest normal training patch (:mod:`hfr.memory`, ``memory_scale``), its
     features first averaged over ``memory_pooling`` x ``memory_pooling`` neighbourhoods.
+    ``combination`` (see ``COMBINATIONS``) sums everything (``"sum"``) or multiplies the fine
+    evidence, strides 4 and 8, with the coarse, stride 16 and the added terms (``"product"``).
 
     Example:
         >>> Scoring.preset("paper") == Scoring()
@@ -253,6 +261,7 @@ class Scoring:
     memory_weight: float = 0.0
     memory_scale: float | None = None
     memory_pooling: int = DEFAULT_MEMORY_POOLING
+    combination: str = DEFAULT_COMBINATION
 
     def __post_init__(self) -> None:
         _check(
@@ -321,6 +330,12 @@ class Scoring:
             "scoring.memory_pooling",
             f"one of {MEMORY_POOLINGS}",
             self.memory_pooling,
+        )
+        _check(
+            self.combination in COMBINATIONS,
+            "scoring.combination",
+            f"one of {COMBINATIONS}",
+            self.combination,
         )
 
     @classmethod
@@ -449,6 +464,7 @@ class HFRConfig:
         position_weight: float = 0.0,
         memory_weight: float = 0.0,
         memory_pooling: int = DEFAULT_MEMORY_POOLING,
+        combination: str = DEFAULT_COMBINATION,
         decoder: str | None = None,
         resize: str = "stretch",
         sigma: float | None = None,
@@ -458,7 +474,8 @@ class HFRConfig:
         ``resize`` (see ``RESIZE_MODES``), scoring to the ``"hfr"`` preset
         (``scoring="paper"`` for the paper's) with its level weights unless ``level_weights``
         are given, the per-position term weighted ``position_weight`` and the patch memory
-        ``memory_weight`` (0: off) with ``memory_pooling``, the decoder to ``"context"`` from
+        ``memory_weight`` (0: off) with ``memory_pooling``, the levels combined by
+        ``combination`` (see ``COMBINATIONS``), the decoder to ``"context"`` from
         ``CONTEXT_MIN_INPUT`` px a side on and ``"paper"`` below, and ``sigma`` to
         ``CONTEXT_SIGMA`` with the context decoder and the paper's ``DEFAULT_SIGMA`` with its."""
         preprocessing = preprocessing or Preprocessing.for_encoder(
@@ -473,6 +490,8 @@ class HFRConfig:
             scoring = Scoring.preset(scoring)
         if level_weights is not None:
             scoring = replace(scoring, level_weights=tuple(level_weights))
+        if combination != scoring.combination:
+            scoring = replace(scoring, combination=combination)
         if position_weight or memory_weight:
             scoring = replace(
                 scoring,

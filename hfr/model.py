@@ -174,7 +174,8 @@ class HFR(
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps at ``size`` and image scores from the three residual levels, as
         ``config.scoring`` says (level scales and weights, the ``terms`` of :meth:`term_maps`
-        each divided by its scale and multiplied by its weight, then the image score)."""
+        each divided by its scale and multiplied by its weight, combined as it says, then the
+        image score)."""
         scoring = self.config.scoring
         levels = anomaly.weigh_levels(
             residuals, scales=scoring.level_scales, weights=scoring.level_weights
@@ -184,7 +185,7 @@ class HFR(
             if scale is None:
                 raise ConfigError(f"scoring.{term}_scale is not set: calibrate the model first")
             levels.append(values * (getattr(scoring, f"{term}_weight") / scale))
-        maps = anomaly.anomaly_map(levels, size, self.config.sigma)
+        maps = anomaly.combined_map(levels, size, self.config.sigma, scoring.combination)
         return maps, anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction)
 
     def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from hfr.config import (
     AUTO_POSITION_WEIGHT,
     AUTO_RESIZE,
+    DEFAULT_COMBINATION,
     DEFAULT_ENCODER,
     DEFAULT_INPUT_SIZE,
     DEFAULT_MEMORY_POOLING,
@@ -47,6 +48,7 @@ class ModelSettings:
     position_weight: float | str = 0.0  # the per-position term; "auto": hfr.position.auto_weight
     memory_weight: float = TRAINED_MEMORY_WEIGHT  # the patch memory term (hfr.memory); 0: off
     memory_pooling: int = DEFAULT_MEMORY_POOLING  # its features' local mean (1: none)
+    combination: str = DEFAULT_COMBINATION  # fine and coarse evidence summed ("sum") or multiplied
     decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
     resize: str = AUTO_RESIZE  # from the training images' aspects (hfr.preprocessing.fitted_resize)
 

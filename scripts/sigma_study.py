@@ -11,14 +11,16 @@ python scripts/sigma_study.py --model POSITION_MODEL_DIR --data ../shared/datase
     --category bottle --sigmas 2 --position-weights 0,0.5,1,2,4 --output bottle_position.json
 python scripts/sigma_study.py --model MEMORY_MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category screw --sigmas 2 --memory-weights 0,0.5,1,2 --output screw_memory.json
+python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category bottle --sigmas 2 --combinations sum,product --output bottle_product.json
 
-Training never sees sigma, the level weights or the weights of the added terms (the loss, the
-level scales, the position statistics, the patch memory and the terms' scales come from the
-features and residuals), so one model rescored with each setting is what a model trained with
-that setting would score. A position or memory weight above 0 needs a model trained with one
-(it holds the statistics or the memory). Reports
-image AUROC, and with masks pixel AUROC and AUPRO, per setting; thresholds, which calibration
-sets from the scores, are left out.
+Training never sees sigma, the level weights, the weights of the added terms or how the levels
+are combined (the loss, the level scales, the position statistics, the patch memory and the
+terms' scales come from the features and residuals), so one model rescored with each setting is
+what a model trained with that setting would score. A position or memory weight above 0 needs
+a model trained with one (it holds the statistics or the memory). Reports image AUROC, and with
+masks pixel AUROC and AUPRO, per setting; thresholds, which calibration sets from the scores,
+are left out.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def main() -> None:
     parser.add_argument(
         "--memory-weights", default=None, help="comma-separated (default: the model's)"
     )
+    parser.add_argument(
+        "--combinations", default=None, help="comma-separated (default: the model's)"
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     model = HFR.from_pretrained(args.model)
@@ -75,13 +80,20 @@ def main() -> None:
     )
     position_options = _term_weights(args.position_weights, trained.scoring.position_weight)
     memory_options = _term_weights(args.memory_weights, trained.scoring.memory_weight)
+    combinations = (
+        [trained.scoring.combination] if args.combinations is None else args.combinations.split(",")
+    )
     sigmas = [float(value) for value in args.sigmas.split(",")]
     rows = []
-    for sigma, weights, position, memory in itertools.product(
-        sigmas, weight_options, position_options, memory_options
+    for sigma, weights, position, memory, combination in itertools.product(
+        sigmas, weight_options, position_options, memory_options, combinations
     ):
         scoring = replace(
-            trained.scoring, level_weights=weights, position_weight=position, memory_weight=memory
+            trained.scoring,
+            level_weights=weights,
+            position_weight=position,
+            memory_weight=memory,
+            combination=combination,
         )
         model.config = trained.replace(sigma=sigma, scoring=scoring)
         maps, _ = collect(model, dataset, progress=False)
@@ -91,6 +103,7 @@ def main() -> None:
             "level_weights": list(weights),
             "position_weight": position,
             "memory_weight": memory,
+            "combination": combination,
         }
         rows.append({**row, **{name: values[name] for name in METRICS if name in values}})
     record = {

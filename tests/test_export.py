@@ -56,7 +56,12 @@ def test_onnx_export_of_expansion_features_matches_torch(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     "term",
-    [{"position_weight": 1.0}, {"memory_weight": 1.0}, {"memory_weight": 1.0, "memory_pooling": 3}],
+    [
+        {"position_weight": 1.0},
+        {"memory_weight": 1.0},
+        {"memory_weight": 1.0, "memory_pooling": 3},
+        {"memory_weight": 1.0, "combination": "product"},
+    ],
 )
 def test_onnx_export_carries_the_added_terms(tmp_path: Path, term: dict) -> None:
     from conftest import synthetic_images

@@ -24,6 +24,7 @@ def model_settings(args: argparse.Namespace) -> ModelSettings:
         position_weight=args.position_weight,
         memory_weight=args.memory_weight,
         memory_pooling=args.memory_pooling,
+        combination=args.combination,
         decoder=args.decoder,
         resize=args.resize,
     )

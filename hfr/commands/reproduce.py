@@ -105,6 +105,7 @@ def run_one(
         "auto_position_weight": model.config.training.get("auto_position_weight"),
         "memory_weight": model.config.scoring.memory_weight,
         "memory_pooling": model.config.scoring.memory_pooling,
+        "combination": model.config.scoring.combination,
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
         "hard_weight": args.hard_weight,
