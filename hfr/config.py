@@ -490,8 +490,7 @@ class HFRConfig:
             scoring = Scoring.preset(scoring)
         if level_weights is not None:
             scoring = replace(scoring, level_weights=tuple(level_weights))
-        if combination != scoring.combination:
-            scoring = replace(scoring, combination=combination)
+        scoring = replace(scoring, combination=combination)
         if position_weight or memory_weight:
             scoring = replace(
                 scoring,
