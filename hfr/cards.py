@@ -98,6 +98,13 @@ def scoring_text(scoring: Scoring) -> str:
             f", plus {scoring.memory_weight:g} x the distance of each stride-16 patch{pooled} to "
             f"the nearest normal training patch, divided by its normal mean{scale}"
         )
+    if scoring.colour_weight > 0:
+        scale = "" if scoring.colour_scale is None else f" ({scoring.colour_scale:.4f})"
+        levels += (
+            f", plus {scoring.colour_weight:g} x the distance of the input's colour in each "
+            f"4x4-pixel cell from the normal colours at that cell, divided by its normal "
+            f"mean{scale}"
+        )
     if scoring.combination == "product":
         levels += (
             "; the stride-4 and stride-8 evidence and the rest are then multiplied, "

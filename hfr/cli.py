@@ -20,8 +20,9 @@ from collections.abc import Sequence
 
 from hfr import __version__
 from hfr.config import (
-    AUTO_POSITION_WEIGHT,
+    ALIGNED_COLOUR_WEIGHT,
     AUTO_RESIZE,
+    AUTO_WEIGHT,
     COMBINATIONS,
     CONTEXT_MIN_INPUT,
     CONTEXT_SIGMA,
@@ -106,15 +107,16 @@ def term_weight(text: str) -> float:
     return weight
 
 
-def position_weight_or_auto(text: str) -> float | str:
-    """``--position-weight``: ``auto`` (chosen from the training images) or a number >= 0.
+def weight_or_auto(text: str) -> float | str:
+    """``--position-weight``, ``--colour-weight``: ``auto`` (chosen from the training images)
+    or a number >= 0.
 
     Example:
-        >>> position_weight_or_auto("auto"), position_weight_or_auto("0")
+        >>> weight_or_auto("auto"), weight_or_auto("0")
         ('auto', 0.0)
     """
-    if text == AUTO_POSITION_WEIGHT:
-        return AUTO_POSITION_WEIGHT
+    if text == AUTO_WEIGHT:
+        return AUTO_WEIGHT
     try:
         return term_weight(text)
     except argparse.ArgumentTypeError:
@@ -194,7 +196,7 @@ def add_model_arguments(
     )
     group.add_argument(
         "--position-weight",
-        type=position_weight_or_auto,
+        type=weight_or_auto,
         default=0.0,
         metavar="W",
         help="for parts that sit in the same place in every image (a fixed camera and "
@@ -210,6 +212,16 @@ def add_model_arguments(
         metavar="W",
         help="add W x the distance of each stride-16 patch to the nearest normal training "
         f"patch (a 1 %% coreset of them); 0 is off (default: {TRAINED_MEMORY_WEIGHT:g})",
+    )
+    group.add_argument(
+        "--colour-weight",
+        type=weight_or_auto,
+        default=AUTO_WEIGHT,
+        metavar="W",
+        help="add W x the distance of the input's colour in each 4x4-pixel cell from the "
+        "normal colours at that cell: finds brighter, darker or discoloured regions on aligned "
+        f"parts; auto (default): {ALIGNED_COLOUR_WEIGHT:g} where --position-weight auto would "
+        "find the parts aligned, else 0",
     )
     group.add_argument(
         "--memory-pooling",
@@ -477,6 +489,14 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         metavar="W",
         help="time the per-position term too (statistics of random images); 0 (default) is off",
+    )
+    parser.add_argument(
+        "--colour-weight",
+        type=term_weight,
+        default=0.0,
+        metavar="W",
+        help="time the colour term too (statistics of random images; on for aligned parts by "
+        "default); 0 (default) is off",
     )
     parser.add_argument(
         "--memory-weight",

@@ -1,6 +1,6 @@
 """``HFR``: the frozen encoder and the decoder as one module, batched prediction, and the Hub
-mixin hooks (safetensors of the decoder and any per-position statistics or patch memory,
-never the encoder; strict and pickle-free loading)."""
+mixin hooks (safetensors of the decoder and any per-position statistics, patch memory or
+colour statistics, never the encoder; strict and pickle-free loading)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hfr import anomaly, cards, hub
+from hfr.colour import STATE_PREFIX as COLOUR_PREFIX
+from hfr.colour import ColourStatistics
 from hfr.config import CONFIG_FILE, WEIGHTS_FILE, HFRConfig, read_config, write_config
 from hfr.decoder import HierarchicalDecoder
 from hfr.encoder import build_encoder
@@ -58,7 +60,8 @@ class HFR(
     that sit in the same place in every image, ``position_weight=1`` adds the distance of each
     stride-8 feature from the normal ones at its position (:mod:`hfr.position`);
     ``memory_weight=1`` the distance of each stride-16 patch to the nearest normal training
-    patch (:mod:`hfr.memory`).
+    patch (:mod:`hfr.memory`); ``colour_weight`` the distance of the input's colour from the
+    normal colours at each place (:mod:`hfr.colour`).
 
     Args:
         config: an :class:`~hfr.config.HFRConfig`; or leave it out and pass its fields as
@@ -97,6 +100,7 @@ class HFR(
         # Set by training (or loaded with the weights) when the scoring uses them.
         self.position: PositionStatistics | None = None
         self.memory: PatchMemory | None = None
+        self.colour: ColourStatistics | None = None
         self.eval()
 
     @property
@@ -143,17 +147,21 @@ class HFR(
         features, reconstructions = self.reconstruct(images)
         residuals = anomaly.residual_maps(features, reconstructions)
         size = tuple(images.shape[-2:])
-        maps, scores = self.score_residuals(residuals, size, self.term_maps(features))
+        maps, scores = self.score_residuals(residuals, size, self.term_maps(features, images))
         return anomaly.AnomalyOutput(maps, scores, residuals)
 
-    def term_maps(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The maps of the terms the scoring weighs, before scaling: ``"position"``
-        (:mod:`hfr.position`, ``(B, H/8, W/8)``) and ``"memory"`` (:mod:`hfr.memory`,
-        ``(B, H/16, W/16)``)."""
+    def term_maps(
+        self, features: list[torch.Tensor], images: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The maps of the terms the scoring weighs, before scaling, from the ``features`` of
+        the normalised batch ``images``: ``"position"`` (:mod:`hfr.position`, ``(B, H/8,
+        W/8)``), ``"memory"`` (:mod:`hfr.memory`, ``(B, H/16, W/16)``) and ``"colour"``
+        (:mod:`hfr.colour`, ``(B, H/4, W/4)``)."""
         scoring, maps = self.config.scoring, {}
         for term, module, label, inputs in (
             ("position", self.position, "per-position statistics", features[POSITION_LEVEL]),
             ("memory", self.memory, "patch memory", features),
+            ("colour", self.colour, "colour statistics", images),
         ):
             weight = getattr(scoring, f"{term}_weight")
             if weight == 0:
@@ -247,7 +255,7 @@ class HFR(
             predictions += scored
         return predictions
 
-    # --- Hub serialisation: decoder (and position statistics), strict and pickle-free ---
+    # --- Hub serialisation: decoder (and the added terms' tensors), strict and pickle-free ---
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The model card (``repo_id=`` names the repo in its usage example)."""
@@ -258,7 +266,7 @@ class HFR(
 
     def _save_pretrained(self, save_directory: Path) -> None:
         state = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
-        for module in (self.position, self.memory):
+        for module in (self.position, self.memory, self.colour):
             if module is not None:
                 state.update(module.state())
         state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
@@ -307,8 +315,8 @@ class HFR(
 
     def load_decoder_weights(self, path: str | Path) -> None:
         """Load ``model.safetensors`` strictly: the decoder's names, shapes, dtypes and values,
-        and the per-position statistics and patch memory, each required when the scoring
-        weighs it."""
+        and the per-position statistics, patch memory and colour statistics, each required when
+        the scoring weighs it."""
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as error:
@@ -332,6 +340,14 @@ class HFR(
                 tensors, channels[1] + channels[2], pooling=self.config.scoring.memory_pooling
             ),
         )
+        colour = _term_from_state(
+            path,
+            state,
+            COLOUR_PREFIX,
+            "colour statistics",
+            self.config.scoring.colour_weight,
+            lambda tensors: ColourStatistics.from_state(tensors, 3),
+        )
         expected = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -352,6 +368,7 @@ class HFR(
         self.decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in state.items()})
         self.position = None if position is None else position.to(self.device)
         self.memory = None if memory is None else memory.to(self.device)
+        self.colour = None if colour is None else colour.to(self.device)
 
 
 def _term_from_state(

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from hfr.config import (
-    AUTO_POSITION_WEIGHT,
     AUTO_RESIZE,
+    AUTO_WEIGHT,
     DEFAULT_COMBINATION,
     DEFAULT_ENCODER,
     DEFAULT_INPUT_SIZE,
@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 class ModelSettings:
     """What a new model is built from (the encoder and how its maps are made); the fields are
     keywords of :meth:`HFRConfig.build <hfr.config.HFRConfig.build>`; ``resize="auto"`` and
-    ``position_weight="auto"`` are decided by :func:`train_category` from the training
-    images."""
+    ``position_weight="auto"`` and ``colour_weight="auto"`` are decided by
+    :func:`train_category` from the training images."""
 
     encoder: str = DEFAULT_ENCODER
     encoder_weights: str | None = None
@@ -49,6 +49,7 @@ class ModelSettings:
     memory_weight: float = TRAINED_MEMORY_WEIGHT  # the patch memory term (hfr.memory); 0: off
     memory_pooling: int = DEFAULT_MEMORY_POOLING  # its features' local mean (1: none)
     combination: str = DEFAULT_COMBINATION  # fine and coarse evidence summed ("sum") or multiplied
+    colour_weight: float | str = AUTO_WEIGHT  # the colour term (hfr.colour); "auto": if aligned
     decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
     resize: str = AUTO_RESIZE  # from the training images' aspects (hfr.preprocessing.fitted_resize)
 
@@ -82,9 +83,12 @@ def train_category(
     if settings.resize == AUTO_RESIZE:
         settings = replace(settings, resize=fitted_resize(dataset.train))
         logger.info("images fitted to the input by %s", settings.resize)
-    auto_position_weight = settings.position_weight == AUTO_POSITION_WEIGHT
+    auto_position_weight = settings.position_weight == AUTO_WEIGHT
+    auto_colour_weight = settings.colour_weight == AUTO_WEIGHT
     if auto_position_weight:  # chosen by fit from the training images' features
         settings = replace(settings, position_weight=0.0)
+    if auto_colour_weight:
+        settings = replace(settings, colour_weight=0.0)
     options = options or RunOptions()
     torch.manual_seed(options.training.seed)  # the decoder's initialisation
     device = auto_device(options.device)
@@ -98,6 +102,7 @@ def train_category(
         progress=options.progress,
         on_progress=options.on_progress,
         auto_position_weight=auto_position_weight,
+        auto_colour_weight=auto_colour_weight,
     )
     training = {
         **model.config.training,

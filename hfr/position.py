@@ -91,6 +91,9 @@ class PositionStatistics(nn.Module):
         (3, 2, 2)
     """
 
+    prefix = STATE_PREFIX  # of the tensors in a weights file
+    inputs = "features"  # what forward takes, for its error message
+
     def __init__(self, mean: torch.Tensor, variance: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean.float())
@@ -109,34 +112,35 @@ class PositionStatistics(nn.Module):
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], channels: int) -> PositionStatistics:
-        """Rebuild from the ``position.*`` tensors of a weights file, checked."""
+        """Rebuild from the ``position.*`` (``cls.prefix``) tensors of a weights file, checked."""
+        prefix = cls.prefix
         try:
-            mean, variance = state[STATE_PREFIX + "mean"], state[STATE_PREFIX + "variance"]
+            mean, variance = state[prefix + "mean"], state[prefix + "variance"]
         except KeyError as missing:
             raise ModelFormatError(f"the weights file lacks {missing}") from None
         for name, tensor in (("mean", mean), ("variance", variance)):
             if tensor.dtype != torch.float32 or tensor.dim() != 3 or tensor.shape[0] != channels:
                 raise ModelFormatError(
-                    f"{STATE_PREFIX}{name} is {tensor.dtype} {tuple(tensor.shape)}, expected "
-                    f"float32 ({channels}, H, W) for this encoder"
+                    f"{prefix}{name} is {tensor.dtype} {tuple(tensor.shape)}, expected "
+                    f"float32 ({channels}, H, W) for this model"
                 )
             if not torch.isfinite(tensor).all():
-                raise ModelFormatError(f"{STATE_PREFIX}{name} holds NaN or infinite values")
+                raise ModelFormatError(f"{prefix}{name} holds NaN or infinite values")
         if mean.shape != variance.shape or not (variance > 0).all():
             raise ModelFormatError(
-                f"{STATE_PREFIX}variance must match {STATE_PREFIX}mean's shape and be above 0"
+                f"{prefix}variance must match {prefix}mean's shape and be above 0"
             )
         return cls(mean, variance)
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The tensors a weights file stores, under ``position.``."""
-        return {STATE_PREFIX + "mean": self.mean, STATE_PREFIX + "variance": self.variance}
+        """The tensors a weights file stores, under ``position.`` (``self.prefix``)."""
+        return {self.prefix + "mean": self.mean, self.prefix + "variance": self.variance}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """The ``(B, H, W)`` map of ``(B, C, H, W)`` stride-8 features."""
         if tuple(features.shape[1:]) != tuple(self.mean.shape):
             raise ConfigError(
-                f"per-position statistics are for features {tuple(self.mean.shape)}, got "
+                f"per-position statistics are for {self.inputs} {tuple(self.mean.shape)}, got "
                 f"{tuple(features.shape[1:])}: the input size differs from the one they were "
                 "measured at"
             )

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from hfr import anomaly
 from hfr.calibration import Calibration, check_count, check_target_fpr
+from hfr.colour import ColourStatistics, chosen_colour_weight
 from hfr.config import DEFAULT_TARGET_FPR, TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
@@ -93,13 +94,15 @@ def fit(
     progress: bool = True,
     on_progress: ProgressCallback | None = None,
     auto_position_weight: bool = False,
+    auto_colour_weight: bool = False,
 ) -> TrainResult:
     """Train ``model.decoder`` on normal ``images`` and set ``model.calibration`` (and
-    ``model.position`` and ``model.memory``, the per-position statistics and the patch memory,
-    when the scoring weighs them).
+    ``model.position``, ``model.memory`` and ``model.colour``, the per-position statistics, the
+    patch memory and the per-position colour statistics, when the scoring weighs them).
 
     With ``auto_position_weight``, the scoring's ``position_weight`` is replaced by the one
-    :func:`hfr.position.auto_weight` chooses from the training images' features.
+    :func:`hfr.position.auto_weight` chooses from the training images' features; with
+    ``auto_colour_weight``, its ``colour_weight`` by :func:`hfr.colour.chosen_colour_weight`.
 
     ``on_progress`` is called with a :class:`TrainingProgress` at the start of each stage, after
     each batch of feature extraction and calibration and after each epoch; an exception it raises
@@ -172,11 +175,16 @@ def fit(
     started = time.perf_counter()
     model.eval()
     position_weight = model.config.scoring.position_weight
-    moments = share = None  # from the cache, or by one more pass when the term may need them
-    if cache is not None or position_weight > 0 or auto_position_weight:
+    moments = share = None  # from the cache, or by one more pass when a term may need them
+    if cache is not None or position_weight > 0 or auto_position_weight or auto_colour_weight:
         batches = _feature_batches(model, train_images, cache, config.batch_size, progress, report)
         moments = FeatureMoments.of(levels[POSITION_LEVEL] for levels in batches)
         share = round(moments.position_share(), 4)
+        if auto_colour_weight:
+            colour_weight, reason = chosen_colour_weight(share, len(train_images))
+            scoring = replace(model.config.scoring, colour_weight=colour_weight)
+            model.config = model.config.replace(scoring=scoring)
+            logger.info("%s: colour term %s", reason, "on" if colour_weight else "off")
         if auto_position_weight:
             position_weight, reason = auto_weight(share, len(train_images))
             scoring = replace(model.config.scoring, position_weight=position_weight)
@@ -194,6 +202,11 @@ def fit(
             batches, pooling=model.config.scoring.memory_pooling
         )
         logger.info("patch memory: %d of the training patches", len(model.memory.bank))
+    model.colour = None
+    if model.config.scoring.colour_weight > 0:
+        chunks = _batches(train_images, config.batch_size, "colour statistics", progress, report)
+        with torch.inference_mode():
+            model.colour = ColourStatistics.from_images(model.preprocess(c) for c in chunks)
     scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started
     model.config = model.config.replace(
@@ -205,6 +218,7 @@ def fit(
             "num_calibration_images": result.num_calibration_images,
             "position_share": share,
             "auto_position_weight": auto_position_weight,
+            "auto_colour_weight": auto_colour_weight,
         },
     )
     logger.info("calibrated on %d held-out normal images", len(calibration_images))
@@ -341,13 +355,14 @@ def _calibration_scores(
 
     When the scoring scales levels by their normal means and has none yet, the means of these
     residuals are measured first and saved in ``model.config.scoring``; so is the mean of each
-    added term (per-position, patch memory) that weighs and has no scale yet.
+    added term (per-position, patch memory, colour) that weighs and has no scale yet.
     """
     residuals, terms = [], []
     for chunk in _batches(images, batch_size, "calibration", progress, report):
-        features, reconstructions = model.reconstruct(model.preprocess(chunk))
+        batch = model.preprocess(chunk)
+        features, reconstructions = model.reconstruct(batch)
         residuals.append(anomaly.residual_maps(features, reconstructions))
-        terms.append(model.term_maps(features))
+        terms.append(model.term_maps(features, batch))
     scoring = model.config.scoring
     if scoring.needs_level_scales:
         means = [torch.cat([batch[k] for batch in residuals]).double().mean() for k in range(3)]

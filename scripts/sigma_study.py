@@ -13,14 +13,16 @@ python scripts/sigma_study.py --model MEMORY_MODEL_DIR --data ../shared/datasets
     --category screw --sigmas 2 --memory-weights 0,0.5,1,2 --output screw_memory.json
 python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category bottle --sigmas 2 --combinations sum,product --output bottle_product.json
+python scripts/sigma_study.py --model COLOUR_MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category bottle --sigmas 2 --colour-weights 0,0.25,0.5,1 --output bottle_colour.json
 
 Training never sees sigma, the level weights, the weights of the added terms or how the levels
-are combined (the loss, the level scales, the position statistics, the patch memory and the
-terms' scales come from the features and residuals), so one model rescored with each setting is
-what a model trained with that setting would score. A position or memory weight above 0 needs
-a model trained with one (it holds the statistics or the memory). Reports image AUROC, and with
-masks pixel AUROC and AUPRO, per setting; thresholds, which calibration sets from the scores,
-are left out.
+are combined (the loss, the level scales, the position statistics, the patch memory, the colour
+statistics and the terms' scales come from the features and residuals), so one model rescored
+with each setting is what a model trained with that setting would score. A position, memory or
+colour weight above 0 needs a model trained with one (it holds the statistics or the memory).
+Reports image AUROC, and with masks pixel AUROC and AUPRO, per setting; thresholds, which
+calibration sets from the scores, are left out.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ def main() -> None:
         "--memory-weights", default=None, help="comma-separated (default: the model's)"
     )
     parser.add_argument(
+        "--colour-weights", default=None, help="comma-separated (default: the model's)"
+    )
+    parser.add_argument(
         "--combinations", default=None, help="comma-separated (default: the model's)"
     )
     parser.add_argument("--output", required=True)
@@ -80,19 +85,21 @@ def main() -> None:
     )
     position_options = _term_weights(args.position_weights, trained.scoring.position_weight)
     memory_options = _term_weights(args.memory_weights, trained.scoring.memory_weight)
+    colour_options = _term_weights(args.colour_weights, trained.scoring.colour_weight)
     combinations = (
         [trained.scoring.combination] if args.combinations is None else args.combinations.split(",")
     )
     sigmas = [float(value) for value in args.sigmas.split(",")]
     rows = []
-    for sigma, weights, position, memory, combination in itertools.product(
-        sigmas, weight_options, position_options, memory_options, combinations
+    for sigma, weights, position, memory, colour, combination in itertools.product(
+        sigmas, weight_options, position_options, memory_options, colour_options, combinations
     ):
         scoring = replace(
             trained.scoring,
             level_weights=weights,
             position_weight=position,
             memory_weight=memory,
+            colour_weight=colour,
             combination=combination,
         )
         model.config = trained.replace(sigma=sigma, scoring=scoring)
@@ -103,6 +110,7 @@ def main() -> None:
             "level_weights": list(weights),
             "position_weight": position,
             "memory_weight": memory,
+            "colour_weight": colour,
             "combination": combination,
         }
         rows.append({**row, **{name: values[name] for name in METRICS if name in values}})

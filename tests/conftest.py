@@ -57,6 +57,14 @@ def tiny_model(seed: int = 0, **kwargs) -> HFR:
     return HFR(**{**options, **kwargs})
 
 
+def model_from_settings(settings: object) -> HFR:
+    """A tiny model built from the ``ModelSettings`` the command line makes: random ResNet18
+    weights, 64x64 stretched, the ``"auto"`` weights that training would choose set to 0."""
+    values = {**vars(settings), "encoder_weights": "random", "input_size": 64, "resize": "stretch"}
+    auto = {k: 0.0 for k, v in values.items() if k.endswith("_weight") and v == "auto"}
+    return HFR(**{**values, **auto})
+
+
 def calibrate(model: HFR, images: list[np.ndarray]) -> HFR:
     """Calibrate ``model`` on the scores of ``images`` (as training does on held-out images)."""
     from hfr import Calibration

@@ -57,7 +57,7 @@ def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "hfr", "benchmark", "--device", "cpu", "--encoders", "resnet18",
         "--batch-size", "1,2", "--image-size", "64", "--repeats", "1", "--position-weight", "1",
-        "--output", str(output), "--markdown", str(table),
+        "--colour-weight", "0.25", "--output", str(output), "--markdown", str(table),
     ]  # fmt: skip
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
     records = json.loads(output.read_text())
@@ -68,5 +68,6 @@ def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
             assert key in record
         assert record["encoder"] == "resnet18" and record["device"] == "cpu"
         assert record["position_weight"] == 1.0  # the per-position term was in the timed forward
+        assert record["colour_weight"] == 0.25  # and the colour term
         assert record["peak_memory_mb"] > 50
     assert "| resnet18 | 2 |" in table.read_text()

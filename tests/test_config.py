@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import model_from_settings
 
 from hfr.cards import scoring_text
 from hfr.config import HFRConfig, Preprocessing, Scoring, TrainConfig, read_config
@@ -137,15 +138,13 @@ def test_hard_term_is_validated() -> None:
 def test_command_line_level_weights_reach_the_model() -> None:
     from hfr.cli import build_parser
     from hfr.commands.common import model_settings
-    from hfr.model import HFR
 
     parser = build_parser()
     base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
     assert model_settings(parser.parse_args(base)).level_weights is None  # the preset's
     settings = model_settings(parser.parse_args([*base, "--level-weights", "1,0.5,2"]))
     assert settings.level_weights == (1.0, 0.5, 2.0)
-    values = {**vars(settings), "encoder_weights": "random", "input_size": 64, "resize": "stretch"}
-    assert HFR(**values).config.scoring.level_weights == (1.0, 0.5, 2.0)
+    assert model_from_settings(settings).config.scoring.level_weights == (1.0, 0.5, 2.0)
     for bad in ("1,1", "1,1,-1", "0,0,0", "a,b,c", "1,1,inf"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--level-weights", bad])

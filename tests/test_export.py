@@ -61,6 +61,7 @@ def test_onnx_export_of_expansion_features_matches_torch(tmp_path: Path) -> None
         {"memory_weight": 1.0},
         {"memory_weight": 1.0, "memory_pooling": 3},
         {"memory_weight": 1.0, "combination": "product"},
+        {"colour_weight": 0.25},
     ],
 )
 def test_onnx_export_carries_the_added_terms(tmp_path: Path, term: dict) -> None:

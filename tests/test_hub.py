@@ -49,13 +49,15 @@ def test_round_trip_through_the_hub(api: HfApi, hub, tmp_path: Path) -> None:
     assert f"{repo_id}@{info.sha[:8]}/model.safetensors" in hub.downloads
 
 
-def test_position_statistics_and_patch_memory_travel_through_the_hub(
-    api: HfApi, tmp_path: Path
-) -> None:
+def test_the_added_terms_travel_through_the_hub(api: HfApi, tmp_path: Path) -> None:
     from hfr.train import TrainConfig, fit
 
     model = tiny_model(
-        position_weight=1.0, memory_weight=1.0, dataset="mvtec_ad", category="aligned"
+        position_weight=1.0,
+        memory_weight=1.0,
+        colour_weight=0.25,
+        dataset="mvtec_ad",
+        category="aligned",
     )
     fit(model, synthetic_images(12, seed=5), TrainConfig(epochs=1, batch_size=4), progress=False)
     repo_id = "hfr-test/hfr-mvtec-aligned"
@@ -63,12 +65,14 @@ def test_position_statistics_and_patch_memory_travel_through_the_hub(
     loaded = HFR.from_pretrained(repo_id, cache_dir=tmp_path / "cache")
     torch.testing.assert_close(loaded.position.variance, model.position.variance, rtol=0, atol=0)
     torch.testing.assert_close(loaded.memory.bank, model.memory.bank, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.colour.mean, model.colour.mean, rtol=0, atol=0)
     assert loaded.config.scoring == model.config.scoring
     assert [p.score for p in loaded.predict(IMAGES)] == [p.score for p in model.predict(IMAGES)]
     card = Path(api.hf_hub_download(repo_id, "README.md", cache_dir=tmp_path / "cache"))
     text = card.read_text()
     assert "(`position.mean`, `position.variance`), the\npatch memory" in text
-    assert "(`memory.bank`), all in" in text
+    assert "(`memory.bank`), the\nmean and variance of the normal input colour" in text
+    assert "(`colour.mean`, `colour.variance`), all in" in text
 
 
 def test_pinned_revision_loads_that_commit(api: HfApi, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_images, tiny_model
+from conftest import model_from_settings, synthetic_images, tiny_model
 from safetensors.torch import load_file, save_file
 
 from hfr import HFR, anomaly
@@ -202,8 +202,7 @@ def test_command_line_memory_weight_reaches_the_model() -> None:
     assert model_settings(parser.parse_args([*base, "--memory-weight", "0"])).memory_weight == 0
     arguments = [*base, "--memory-weight", "1", "--memory-pooling", "3"]
     settings = model_settings(parser.parse_args(arguments))
-    values = {**vars(settings), "encoder_weights": "random", "input_size": 64, "resize": "stretch"}
-    scoring = HFR(**values).config.scoring
+    scoring = model_from_settings(settings).config.scoring
     assert (scoring.memory_weight, scoring.memory_pooling) == (1.0, 3)
     for bad in (["--memory-weight", "-1"], ["--memory-weight", "inf"], ["--memory-pooling", "2"]):
         with pytest.raises(SystemExit):

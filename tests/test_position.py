@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, tiny_model
+from conftest import model_from_settings, synthetic_images, tiny_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -173,7 +173,7 @@ def test_configs_without_the_position_keys_load_without_the_term() -> None:
 
 
 def test_command_line_position_weight_reaches_the_model() -> None:
-    from hfr.cli import build_parser, position_weight_or_auto
+    from hfr.cli import build_parser, weight_or_auto
     from hfr.commands.common import model_settings
 
     parser = build_parser()
@@ -182,13 +182,12 @@ def test_command_line_position_weight_reaches_the_model() -> None:
     auto = model_settings(parser.parse_args([*base, "--position-weight", "auto"]))
     assert auto.position_weight == "auto"
     settings = model_settings(parser.parse_args([*base, "--position-weight", "1"]))
-    values = {**vars(settings), "encoder_weights": "random", "input_size": 64, "resize": "stretch"}
-    assert HFR(**values).config.scoring.position_weight == 1.0
+    assert model_from_settings(settings).config.scoring.position_weight == 1.0
     for bad in ("-1", "inf", "nan", "one", "Auto"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--position-weight", bad])
     with pytest.raises(argparse.ArgumentTypeError, match="expected auto or a number >= 0"):
-        position_weight_or_auto("Auto")
+        weight_or_auto("Auto")
 
 
 def test_position_share_tells_aligned_features_from_ones_placed_at_random() -> None:

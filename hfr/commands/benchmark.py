@@ -3,9 +3,9 @@
     hfr benchmark --device cpu --encoders mobilenetv2_100,resnet18 --batch-size 16 \
         --output bench.json
 
-Random-init encoders (timing does not depend on the weight values); with ``--position-weight``,
-per-position statistics from two random images, and with ``--memory-weight`` a memory of random
-vectors, for the same reason. Each encoder runs in its own
+Random-init encoders (timing does not depend on the weight values); with ``--position-weight``
+and ``--colour-weight``, per-position statistics from two random images, and with
+``--memory-weight`` a memory of random vectors, for the same reason. Each encoder runs in its own
 process, so on CPU ``peak_memory_mb`` is that process's peak RSS (torch itself included); on CUDA
 it is torch's peak allocation. Training time per epoch uses cached features, as training does.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from hfr import anomaly
+from hfr.colour import ColourStatistics
 from hfr.config import TrainConfig
 from hfr.memory import MEMORY_FRACTION, PatchMemory
 from hfr.model import HFR
@@ -92,9 +93,12 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
         input_size=args.image_size,
         position_weight=args.position_weight,
         memory_weight=args.memory_weight,
+        colour_weight=args.colour_weight,
     ).to(device)
     if args.position_weight > 0:
         add_random_position_statistics(model)
+    if args.colour_weight > 0:
+        add_random_colour_statistics(model)
     if args.memory_weight > 0:
         add_random_patch_memory(model)
     if args.channels_last:
@@ -112,6 +116,7 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
                 "compiled": args.compile,
                 "position_weight": args.position_weight,
                 "memory_weight": args.memory_weight,
+                "colour_weight": args.colour_weight,
                 "autocast": "bf16" if device.type == "cuda" else "off",
             }
         )
@@ -134,6 +139,15 @@ def add_random_position_statistics(model: HFR) -> None:
         features = model.encode(torch.randn(2, 3, *size, device=model.device))
     model.position = PositionStatistics.from_features([features[POSITION_LEVEL]])
     scoring = replace(model.config.scoring, position_scale=1.0)
+    model.config = model.config.replace(scoring=scoring)
+
+
+def add_random_colour_statistics(model: HFR) -> None:
+    """Colour statistics from two random images and a scale of 1: what the term costs, not
+    what it finds."""
+    size = model.config.preprocessing.input_size
+    model.colour = ColourStatistics.from_images([torch.randn(2, 3, *size, device=model.device)])
+    scoring = replace(model.config.scoring, colour_scale=1.0)
     model.config = model.config.replace(scoring=scoring)
 
 

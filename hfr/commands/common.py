@@ -25,6 +25,7 @@ def model_settings(args: argparse.Namespace) -> ModelSettings:
         memory_weight=args.memory_weight,
         memory_pooling=args.memory_pooling,
         combination=args.combination,
+        colour_weight=args.colour_weight,
         decoder=args.decoder,
         resize=args.resize,
     )

@@ -106,6 +106,8 @@ def run_one(
         "memory_weight": model.config.scoring.memory_weight,
         "memory_pooling": model.config.scoring.memory_pooling,
         "combination": model.config.scoring.combination,
+        "colour_weight": model.config.scoring.colour_weight,
+        "auto_colour_weight": model.config.training.get("auto_colour_weight"),
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
         "hard_weight": args.hard_weight,

@@ -1,0 +1,71 @@
+"""Per-position statistics of the input's colour, for parts that sit in the same place in
+every image: a brighter, darker or discoloured region that the features shrug off.
+
+An ImageNet encoder is built to recognise things whatever the light: a region made 30 %
+brighter or darker keeps its features, so the reconstruction and the patch memory find it
+normal. Where the parts are aligned, the colour itself is evidence: each channel of the
+normalised input, averaged over ``COLOUR_STRIDE`` x ``COLOUR_STRIDE`` cells, gets a mean and
+a variance per cell over the training images, and an image's map is the mean over channels of
+``(colour - mean)^2 / variance`` (:class:`~hfr.position.PositionStatistics` on the pooled
+input). On parts placed or turned at random (screw) every cell sees every colour and the term
+costs what it finds, so ``colour_weight="auto"`` (the default of trained models since 0.13)
+turns it on by the alignment rule of :func:`hfr.position.auto_weight`. See the README,
+"Aligned parts: colour".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch.nn import functional as F
+
+from hfr.config import ALIGNED_COLOUR_WEIGHT
+from hfr.position import FeatureMoments, PositionStatistics, auto_weight
+
+COLOUR_STRIDE = 4  # input pixels per cell side: the stride of the finest feature level
+STATE_PREFIX = "colour."
+
+
+def pooled_colour(images: torch.Tensor) -> torch.Tensor:
+    """The mean colour of each ``COLOUR_STRIDE`` cell of a normalised ``(B, 3, H, W)`` batch.
+
+    Example:
+        >>> tuple(pooled_colour(torch.zeros(2, 3, 64, 48)).shape)
+        (2, 3, 16, 12)
+    """
+    return F.avg_pool2d(images.float(), COLOUR_STRIDE)
+
+
+class ColourStatistics(PositionStatistics):
+    """Mean and floored variance of each channel of the pooled input at each cell.
+
+    Example:
+        >>> stats = ColourStatistics.from_images([torch.randn(8, 3, 16, 16)])
+        >>> tuple(stats(torch.randn(2, 3, 16, 16)).shape)
+        (2, 4, 4)
+    """
+
+    prefix = STATE_PREFIX
+    inputs = f"the input's colour in {COLOUR_STRIDE}-pixel cells"
+
+    @classmethod
+    def from_images(cls, batches: Iterable[torch.Tensor]) -> ColourStatistics:
+        """Statistics of normalised ``(N, 3, H, W)`` batches of normal images."""
+        return cls.from_moments(FeatureMoments.of(pooled_colour(batch) for batch in batches))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The ``(B, H/4, W/4)`` map of a normalised ``(B, 3, H, W)`` batch."""
+        return super().forward(pooled_colour(images))
+
+
+def chosen_colour_weight(share: float, num_images: int) -> tuple[float, str]:
+    """The weight ``colour_weight="auto"`` chooses, and why: ``ALIGNED_COLOUR_WEIGHT`` where
+    :func:`~hfr.position.auto_weight` finds the parts aligned, else 0.
+
+    Example:
+        >>> chosen_colour_weight(0.88, 188)[0], chosen_colour_weight(0.18, 288)[0]
+        (0.25, 0.0)
+    """
+    weight, reason = auto_weight(share, num_images)
+    return (ALIGNED_COLOUR_WEIGHT if weight > 0 else 0.0), reason
