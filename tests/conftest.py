@@ -90,6 +90,12 @@ def synthetic_images(count: int, size: int = 48, seed: int = 0) -> list[np.ndarr
     return images
 
 
+def shifted_images(images: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    """The same images, each rolled by a random offset: parts placed anywhere."""
+    rng = np.random.default_rng(seed)
+    return [np.roll(image, tuple(rng.integers(0, 48, 2)), axis=(0, 1)) for image in images]
+
+
 def write_pngs(
     folder: Path, count: int, *, size: int = 48, seed: int = 0, digits: int = 3
 ) -> list[Path]:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import model_from_settings, synthetic_images, tiny_model
+from conftest import model_from_settings, shifted_images, synthetic_images, tiny_model
 from safetensors.torch import load_file, save_file
 
 from hfr import HFR, anomaly
 from hfr.cards import scoring_text
 from hfr.colour import COLOUR_STRIDE, ColourStatistics, chosen_colour_weight, pooled_colour
-from hfr.config import ALIGNED_COLOUR_WEIGHT, Scoring
+from hfr.config import ALIGNED_COLOUR_WEIGHT
 from hfr.data import AnomalyDataset
 from hfr.errors import ConfigError, ModelFormatError
 from hfr.pipeline import ModelSettings, RunOptions, train_category
@@ -131,26 +129,6 @@ def test_a_zero_weight_scores_without_the_term(trained: HFR, tmp_path: Path) -> 
     assert not torch.allclose(out.maps, with_term.maps)
 
 
-def test_a_weight_without_statistics_names_the_fix() -> None:
-    model = tiny_model()
-    scoring = replace(model.config.scoring, colour_weight=1.0, colour_scale=1.0)
-    model.config = model.config.replace(scoring=scoring)
-    with pytest.raises(ConfigError, match="no colour statistics.*--colour-weight"):
-        model(torch.randn(1, 3, 64, 64))
-
-
-def test_configs_without_the_colour_keys_load_without_the_term() -> None:
-    values = Scoring.preset("hfr").to_dict()
-    assert values["colour_weight"] == 0.0 and values["colour_scale"] is None
-    del values["colour_weight"], values["colour_scale"]  # as written before 0.13
-    assert Scoring.from_dict(values) == Scoring.preset("hfr")
-    for bad in (-1, float("nan"), "1", None, True):
-        with pytest.raises(ConfigError, match="scoring.colour_weight must be a number >= 0"):
-            Scoring(colour_weight=bad)
-    with pytest.raises(ConfigError, match="scoring.colour_scale must be null or a number"):
-        Scoring(colour_scale=0)
-
-
 def test_command_line_colour_weight_is_auto_unless_given() -> None:
     from hfr.cli import build_parser
     from hfr.commands.common import model_settings
@@ -172,18 +150,12 @@ def test_the_auto_rule_follows_the_alignment_rule() -> None:
     assert chosen_colour_weight(0.88, 19)[0] == 0.0  # too few images for the statistics
 
 
-def _shifted(images: list, seed: int) -> list:
-    """The same images, each rolled by a random offset: parts placed anywhere."""
-    rng = np.random.default_rng(seed)
-    return [np.roll(image, tuple(rng.integers(0, 48, 2)), axis=(0, 1)) for image in images]
-
-
 @pytest.mark.parametrize(("shifted", "weight"), [(False, ALIGNED_COLOUR_WEIGHT), (True, 0.0)])
 def test_the_default_settings_choose_the_weight_from_the_training_images(
     tmp_path: Path, shifted: bool, weight: float
 ) -> None:
     images = synthetic_images(50, seed=5)  # a gradient across every image: aligned
-    images = _shifted(images, 0) if shifted else images
+    images = shifted_images(images, 0) if shifted else images
     settings = ModelSettings(encoder="resnet18", encoder_weights="random", input_size=64)
     options = RunOptions(training=TrainConfig(epochs=1, batch_size=8), progress=False)
     dataset = AnomalyDataset("custom", "part", images, [])

@@ -7,7 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import model_from_settings
+import torch
+from conftest import model_from_settings, tiny_model
 
 from hfr.cards import scoring_text
 from hfr.config import HFRConfig, Preprocessing, Scoring, TrainConfig, read_config
@@ -148,3 +149,33 @@ def test_command_line_level_weights_reach_the_model() -> None:
     for bad in ("1,1", "1,1,-1", "0,0,0", "a,b,c", "1,1,inf"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--level-weights", bad])
+
+
+@pytest.mark.parametrize(
+    ("term", "label"),
+    [
+        ("position", "per-position statistics"),
+        ("memory", "patch memory"),
+        ("colour", "colour statistics"),
+    ],
+)
+def test_a_term_weighed_without_its_tensors_names_the_fix(term: str, label: str) -> None:
+    model = tiny_model()
+    scoring = replace(model.config.scoring, **{f"{term}_weight": 1.0, f"{term}_scale": 1.0})
+    model.config = model.config.replace(scoring=scoring)
+    with pytest.raises(ConfigError, match=f"no {label}.*--{term}-weight"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("term", ["position", "memory", "colour"])
+def test_configs_without_a_terms_keys_load_without_it(term: str) -> None:
+    values = Scoring.preset("hfr").to_dict()
+    assert values[f"{term}_weight"] == 0.0 and values[f"{term}_scale"] is None
+    del values[f"{term}_weight"], values[f"{term}_scale"]  # as written before the term existed
+    assert Scoring.from_dict(values) == Scoring.preset("hfr")
+    for bad in (-1, float("inf"), float("nan"), "1", None, True):
+        with pytest.raises(ConfigError, match=f"scoring.{term}_weight must be a number >= 0"):
+            Scoring(**{f"{term}_weight": bad})
+    for bad in (0, -1.0, float("nan"), "1"):
+        with pytest.raises(ConfigError, match=f"scoring.{term}_scale must be null or a number"):
+            Scoring(**{f"{term}_scale": bad})

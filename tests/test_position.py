@@ -7,16 +7,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import model_from_settings, synthetic_images, tiny_model
+from conftest import model_from_settings, shifted_images, synthetic_images, tiny_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hfr import HFR, anomaly
 from hfr.cards import scoring_text
-from hfr.config import Scoring
 from hfr.data import AnomalyDataset
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
 from hfr.pipeline import ModelSettings, RunOptions, train_category
@@ -151,27 +149,6 @@ def test_a_zero_weight_scores_without_the_term(trained: HFR, tmp_path: Path) -> 
     torch.testing.assert_close(out.maps, anomaly.anomaly_map(levels, (64, 64), 2.0))
 
 
-def test_a_weight_without_statistics_names_the_fix() -> None:
-    model = tiny_model()
-    scoring = replace(model.config.scoring, position_weight=1.0, position_scale=1.0)
-    model.config = model.config.replace(scoring=scoring)
-    with pytest.raises(ConfigError, match="no per-position statistics.*--position-weight"):
-        model(torch.randn(1, 3, 64, 64))
-
-
-def test_configs_without_the_position_keys_load_without_the_term() -> None:
-    values = Scoring.preset("hfr").to_dict()
-    assert values["position_weight"] == 0.0 and values["position_scale"] is None
-    del values["position_weight"], values["position_scale"]  # as written before 0.9
-    assert Scoring.from_dict(values) == Scoring.preset("hfr")
-    for bad in (-1, float("inf"), "1", None, True):
-        with pytest.raises(ConfigError, match="scoring.position_weight must be a number >= 0"):
-            Scoring(position_weight=bad)
-    for bad in (0, -1.0, float("nan"), "1"):
-        with pytest.raises(ConfigError, match="scoring.position_scale must be null or a number"):
-            Scoring(position_scale=bad)
-
-
 def test_command_line_position_weight_reaches_the_model() -> None:
     from hfr.cli import build_parser, weight_or_auto
     from hfr.commands.common import model_settings
@@ -216,12 +193,6 @@ def test_alignment_hint_speaks_only_when_the_weight_and_the_auto_choice_disagree
     assert alignment_hint(0.88, 0.0, 19) is None
 
 
-def _shifted(images: list, seed: int) -> list:
-    """The same images, each rolled by a random offset: parts placed anywhere."""
-    rng = np.random.default_rng(seed)
-    return [np.roll(image, tuple(rng.integers(0, 48, 2)), axis=(0, 1)) for image in images]
-
-
 @pytest.mark.parametrize(
     ("count", "shifted", "weight"),
     [(50, False, 1.0), (50, True, 0.0), (20, False, 0.0)],
@@ -231,7 +202,7 @@ def test_auto_weight_is_chosen_from_the_training_images(
     tmp_path: Path, count: int, shifted: bool, weight: float
 ) -> None:
     images = synthetic_images(count, seed=5)  # a gradient across every image: aligned
-    images = _shifted(images, 0) if shifted else images
+    images = shifted_images(images, 0) if shifted else images
     settings = ModelSettings(
         encoder="resnet18", encoder_weights="random", input_size=64, position_weight="auto"
     )
