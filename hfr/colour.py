@@ -52,7 +52,12 @@ class ColourStatistics(PositionStatistics):
     @classmethod
     def from_images(cls, batches: Iterable[torch.Tensor]) -> ColourStatistics:
         """Statistics of normalised ``(N, 3, H, W)`` batches of normal images."""
-        return cls.from_moments(FeatureMoments.of(pooled_colour(batch) for batch in batches))
+        return cls.from_pooled(pooled_colour(batch) for batch in batches)
+
+    @classmethod
+    def from_pooled(cls, batches: Iterable[torch.Tensor]) -> ColourStatistics:
+        """Statistics of batches of :func:`pooled_colour` cells of normal images."""
+        return cls.from_moments(FeatureMoments.of(batches))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The ``(B, H/4, W/4)`` map of a normalised ``(B, 3, H, W)`` batch."""

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from hfr import anomaly
 from hfr.calibration import Calibration, check_count, check_target_fpr
-from hfr.colour import ColourStatistics, chosen_colour_weight
+from hfr.colour import ColourStatistics, chosen_colour_weight, pooled_colour
 from hfr.config import DEFAULT_TARGET_FPR, TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
@@ -143,9 +143,9 @@ def fit(
     result.resumed_epochs = start_epoch
 
     started = time.perf_counter()
-    cache = None
+    cache = colours = None
     if config.cache_features and start_epoch < config.epochs:
-        cache = _encode_all(model, train_images, config.batch_size, progress, report)
+        cache, colours = _encode_all(model, train_images, config.batch_size, progress, report)
     result.feature_seconds = time.perf_counter() - started
 
     generator = torch.Generator().manual_seed(config.seed)
@@ -204,9 +204,7 @@ def fit(
         logger.info("patch memory: %d of the training patches", len(model.memory.bank))
     model.colour = None
     if model.config.scoring.colour_weight > 0:
-        chunks = _batches(train_images, config.batch_size, "colour statistics", progress, report)
-        with torch.inference_mode():
-            model.colour = ColourStatistics.from_images(model.preprocess(c) for c in chunks)
+        model.colour = _colour_statistics(model, train_images, colours, config, progress, report)
     scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started
     model.config = model.config.replace(
@@ -312,15 +310,37 @@ def _encode_all(
     batch_size: int,
     progress: bool,
     report: ProgressCallback,
-) -> list[torch.Tensor]:
-    """Encoder features of every image, ``[f1, f2, f3]`` each ``(N, C_k, H_k, W_k)``, on device."""
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Encoder features of every image, ``[f1, f2, f3]`` each ``(N, C_k, H_k, W_k)``, on device,
+    and the mean colour of each of its cells (:func:`hfr.colour.pooled_colour`), from the same
+    pass, so that the colour statistics need not read the images again."""
     levels: list[list[torch.Tensor]] = [[], [], []]
+    colours = []
     with torch.inference_mode():
         for chunk in _batches(images, batch_size, "features", progress, report):
-            for level, tensor in zip(levels, model.encode(model.preprocess(chunk)), strict=True):
+            batch = model.preprocess(chunk)
+            for level, tensor in zip(levels, model.encode(batch), strict=True):
                 level.append(tensor)
+            colours.append(pooled_colour(batch))
     logger.info("encoded %d training images once (feature cache)", len(images))
-    return [torch.cat(level) for level in levels]
+    return [torch.cat(level) for level in levels], torch.cat(colours)
+
+
+def _colour_statistics(
+    model: HFR,
+    images: Sequence[ImageInput],
+    colours: torch.Tensor | None,
+    config: TrainConfig,
+    progress: bool,
+    report: ProgressCallback,
+) -> ColourStatistics:
+    """The colour statistics of the training images: from the cell colours that the feature
+    cache pass kept, or by one more pass over the images without it."""
+    if colours is not None:
+        return ColourStatistics.from_pooled([colours])
+    chunks = _batches(images, config.batch_size, "colour statistics", progress, report)
+    with torch.inference_mode():
+        return ColourStatistics.from_images(model.preprocess(chunk) for chunk in chunks)
 
 
 def _feature_batches(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,13 @@ def test_training_measures_statistics_and_scale_and_the_map_adds_the_term(traine
     assert "plus 0.5 x the distance of the input's colour in each 4x4-pixel cell" in scoring_text(
         scoring
     )
+
+
+def test_statistics_are_the_same_without_the_feature_cache(trained: HFR) -> None:
+    model = tiny_model(colour_weight=0.5)
+    fit(model, IMAGES, replace(CONFIG, cache_features=False), progress=False)
+    torch.testing.assert_close(model.colour.mean, trained.colour.mean)
+    torch.testing.assert_close(model.colour.variance, trained.colour.variance)
 
 
 def test_statistics_travel_with_the_weights_and_score_the_same(
