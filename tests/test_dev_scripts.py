@@ -1,4 +1,5 @@
-"""Smoke tests of the measuring scripts: repo_sizes, app_latency (latency, load), predict_memory."""
+"""Smoke tests of the measuring scripts: repo_sizes, app_latency (latency, load), predict_memory,
+the studies (score, sigma, verdict), the synthetic check and aspect_crop."""
 
 from __future__ import annotations
 
@@ -96,11 +97,16 @@ def test_synthetic_defects_are_seeded_large_and_smooth() -> None:
     assert change == "darker" and changed[mask].mean() < 80 and changed[~mask].mean() > 95
 
 
-def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def widget(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny MVTec-layout data set ("widget": 12 normal training images, 3 good and 3 dented
+    test images with masks) and a tiny model trained on its training images, with the position,
+    memory and colour terms so that every study can rescore them: (data root, model folder)."""
     from conftest import synthetic_images, tiny_model
 
     from hfr.train import TrainConfig, fit
 
+    tmp_path = tmp_path_factory.mktemp("widget")
     root = tmp_path / "data"
     for folder, images in (
         ("widget/train/good", synthetic_images(12)),
@@ -115,23 +121,30 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(tmp_path: Path) -
         mask = np.zeros((48, 48), np.uint8)
         mask[10:20, 10:20] = 255
         Image.fromarray(mask).save(root / f"widget/ground_truth/dent/{index:03d}_mask.png")
-    model = tiny_model(position_weight=1.0, memory_weight=1.0)  # so both terms can be rescored
+    model = tiny_model(position_weight=1.0, memory_weight=1.0, colour_weight=1.0)
     fit(model, synthetic_images(12), TrainConfig(epochs=1, batch_size=4), progress=False)
     model.save_pretrained(tmp_path / "model")
+    return root, tmp_path / "model"
+
+
+def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(
+    widget: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, model = widget
     study, synthetic = tmp_path / "study.json", tmp_path / "synthetic.json"
     subprocess.run(
-        [sys.executable, "scripts/score_study.py", "--model", tmp_path / "model", "--data", root,
+        [sys.executable, "scripts/score_study.py", "--model", model, "--data", root,
          "--category", "widget", "--output", study],
         cwd=ROOT, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     subprocess.run(
-        [sys.executable, "scripts/synthetic_defects.py", "--model", tmp_path / "model",
+        [sys.executable, "scripts/synthetic_defects.py", "--model", model,
          "--images", root / "widget/test/good", "--output", synthetic],
         cwd=ROOT, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     sigmas = tmp_path / "sigmas.json"
     subprocess.run(
-        [sys.executable, "scripts/sigma_study.py", "--model", tmp_path / "model", "--data", root,
+        [sys.executable, "scripts/sigma_study.py", "--model", model, "--data", root,
          "--category", "widget", "--sigmas", "0,4", "--level-weights", "1,1,1;0,0,1",
          "--position-weights", "0,1", "--memory-weights", "0,1", "--output", sigmas],
         cwd=ROOT, check=True, capture_output=True, timeout=300,
@@ -160,6 +173,31 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(tmp_path: Path) -
     record = json.loads(synthetic.read_text())
     assert record["num_images"] == 3 and 0 <= record["pixel_auroc"] <= 1
     assert 0.09 <= record["mean_mask_fraction"] <= 0.31
+
+
+def test_verdict_study_reproduces_the_models_threshold(
+    widget: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, model = widget
+    output = tmp_path / "verdict.json"
+    subprocess.run(
+        [sys.executable, "scripts/verdict_study.py", "--model", model, "--data", root,
+         "--category", "widget", "--output", output],
+        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    record = json.loads(output.read_text())
+    config = json.loads((model / "config.json").read_text())
+    assert record["parts"] == ["stride4", "stride8", "stride16", "position", "memory", "colour"]
+    rules = record["rules"]
+    assert set(rules) == {"model", "standardised_terms", "standardised_max", "features_plus_colour"}
+    # the same held-out split and scores as training: the model's own threshold, to float32
+    own = rules["model"]["targets"]["0.01"]["threshold"]
+    assert own == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
+    assert len(record["robust_z_held_out"]) == record["num_held_out_normal"] == 2
+    assert len(record["robust_z_good_test"]) == record["num_good_test"] == 3
+    for rule in rules.values():
+        for rates in rule["targets"].values():
+            assert 0 <= rates["defective_flagged"] <= 1 and 0 <= rates["good_flagged"] <= 1
 
 
 def test_aspect_crop_keeps_defects_and_drops_images_that_lose_them(tmp_path: Path) -> None:

@@ -1,0 +1,174 @@
+"""The default verdict, and the rules it could use, measured on one trained model (no retraining).
+
+python scripts/verdict_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category screw --output docs/results/verdict_study/screw_mobilenetv2.json
+
+Reproduces the model's held-out normal training images (the calibration split, from the
+config's seed and fraction) and scores them and the test images with every image-score rule
+below. For each rule and each target false-alarm rate, the threshold comes from the held-out
+scores exactly as training sets it (:meth:`hfr.calibration.Calibration.from_normal_scores`),
+then the rule is judged on the test set: the share of defective and of good images flagged,
+and the image AUROC. Test labels never set anything.
+
+Rules:
+- ``model``: the model's own image score (the default verdict at its ``target_fpr``).
+- ``standardised_terms``: each part of the map (each level, each added term) scored on its
+  own, standardised by the median and robust spread (1.4826 MAD) of its held-out scores, and
+  the standardised scores summed.
+- ``standardised_max``: the largest of those standardised scores.
+- ``features_plus_colour``: the map without the colour term and the colour term, each scored
+  and standardised as above, summed (only for models that weigh the colour term).
+
+It also records the robust z (distance from the held-out median in robust standard deviations)
+of the held-out and of the good test images under the model's own score: a long right tail, or
+good test images above every held-out one, is what a threshold from held-out images cannot see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from hfr import HFR, anomaly, metrics
+from hfr.calibration import MAD_TO_STD, Calibration
+from hfr.data import load_mvtec
+from hfr.images import ImageInput
+from hfr.outputs import write_json
+from hfr.train import split_for_calibration
+
+TARGET_FPRS = (0.01, 0.02, 0.05)
+LEVEL_NAMES = ("stride4", "stride8", "stride16")
+
+
+def part_scores(
+    model: HFR, images: Sequence[ImageInput], batch_size: int = 16
+) -> dict[str, np.ndarray]:
+    """The model's image scores (``"model"``) and the image score of each part of its map
+    scored alone (each weighted level, each weighted term, and ``"features"``, the map without
+    the colour term), as arrays over ``images``."""
+    scoring, size = model.config.scoring, model.config.preprocessing.input_size
+    sigma = model.config.sigma
+    parts: dict[str, list[np.ndarray]] = {}
+
+    def score(levels: list[torch.Tensor]) -> np.ndarray:
+        maps = anomaly.anomaly_map(levels, size, sigma)
+        return anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction).numpy()
+
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = model.preprocess(images[start : start + batch_size])
+            features, reconstructions = model.reconstruct(batch)
+            residuals = anomaly.residual_maps(features, reconstructions)
+            terms = model.term_maps(features, batch)
+            _, scores = model.score_residuals(residuals, size, terms)
+            weighted = dict(
+                zip(
+                    LEVEL_NAMES,
+                    anomaly.weigh_levels(
+                        residuals, scales=scoring.level_scales, weights=scoring.level_weights
+                    ),
+                    strict=True,
+                )
+            )
+            for term, values in terms.items():
+                weight = getattr(scoring, f"{term}_weight") / getattr(scoring, f"{term}_scale")
+                weighted[term] = values * weight
+            batch_parts = {name: score([level]) for name, level in weighted.items()}
+            batch_parts["features"] = score([v for k, v in weighted.items() if k != "colour"])
+            batch_parts["model"] = scores.float().cpu().numpy()
+            for name, values in batch_parts.items():
+                parts.setdefault(name, []).append(values)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def robust_z(values: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """``values`` in robust standard deviations of ``normal`` above its median."""
+    median = np.median(normal)
+    spread = max(MAD_TO_STD * float(np.median(np.abs(normal - median))), 1e-12)
+    return (values - median) / spread
+
+
+def rules(
+    held: dict[str, np.ndarray], parts: Sequence[str]
+) -> dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]]:
+    """Each rule: a function of a group's part scores, standardised by the ``held`` ones."""
+
+    def z(group: dict[str, np.ndarray], name: str) -> np.ndarray:
+        return robust_z(group[name], held[name])
+
+    found = {
+        "model": lambda group: group["model"],
+        "standardised_terms": lambda group: np.sum([z(group, p) for p in parts], 0),
+        "standardised_max": lambda group: np.max([z(group, p) for p in parts], 0),
+    }
+    if "colour" in held:
+        found["features_plus_colour"] = lambda group: z(group, "features") + z(group, "colour")
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, help="the MVTec AD root")
+    parser.add_argument("--category", required=True)
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+    model = HFR.from_pretrained(args.model).eval()
+    training = model.config.training or {}
+    dataset = load_mvtec(args.data, args.category)
+    _, held_out = split_for_calibration(
+        dataset.train, training.get("calibration_fraction", 0.1), training.get("seed", 0)
+    )
+    labels = np.array([s.label for s in dataset.test])
+    held = part_scores(model, held_out)
+    test = part_scores(model, [s.image for s in dataset.test])
+    parts = [name for name in held if name not in ("model", "features")]
+    results = {}
+    for name, rule in rules(held, parts).items():
+        normal, scores = rule(held), rule(test)
+        at_target = {}
+        for target in TARGET_FPRS:
+            threshold = Calibration.from_normal_scores(normal, target_fpr=target).threshold
+            flagged = scores > threshold
+            at_target[f"{target:g}"] = {
+                "threshold": threshold,
+                "defective_flagged": float(flagged[labels == 1].mean()),
+                "good_flagged": float(flagged[labels == 0].mean()),
+            }
+        results[name] = {"image_auroc": metrics.image_auroc(labels, scores), "targets": at_target}
+        flags = " ".join(
+            f"{t}: {v['defective_flagged']:.3f}/{v['good_flagged']:.3f}"
+            for t, v in at_target.items()
+        )
+        print(f"{name:22s} image AUROC {results[name]['image_auroc']:.4f}  {flags}")
+
+    def ordered_z(values: np.ndarray) -> list[float]:
+        return [round(float(v), 2) for v in sorted(robust_z(values, held["model"]), reverse=True)]
+
+    record = {
+        "model": args.model,
+        "encoder": model.config.encoder,
+        "category": args.category,
+        "seed": training.get("seed", 0),
+        "model_target_fpr": training.get("target_fpr"),
+        "num_held_out_normal": len(held_out),
+        "num_good_test": int((labels == 0).sum()),
+        "num_defective_test": int((labels == 1).sum()),
+        "parts": parts,
+        "rules": results,
+        "robust_z_held_out": ordered_z(held["model"]),
+        "robust_z_good_test": ordered_z(test["model"][labels == 0]),
+        "command": shlex.join(["python", *sys.argv]),
+    }
+    write_json(args.output, record)
+
+
+if __name__ == "__main__":
+    main()
