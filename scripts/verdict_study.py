@@ -50,13 +50,13 @@ def part_scores(
 ) -> dict[str, np.ndarray]:
     """The model's image scores (``"model"``) and the image score of each part of its map
     scored alone (each weighted level, each weighted term, and ``"features"``, the map without
-    the colour term), as arrays over ``images``."""
+    the colour term, combined as the model combines), as arrays over ``images``."""
     scoring, size = model.config.scoring, model.config.preprocessing.input_size
     sigma = model.config.sigma
     parts: dict[str, list[np.ndarray]] = {}
 
-    def score(levels: list[torch.Tensor]) -> np.ndarray:
-        maps = anomaly.anomaly_map(levels, size, sigma)
+    def score(levels: list[torch.Tensor], combination: str = "sum") -> np.ndarray:
+        maps = anomaly.combined_map(levels, size, sigma, combination)
         return anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction).numpy()
 
     with torch.inference_mode():
@@ -79,7 +79,8 @@ def part_scores(
                 weight = getattr(scoring, f"{term}_weight") / getattr(scoring, f"{term}_scale")
                 weighted[term] = values * weight
             batch_parts = {name: score([level]) for name, level in weighted.items()}
-            batch_parts["features"] = score([v for k, v in weighted.items() if k != "colour"])
+            features_only = [v for k, v in weighted.items() if k != "colour"]
+            batch_parts["features"] = score(features_only, scoring.combination)
             batch_parts["model"] = scores.float().cpu().numpy()
             for name, values in batch_parts.items():
                 parts.setdefault(name, []).append(values)
