@@ -508,6 +508,11 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
             Result.of(name, rgb, prediction, level_scale)
             for (name, rgb), prediction in zip(uploads.images, predictions, strict=True)
         ]
+        notices += [
+            f"`{name}`: {note}."
+            for (name, _), prediction in zip(uploads.images, predictions, strict=True)
+            for note in prediction.notes
+        ]
         results.sort(key=lambda r: r.normalized_score, reverse=True)
         notices.append(f"{len(results)} image(s) analysed in {seconds:.2f} s on {device}.")
         shown = render(results, threshold, opacity, show_levels, csv_dir)

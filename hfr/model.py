@@ -28,7 +28,7 @@ from hfr.memory import PatchMemory
 from hfr.position import POSITION_LEVEL, PositionStatistics
 from hfr.position import STATE_PREFIX as POSITION_PREFIX
 from hfr.postprocess import Prediction, check_threshold, to_predictions
-from hfr.preprocessing import content_box, to_batch
+from hfr.preprocessing import content_box, enlargement_notes, to_batch
 
 PAPER_URL = "https://arxiv.org/abs/2405.09148"
 # Fields fixed by the network the weights belong to: a config change may not touch them.
@@ -217,7 +217,8 @@ class HFR(
         Args:
             images: one image or a list: paths, bytes, file objects, PIL images, numpy arrays
                 or tensors (any mode; see :func:`hfr.images.read_image`). A result's ``notes``
-                say when an image was reduced or only its first frame used.
+                say when an image was reduced, enlarged more than twice to the input, or only
+                its first frame used.
             batch_size: images per forward pass.
             threshold: verdict threshold on the normalised scale; default 0.5, the calibrated one.
             return_level_maps: also return the three per-level residual maps.
@@ -251,7 +252,8 @@ class HFR(
                 return_level_maps=return_level_maps,
             )
             for prediction, image in zip(scored, loaded, strict=True):
-                prediction.notes = image.notes
+                size = image.pixels.shape[:2]
+                prediction.notes = (*image.notes, *enlargement_notes(size, preprocessing))
             predictions += scored
         return predictions
 

@@ -14,6 +14,7 @@ from hfr.images import ImageInput, image_shape
 Box = tuple[int, int, int, int]  # top, left, height, width
 ASPECT_SAMPLE = 64  # training images whose sizes decide how images are fitted
 ASPECT_TOLERANCE = 0.02  # aspects within 2 % of the median count as one
+ENLARGEMENT_NOTE_FACTOR = 2.0  # an image enlarged more than this along a side gets a note
 
 
 def fitted_resize(images: Sequence[ImageInput]) -> str:
@@ -52,6 +53,28 @@ def content_box(image_size: tuple[int, int], preprocessing: Preprocessing) -> Bo
     inner_height = min(height, max(1, round(image_size[0] * scale)))
     inner_width = min(width, max(1, round(image_size[1] * scale)))
     return (height - inner_height) // 2, (width - inner_width) // 2, inner_height, inner_width
+
+
+def enlargement_notes(image_size: tuple[int, int], preprocessing: Preprocessing) -> tuple[str, ...]:
+    """A note when the network sees an image of ``image_size`` (height, width) enlarged more
+    than ``ENLARGEMENT_NOTE_FACTOR`` times along a side (none otherwise): its map is drawn from
+    interpolated pixels, so a defect a few pixels wide in the original covers few of them.
+
+    Example:
+        >>> enlargement_notes((20, 30), Preprocessing((256, 256)))
+        ("enlarged 12.8x from 30x20 to the model's 256x256 input",)
+        >>> enlargement_notes((200, 300), Preprocessing((256, 256)))
+        ()
+    """
+    _, _, height, width = content_box(image_size, preprocessing)
+    factor = max(height / image_size[0], width / image_size[1])
+    if factor <= ENLARGEMENT_NOTE_FACTOR:
+        return ()
+    input_height, input_width = preprocessing.input_size
+    return (
+        f"enlarged {factor:.3g}x from {image_size[1]}x{image_size[0]} "
+        f"to the model's {input_width}x{input_height} input",
+    )
 
 
 def to_batch(

@@ -101,7 +101,10 @@ class Scorer:
         )
         for index, image, prediction in zip(good, arrays, predictions, strict=True):
             row = rows[index]
-            row.update(prediction_row(prediction), notes=str(notes[index]))
+            row.update(
+                prediction_row(prediction),
+                notes="; ".join(filter(None, (str(notes[index]), *prediction.notes))),
+            )
             if self.options.overlays:
                 picture = overlay(
                     image,

@@ -149,6 +149,7 @@ def test_odd_images_are_converted(client: Client, tmp_path: Path) -> None:
         "tiny.png",
     ]
     assert "4 image(s) analysed" in status
+    assert "`tiny.png`: enlarged 85.3x from 3x3 to the model's 256x256 input." in status
 
 
 def test_huge_image_is_downscaled_with_a_notice(client: Client, tmp_path: Path) -> None:

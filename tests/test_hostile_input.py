@@ -369,3 +369,18 @@ def test_16_multi_frame_files_say_only_the_first_frame_was_scored(
     assert _predict(saved, [tmp_path / "anim.gif"], tmp_path / "out") == 0
     (row,) = _rows(tmp_path / "out")
     assert row["notes"] == "3 frames; only the first was scored"
+
+
+def test_tiny_images_are_scored_with_a_note_that_they_were_enlarged(
+    tmp_path: Path, saved: Path
+) -> None:
+    tiny, fitting = synthetic_images(1, size=10)[0], synthetic_images(1)[0]  # 10x10, 48x48
+    Image.fromarray(tiny).save(tmp_path / "tiny.png")
+    Image.fromarray(fitting).save(tmp_path / "fitting.png")
+    model = HFR.from_pretrained(saved)  # 64x64 input: 6.4x and 1.33x
+    enlarged, kept = model.predict([tiny, fitting])
+    assert enlarged.notes == ("enlarged 6.4x from 10x10 to the model's 64x64 input",)
+    assert kept.notes == () and np.isfinite(enlarged.score)
+    assert _predict(saved, [tmp_path / "tiny.png", tmp_path / "fitting.png"], tmp_path / "out") == 0
+    notes = {Path(row["image"]).name: row["notes"] for row in _rows(tmp_path / "out")}
+    assert notes == {"tiny.png": enlarged.notes[0], "fitting.png": ""}

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import synthetic_images, write_pngs
 from PIL import Image
@@ -224,7 +225,9 @@ def test_lists_of_paths_and_uris_are_scored_like_single_process_predict(
 
     images = _image_set(tmp_path / "images", 12)
     listing = tmp_path / "list.txt"
-    listing.write_text("# a comment\n" + "\n".join(str(p) for p in images[:6]) + "\n")
+    tiny = tmp_path / "tiny.png"  # 20x20: scored with a note that it was enlarged
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(tiny)
+    listing.write_text("# a comment\n" + "\n".join(str(p) for p in [*images[:6], tiny]) + "\n")
     table = arrow.table({"path": [f"file://{p}" for p in images[6:]]})
     parquet.write_table(table, tmp_path / "list.parquet")
     junk = tmp_path / "junk.png"
@@ -243,12 +246,16 @@ def test_lists_of_paths_and_uris_are_scored_like_single_process_predict(
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert on_ray.returncode == 0, on_ray.stderr[-2000:]
-    assert "12 images scored" in on_ray.stdout and "1 unreadable" in on_ray.stdout
+    assert "13 images scored" in on_ray.stdout and "1 unreadable" in on_ray.stdout
     rows = {}
     for run in ("one", "ray"):
         with open(tmp_path / run / "scores.csv", newline="") as handle:
-            rows[run] = {r["image"]: (r["score"], r["error"][:30]) for r in csv.DictReader(handle)}
-    assert rows["one"] == rows["ray"] and len(rows["ray"]) == 13
+            rows[run] = {
+                r["image"]: (r["score"], r["error"][:30], r["notes"])
+                for r in csv.DictReader(handle)
+            }
+    assert rows["one"] == rows["ray"] and len(rows["ray"]) == 14
+    assert rows["ray"][str(tiny)][2] == "enlarged 12.8x from 20x20 to the model's 256x256 input"
 
 
 def test_a_killed_ray_predict_resumes_with_only_the_missing_images(

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                         threshold=prediction.threshold,
                     )
                 row = {"image": source, **prediction_row(prediction)}
-                row["notes"] = "; ".join(loaded.notes)
+                row["notes"] = "; ".join((*loaded.notes, *prediction.notes))
                 writer.write(csv_row(row), picture, names[source])
                 scored += 1
                 flagged += bool(prediction.is_anomalous)
