@@ -57,8 +57,8 @@ def content_box(image_size: tuple[int, int], preprocessing: Preprocessing) -> Bo
 
 def enlargement_notes(image_size: tuple[int, int], preprocessing: Preprocessing) -> tuple[str, ...]:
     """A note when the network sees an image of ``image_size`` (height, width) enlarged more
-    than ``ENLARGEMENT_NOTE_FACTOR`` times along a side (none otherwise): its map is drawn from
-    interpolated pixels, so a defect a few pixels wide in the original covers few of them.
+    than ``ENLARGEMENT_NOTE_FACTOR`` times along a side (none otherwise): most of what the
+    network then sees is interpolated, not detail of the part.
 
     Example:
         >>> enlargement_notes((20, 30), Preprocessing((256, 256)))
