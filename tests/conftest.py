@@ -29,6 +29,8 @@ from hub_server import start_hub
 from PIL import Image
 
 from hfr import HFR
+from hfr.config import TrainConfig
+from hfr.train import fit
 
 torch.set_num_threads(2)
 
@@ -88,6 +90,18 @@ def synthetic_images(count: int, size: int = 48, seed: int = 0) -> list[np.ndarr
         noise = rng.normal(0, 8, (size, size, 3))
         images.append(np.clip(base[None, :, None] + noise, 0, 255).astype(np.uint8))
     return images
+
+
+TERM_IMAGES = synthetic_images(12, seed=4)  # what the tests of each added term train on
+TERM_CONFIG = TrainConfig(epochs=1, batch_size=4)
+
+
+def trained_tiny_model(**fields) -> HFR:
+    """A :func:`tiny_model` with ``fields`` (an added term's weight, say), trained on
+    ``TERM_IMAGES`` with ``TERM_CONFIG``: training builds and calibrates that term."""
+    model = tiny_model(**fields)
+    fit(model, TERM_IMAGES, TERM_CONFIG, progress=False)
+    return model
 
 
 def shifted_images(images: list[np.ndarray], seed: int) -> list[np.ndarray]:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import model_from_settings, shifted_images, synthetic_images, tiny_model
+from conftest import (
+    TERM_CONFIG,
+    TERM_IMAGES,
+    model_from_settings,
+    shifted_images,
+    synthetic_images,
+    tiny_model,
+    trained_tiny_model,
+)
 from safetensors.torch import load_file, save_file
 
 from hfr import HFR, anomaly
@@ -21,15 +29,12 @@ from hfr.pipeline import ModelSettings, RunOptions, train_category
 from hfr.position import PositionStatistics
 from hfr.train import TrainConfig, fit, split_for_calibration
 
-IMAGES = synthetic_images(12, seed=4)
-CONFIG = TrainConfig(epochs=1, batch_size=4)
+IMAGES, CONFIG = TERM_IMAGES, TERM_CONFIG
 
 
 @pytest.fixture(scope="module")
 def trained() -> HFR:
-    model = tiny_model(colour_weight=0.5)
-    fit(model, IMAGES, CONFIG, progress=False)
-    return model
+    return trained_tiny_model(colour_weight=0.5)
 
 
 def test_statistics_are_the_per_position_gaussian_of_the_pooled_input() -> None:

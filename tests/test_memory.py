@@ -8,25 +8,29 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import model_from_settings, synthetic_images, tiny_model
+from conftest import (
+    TERM_CONFIG,
+    TERM_IMAGES,
+    model_from_settings,
+    synthetic_images,
+    tiny_model,
+    trained_tiny_model,
+)
 from safetensors.torch import load_file, save_file
 
 from hfr import HFR, anomaly
 from hfr.cards import scoring_text
-from hfr.config import Scoring, TrainConfig
+from hfr.config import Scoring
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
 from hfr.memory import MIN_MEMORY, PatchMemory, greedy_coreset, patch_vectors
 from hfr.train import fit, split_for_calibration
 
-IMAGES = synthetic_images(12, seed=4)
-CONFIG = TrainConfig(epochs=1, batch_size=4)
+IMAGES, CONFIG = TERM_IMAGES, TERM_CONFIG
 
 
 @pytest.fixture(scope="module")
 def trained() -> HFR:
-    model = tiny_model(memory_weight=2.0)
-    fit(model, IMAGES, CONFIG, progress=False)
-    return model
+    return trained_tiny_model(memory_weight=2.0)
 
 
 def test_the_coreset_puts_a_kept_vector_near_every_vector() -> None:

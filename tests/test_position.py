@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import model_from_settings, shifted_images, synthetic_images, tiny_model
+from conftest import (
+    TERM_CONFIG,
+    TERM_IMAGES,
+    model_from_settings,
+    shifted_images,
+    synthetic_images,
+    tiny_model,
+    trained_tiny_model,
+)
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -28,15 +36,12 @@ from hfr.position import (
 )
 from hfr.train import TrainConfig, fit, split_for_calibration
 
-IMAGES = synthetic_images(12, seed=4)
-CONFIG = TrainConfig(epochs=1, batch_size=4)
+IMAGES, CONFIG = TERM_IMAGES, TERM_CONFIG
 
 
 @pytest.fixture(scope="module")
 def trained() -> HFR:
-    model = tiny_model(position_weight=1.5)
-    fit(model, IMAGES, CONFIG, progress=False)
-    return model
+    return trained_tiny_model(position_weight=1.5)
 
 
 def test_statistics_are_the_floored_gaussian_of_every_position() -> None:
