@@ -454,6 +454,9 @@ def training_summary(trained: studio.TrainedModel, notices: list[str]) -> str:
     ]
     if flagged:
         lines.append("Flagged at the calibrated threshold (0.5): " + ", ".join(flagged) + ".")
+    warning = calibration.tail_warning()
+    if warning:
+        lines.append(f"Warning: {warning[0].upper()}{warning[1:]}.")
     share, count = training.get("position_share"), training["num_train_images"]
     if share is not None and training.get("auto_position_weight"):
         weight, reason = auto_weight(share, count)

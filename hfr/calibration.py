@@ -23,6 +23,7 @@ THRESHOLD_SIGMAS = 3.0
 MAD_TO_STD = 1.4826  # the standard deviation of a normal distribution per unit of MAD
 _NORMAL_MEAN_LEVEL = 0.05  # normalised value given to the typical normal score
 HELD_OUT_SOURCE = "held-out normal training images"
+TAIL_SIGNIFICANCE = 0.05  # below this chance of so many normal scores above, the fit is doubted
 
 
 def prediction_quantile(probability: float, count: int) -> float:
@@ -38,6 +39,20 @@ def prediction_quantile(probability: float, count: int) -> float:
     from scipy.stats import t
 
     return float(t.ppf(probability, count - 1) * math.sqrt(1.0 + 1.0 / count))
+
+
+def exceedance_chance(count_above: int, count: int, rate: float) -> float:
+    """The chance that ``count_above`` or more of ``count`` normal scores lie above a threshold
+    that each exceeds with probability ``rate`` (a binomial tail): small when the scores have a
+    heavier right tail than the fit that set the threshold assumed.
+
+    Example:
+        >>> round(exceedance_chance(1, 21, 0.01), 3), round(exceedance_chance(3, 21, 0.01), 4)
+        (0.19, 0.0012)
+    """
+    from scipy.stats import binom
+
+    return float(binom.sf(count_above - 1, count, rate))
 
 
 def check_target_fpr(target_fpr: float | None) -> None:
@@ -64,6 +79,8 @@ class Calibration:
     normal_max: float
     num_images: int
     method: str
+    target_fpr: float | None = None  # None: the legacy rule, or a config written before 0.14
+    num_above: int | None = None  # of the num_images scores, how many lie above the threshold
 
     def __post_init__(self) -> None:
         for name in ("threshold", "scale", "normal_mean", "normal_std", "normal_max"):
@@ -77,6 +94,14 @@ class Calibration:
             raise ConfigError(f"calibration.num_images must be an integer >= 2, got {count!r}")
         if not isinstance(self.method, str):
             raise ConfigError(f"calibration.method must be a string, got {self.method!r}")
+        check_target_fpr(self.target_fpr)
+        above = self.num_above
+        if above is not None and (
+            not isinstance(above, int) or isinstance(above, bool) or not 0 <= above <= count
+        ):
+            raise ConfigError(
+                f"calibration.num_above must be an integer from 0 to {count} or null, got {above!r}"
+            )
 
     @classmethod
     def from_normal_scores(
@@ -122,7 +147,34 @@ class Calibration:
         center = median if target_fpr is not None else mean  # normalised to 0.05
         gap = max(threshold - center, 1e-6 * max(abs(threshold), 1.0))
         scale = gap / math.log((1 - _NORMAL_MEAN_LEVEL) / _NORMAL_MEAN_LEVEL)
-        return cls(threshold, scale, mean, std, peak, int(scores.size), method)
+        above = int((scores > threshold).sum())
+        return cls(threshold, scale, mean, std, peak, int(scores.size), method, target_fpr, above)
+
+    def tail_warning(self) -> str | None:
+        """A warning when more of the normal scores lie above the threshold than its target
+        false-alarm rate explains (chance below 5 %, :func:`exceedance_chance`): their tail is
+        heavier than the fit assumed, and new normal images will be flagged more often than
+        the target says. None when the count is consistent, or unknown (a config written before
+        0.14, or the legacy rule).
+
+        Example:
+            >>> scores = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 5.0, 6.0, 7.0])  # a heavy tail
+            >>> warning = Calibration.from_normal_scores(scores, target_fpr=0.01).tail_warning()
+            >>> print(warning.split(", more")[0])
+            3 of the 8 normal images it was set on score above the threshold
+        """
+        if self.target_fpr is None or self.num_above is None:
+            return None
+        chance = exceedance_chance(self.num_above, self.num_images, self.target_fpr)
+        if self.num_above == 0 or chance >= TAIL_SIGNIFICANCE:
+            return None
+        target = f"{100 * self.target_fpr:g} %"
+        return (
+            f"{self.num_above} of the {self.num_images} normal images it was set on score above "
+            f"the threshold, more than a {target} false-alarm rate explains (a chance of "
+            f"{100 * chance:.2g} %): expect more false alarms than {target}; recalibrate on "
+            "more normal images (hfr calibrate) or raise the threshold"
+        )
 
     def normalize(self, values: torch.Tensor) -> torch.Tensor:
         """Map raw scores or map pixels (a tensor) into (0, 1), with the threshold at 0.5."""
@@ -141,6 +193,8 @@ class Calibration:
     def from_dict(cls, values: object) -> Calibration:
         """Validate and build from ``config.json`` values."""
         names = sorted(f.name for f in fields(cls))
-        if not isinstance(values, dict) or sorted(values) != names:
+        added = {"target_fpr", "num_above"}  # since 0.14; absent from older configs
+        known = isinstance(values, dict) and set(values) <= set(names)
+        if not known or set(names) - added - set(values):
             raise ConfigError(f"calibration must be an object with keys {names}, got {values!r}")
         return cls(**values)

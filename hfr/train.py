@@ -220,6 +220,7 @@ def fit(
         },
     )
     logger.info("calibrated on %d held-out normal images", len(calibration_images))
+    _warn_of_tail(model.config.calibration)
     return result
 
 
@@ -266,7 +267,15 @@ def recalibrate(
     }
     model.config = model.config.replace(calibration=calibration, evaluation=evaluation or None)
     logger.info("recalibrated on %d normal images", len(images))
+    _warn_of_tail(calibration)
     return calibration
+
+
+def _warn_of_tail(calibration: Calibration) -> None:
+    """Log :meth:`Calibration.tail_warning`, if there is one."""
+    warning = calibration.tail_warning()
+    if warning:
+        logger.warning(warning)
 
 
 def _ignore_progress(_: TrainingProgress) -> None:

@@ -19,14 +19,22 @@ Rules:
 - ``features_plus_colour``: the map without the colour term and the colour term, each scored
   and standardised as above, summed (only for models that weigh the colour term).
 
+Each threshold also says how many held-out scores lie above it, and whether the calibration
+warns that this is more than its target explains (``Calibration.tail_warning``).
+
 It also records the robust z (distance from the held-out median in robust standard deviations)
 of the held-out and of the good test images under the model's own score: a long right tail, or
 good test images above every held-out one, is what a threshold from held-out images cannot see.
+And, read off the test set after the fact (it sets nothing), the window of the model's own
+score that would meet the issue's bar (at least 80 % of the defective test images flagged, at
+most 10 % of the good ones), in robust z and in how many held-out scores lie above each end:
+what any threshold set from the held-out scores alone would have had to hit.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -42,6 +50,7 @@ from hfr.outputs import write_json
 from hfr.train import split_for_calibration
 
 TARGET_FPRS = (0.01, 0.02, 0.05)
+BAR_DEFECTIVE, BAR_GOOD = 0.8, 0.1  # issue 11: flag at least 80 % of defects, at most 10 % of good
 LEVEL_NAMES = ("stride4", "stride8", "stride16")
 
 
@@ -94,6 +103,30 @@ def robust_z(values: np.ndarray, normal: np.ndarray) -> np.ndarray:
     return (values - median) / spread
 
 
+def bar_window(good: np.ndarray, defective: np.ndarray) -> tuple[float, float] | None:
+    """The thresholds ``[low, high)`` at which scores above them flag at most ``BAR_GOOD`` of
+    the ``good`` images and at least ``BAR_DEFECTIVE`` of the ``defective`` ones; None if none.
+
+    Example:
+        >>> bar_window(np.arange(10.0), np.array([5.0, 20, 30, 40, 50]))  # 1 good of 10 above 8
+        (8.0, 20.0)
+    """
+    low = float(np.sort(good)[::-1][int(BAR_GOOD * len(good))])
+    high = float(np.sort(defective)[::-1][math.ceil(BAR_DEFECTIVE * len(defective)) - 1])
+    return (low, high) if low < high else None
+
+
+def window_record(window: tuple[float, float], held: np.ndarray) -> dict[str, float | int]:
+    """The window in robust z of the ``held`` scores and in held-out scores above each end."""
+    low, high = window
+    return {
+        "from_z": round(float(robust_z(np.array(low), held)), 2),
+        "to_z": round(float(robust_z(np.array(high), held)), 2),
+        "held_out_above_from": int((held > low).sum()),
+        "held_out_above_to": int((held >= high).sum()),
+    }
+
+
 def rules(
     held: dict[str, np.ndarray], parts: Sequence[str]
 ) -> dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]]:
@@ -136,12 +169,14 @@ def main() -> None:
         normal, scores = rule(held), rule(test)
         at_target = {}
         for target in TARGET_FPRS:
-            threshold = Calibration.from_normal_scores(normal, target_fpr=target).threshold
-            flagged = scores > threshold
+            calibration = Calibration.from_normal_scores(normal, target_fpr=target)
+            flagged = scores > calibration.threshold
             at_target[f"{target:g}"] = {
-                "threshold": threshold,
+                "threshold": calibration.threshold,
                 "defective_flagged": float(flagged[labels == 1].mean()),
                 "good_flagged": float(flagged[labels == 0].mean()),
+                "held_out_above": calibration.num_above,
+                "tail_warning": calibration.tail_warning() is not None,
             }
         results[name] = {"image_auroc": metrics.image_auroc(labels, scores), "targets": at_target}
         flags = " ".join(
@@ -149,6 +184,10 @@ def main() -> None:
             for t, v in at_target.items()
         )
         print(f"{name:22s} image AUROC {results[name]['image_auroc']:.4f}  {flags}")
+
+    window = bar_window(test["model"][labels == 0], test["model"][labels == 1])
+    if window is not None:
+        print(f"the bar is met from {window[0]:.4g} to below {window[1]:.4g}")
 
     def ordered_z(values: np.ndarray) -> list[float]:
         return [round(float(v), 2) for v in sorted(robust_z(values, held["model"]), reverse=True)]
@@ -166,6 +205,7 @@ def main() -> None:
         "rules": results,
         "robust_z_held_out": ordered_z(held["model"]),
         "robust_z_good_test": ordered_z(test["model"][labels == 0]),
+        "bar_window": None if window is None else window_record(window, held["model"]),
         "command": shlex.join(["python", *sys.argv]),
     }
     write_json(args.output, record)

@@ -654,3 +654,26 @@ def test_one_training_at_a_time_the_next_waits_in_the_queue(
     first, second = sorted(started, key=started.get)
     assert started[second] >= finished[first] - 0.2, (started, finished)
     assert any(index == second for index, _ in queued_ranks)
+
+
+def test_the_training_summary_warns_of_a_heavy_tailed_calibration(tmp_path: Path) -> None:
+    from hfr.calibration import Calibration
+    from hfr.config import TrainConfig
+    from hfr.studio import TrainedModel
+    from hfr.train import fit
+
+    model = tiny_model()
+    fit(model, synthetic_images(12), TrainConfig(epochs=1, batch_size=4), progress=False)
+    heavy = np.r_[np.linspace(0.9, 1.1, 19), 2.0, 2.1]  # two of 21 far above the rest
+
+    def summary(scores: np.ndarray) -> str:
+        calibration = Calibration.from_normal_scores(scores, target_fpr=0.01)
+        training = {**model.config.training, "device": "cpu"}  # as the pipeline adds
+        config = model.config.replace(calibration=calibration, training=training)
+        no_scores = np.zeros(0)
+        trained = TrainedModel("tail", tmp_path, tmp_path, config, 1.0, no_scores, no_scores)
+        return demo_app.training_summary(trained, [])
+
+    warning = Calibration.from_normal_scores(heavy, target_fpr=0.01).tail_warning()
+    assert f"Warning: {warning[0].upper()}{warning[1:]}." in summary(heavy)
+    assert "Warning" not in summary(heavy[:19])

@@ -193,11 +193,31 @@ def test_verdict_study_reproduces_the_models_threshold(
     # the same held-out split and scores as training: the model's own threshold, to float32
     own = rules["model"]["targets"]["0.01"]["threshold"]
     assert own == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
+    above = rules["model"]["targets"]["0.01"]["held_out_above"]
+    assert above == config["calibration"]["num_above"]
+    window = record["bar_window"]
+    assert window is None or (
+        window["from_z"] < window["to_z"]
+        and window["held_out_above_from"] >= window["held_out_above_to"]
+    )
     assert len(record["robust_z_held_out"]) == record["num_held_out_normal"] == 2
     assert len(record["robust_z_good_test"]) == record["num_good_test"] == 3
     for rule in rules.values():
         for rates in rule["targets"].values():
             assert 0 <= rates["defective_flagged"] <= 1 and 0 <= rates["good_flagged"] <= 1
+
+
+def test_the_bar_window_is_the_range_of_thresholds_that_meets_the_bar() -> None:
+    bar_window = _load_script("verdict_study").bar_window
+    good = np.arange(20.0)  # 10 % of 20: two may be flagged, so from the third highest, 17
+    defective = np.array([1.0, 18, 30, 40, 50])  # 80 % of 5: four, so below the fourth, 18
+    assert bar_window(good, defective) == (17.0, 18.0)
+    assert bar_window(good, defective - 1) is None  # the fourth defect at 17: no room left
+    scores = np.r_[good, defective]
+    for threshold in (16.5, 17.0, 17.5, 18.0):
+        flagged = scores > threshold
+        met = flagged[:20].mean() <= 0.1 and flagged[20:].mean() >= 0.8
+        assert met == (17.0 <= threshold < 18.0)
 
 
 def test_aspect_crop_keeps_defects_and_drops_images_that_lose_them(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "output": args.output,
         "threshold_before": None if before is None else before.threshold,
         **calibration.to_dict(),
+        "tail_warning": calibration.tail_warning(),
         "command": args.command_line,
     }
     print(json.dumps(summary, indent=2))
