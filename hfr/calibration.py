@@ -169,8 +169,9 @@ class Calibration:
         if self.num_above == 0 or chance >= TAIL_SIGNIFICANCE:
             return None
         target = f"{100 * self.target_fpr:g} %"
+        verb = "scores" if self.num_above == 1 else "score"
         return (
-            f"{self.num_above} of the {self.num_images} normal images it was set on score above "
+            f"{self.num_above} of the {self.num_images} normal images it was set on {verb} above "
             f"the threshold, more than a {target} false-alarm rate explains (a chance of "
             f"{100 * chance:.2g} %): expect more false alarms than {target}; recalibrate on "
             "more normal images (hfr calibrate) or raise the threshold"

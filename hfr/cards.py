@@ -101,8 +101,13 @@ def scoring_text(scoring: Scoring) -> str:
         )
     if scoring.colour_weight > 0:
         scale = "" if scoring.colour_scale is None else f" ({scoring.colour_scale:.4f})"
+        distance = (
+            "the Mahalanobis distance (per-channel variances)"
+            if scoring.colour_distance == "mahalanobis"
+            else "the squared standardised distance"
+        )
         levels += (
-            f", plus {scoring.colour_weight:g} x the distance of the input's colour in each "
+            f", plus {scoring.colour_weight:g} x {distance} of the input's colour in each "
             f"4x4-pixel cell from the normal colours at that cell, divided by its normal "
             f"mean{scale}"
         )

@@ -20,13 +20,15 @@ from collections.abc import Sequence
 
 from hfr import __version__
 from hfr.config import (
-    ALIGNED_COLOUR_WEIGHT,
+    ALIGNED_COLOUR_WEIGHTS,
     AUTO_RESIZE,
     AUTO_WEIGHT,
+    COLOUR_DISTANCES,
     COMBINATIONS,
     CONTEXT_MIN_INPUT,
     CONTEXT_SIGMA,
     DECODERS,
+    DEFAULT_COLOUR_DISTANCE,
     DEFAULT_COMBINATION,
     DEFAULT_ENCODER,
     DEFAULT_EPOCHS,
@@ -220,8 +222,18 @@ def add_model_arguments(
         metavar="W",
         help="add W x the distance of the input's colour in each 4x4-pixel cell from the "
         "normal colours at that cell: finds brighter, darker or discoloured regions on aligned "
-        f"parts; auto (default): {ALIGNED_COLOUR_WEIGHT:g} where --position-weight auto would "
-        "find the parts aligned, else 0",
+        "parts; auto (default): "
+        + " or ".join(f"{w:g} ({d})" for d, w in ALIGNED_COLOUR_WEIGHTS.items())
+        + " by --colour-distance where --position-weight auto would find the parts aligned, "
+        "else 0",
+    )
+    group.add_argument(
+        "--colour-distance",
+        choices=COLOUR_DISTANCES,
+        default=DEFAULT_COLOUR_DISTANCE,
+        help="how the colour term measures a cell against the normal colours there: "
+        "mahalanobis (default since 0.14), the root of the mean squared standardised "
+        "difference over channels, or squared, that mean (hfr 0.13)",
     )
     group.add_argument(
         "--memory-pooling",

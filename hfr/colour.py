@@ -7,10 +7,11 @@ normal. Where the parts are aligned, the colour itself is evidence: each channel
 normalised input, averaged over ``COLOUR_STRIDE`` x ``COLOUR_STRIDE`` cells, gets a mean and
 a variance per cell over the training images, and an image's map is the mean over channels of
 ``(colour - mean)^2 / variance`` (:class:`~hfr.position.PositionStatistics` on the pooled
-input). On parts placed or turned at random (screw) every cell sees every colour and the term
-costs what it finds, so ``colour_weight="auto"`` (the default of trained models since 0.13)
-turns it on by the alignment rule of :func:`hfr.position.auto_weight`. See the README,
-"Aligned parts: colour".
+input), or its root (``scoring.colour_distance``: ``"mahalanobis"``, the default since 0.14,
+whose tail on normal images is far shorter; :func:`colour_distance`). On parts placed or
+turned at random (screw) every cell sees every colour and the term costs what it finds, so
+``colour_weight="auto"`` (the default of trained models since 0.13) turns it on by the
+alignment rule of :func:`hfr.position.auto_weight`. See the README, "Aligned parts: colour".
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 import torch
 from torch.nn import functional as F
 
-from hfr.config import ALIGNED_COLOUR_WEIGHT
+from hfr.config import ALIGNED_COLOUR_WEIGHTS, DEFAULT_COLOUR_DISTANCE
 from hfr.position import FeatureMoments, PositionStatistics, auto_weight
 
 COLOUR_STRIDE = 4  # input pixels per cell side: the stride of the finest feature level
@@ -64,13 +65,29 @@ class ColourStatistics(PositionStatistics):
         return super().forward(pooled_colour(images))
 
 
-def chosen_colour_weight(share: float, num_images: int) -> tuple[float, str]:
-    """The weight ``colour_weight="auto"`` chooses, and why: ``ALIGNED_COLOUR_WEIGHT`` where
-    :func:`~hfr.position.auto_weight` finds the parts aligned, else 0.
+def colour_distance(squared: torch.Tensor, distance: str) -> torch.Tensor:
+    """The colour term as ``distance`` (``scoring.colour_distance``) measures it, from the mean
+    squared standardised difference that :class:`ColourStatistics` gives: its root
+    (``"mahalanobis"``) or itself (``"squared"``).
+
+    Example:
+        >>> colour_distance(torch.tensor([4.0, 9.0]), "mahalanobis").tolist()
+        [2.0, 3.0]
+    """
+    return squared.sqrt() if distance == "mahalanobis" else squared
+
+
+def chosen_colour_weight(
+    share: float, num_images: int, distance: str = DEFAULT_COLOUR_DISTANCE
+) -> tuple[float, str]:
+    """The weight ``colour_weight="auto"`` chooses, and why: ``ALIGNED_COLOUR_WEIGHTS`` of the
+    ``distance`` where :func:`~hfr.position.auto_weight` finds the parts aligned, else 0.
 
     Example:
         >>> chosen_colour_weight(0.88, 188)[0], chosen_colour_weight(0.18, 288)[0]
-        (0.25, 0.0)
+        (1.5, 0.0)
+        >>> chosen_colour_weight(0.88, 188, "squared")[0]  # the weight of 0.13
+        0.25
     """
     weight, reason = auto_weight(share, num_images)
-    return (ALIGNED_COLOUR_WEIGHT if weight > 0 else 0.0), reason
+    return (ALIGNED_COLOUR_WEIGHTS[distance] if weight > 0 else 0.0), reason

@@ -17,7 +17,7 @@ from torch import nn
 
 from hfr import anomaly, cards, hub
 from hfr.colour import STATE_PREFIX as COLOUR_PREFIX
-from hfr.colour import ColourStatistics
+from hfr.colour import ColourStatistics, colour_distance
 from hfr.config import CONFIG_FILE, WEIGHTS_FILE, HFRConfig, read_config, write_config
 from hfr.decoder import HierarchicalDecoder
 from hfr.encoder import build_encoder
@@ -172,6 +172,8 @@ class HFR(
                     f"it with that weight (--{term}-weight), or set it to 0"
                 )
             maps[term] = module(inputs)
+        if "colour" in maps:
+            maps["colour"] = colour_distance(maps["colour"], scoring.colour_distance)
         return maps
 
     def score_residuals(

@@ -12,6 +12,7 @@ import torch
 from hfr.config import (
     AUTO_RESIZE,
     AUTO_WEIGHT,
+    DEFAULT_COLOUR_DISTANCE,
     DEFAULT_COMBINATION,
     DEFAULT_ENCODER,
     DEFAULT_INPUT_SIZE,
@@ -50,6 +51,7 @@ class ModelSettings:
     memory_pooling: int = DEFAULT_MEMORY_POOLING  # its features' local mean (1: none)
     combination: str = DEFAULT_COMBINATION  # fine and coarse evidence summed ("sum") or multiplied
     colour_weight: float | str = AUTO_WEIGHT  # the colour term (hfr.colour); "auto": if aligned
+    colour_distance: str = DEFAULT_COLOUR_DISTANCE  # how it measures (see COLOUR_DISTANCES)
     decoder: str | None = None  # HFRConfig.build's default: "context" from 64 px a side
     resize: str = AUTO_RESIZE  # from the training images' aspects (hfr.preprocessing.fitted_resize)
 

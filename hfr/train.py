@@ -85,6 +85,16 @@ def split_for_calibration(
     return [images[i] for i in order[held_out:]], [images[i] for i in order[:held_out]]
 
 
+def held_out_images(model: HFR, images: Sequence[ImageInput]) -> list[ImageInput]:
+    """The images that training ``model`` on ``images`` held out for calibration: the split of
+    :func:`split_for_calibration` with the seed and fraction its config records (the defaults
+    of :class:`~hfr.config.TrainConfig` where it records none), so that a study can score them
+    again."""
+    defaults, training = TrainConfig(), model.config.training or {}
+    fraction = training.get("calibration_fraction", defaults.calibration_fraction)
+    return split_for_calibration(images, fraction, training.get("seed", defaults.seed))[1]
+
+
 def fit(
     model: HFR,
     images: Sequence[ImageInput],
@@ -181,7 +191,9 @@ def fit(
         moments = FeatureMoments.of(levels[POSITION_LEVEL] for levels in batches)
         share = round(moments.position_share(), 4)
         if auto_colour_weight:
-            colour_weight, reason = chosen_colour_weight(share, len(train_images))
+            colour_weight, reason = chosen_colour_weight(
+                share, len(train_images), model.config.scoring.colour_distance
+            )
             scoring = replace(model.config.scoring, colour_weight=colour_weight)
             model.config = model.config.replace(scoring=scoring)
             logger.info("%s: colour term %s", reason, "on" if colour_weight else "off")

@@ -24,7 +24,7 @@ from hfr import HFR, metrics
 from hfr.anomaly import anomaly_map, residual_maps
 from hfr.data import load_mvtec
 from hfr.outputs import write_json
-from hfr.train import split_for_calibration
+from hfr.train import held_out_images
 
 
 def level_residuals(model: HFR, images: list, batch_size: int = 16) -> list[torch.Tensor]:
@@ -78,10 +78,7 @@ def main() -> None:
     model = HFR.from_pretrained(args.model)
     config = model.config
     dataset = load_mvtec(args.data, args.category)
-    training = config.training or {}
-    _, held_out = split_for_calibration(
-        dataset.train, training.get("calibration_fraction", 0.1), training.get("seed", 0)
-    )
+    held_out = held_out_images(model, dataset.train)
     size = config.preprocessing.input_size
     sigma = config.sigma if args.sigma is None else args.sigma
     normal_levels = level_residuals(model, held_out)

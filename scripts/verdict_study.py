@@ -47,7 +47,7 @@ from hfr.calibration import MAD_TO_STD, Calibration
 from hfr.data import load_mvtec
 from hfr.images import ImageInput
 from hfr.outputs import write_json
-from hfr.train import split_for_calibration
+from hfr.train import held_out_images
 
 TARGET_FPRS = (0.01, 0.02, 0.05)
 BAR_DEFECTIVE, BAR_GOOD = 0.8, 0.1  # issue 11: flag at least 80 % of defects, at most 10 % of good
@@ -157,9 +157,7 @@ def main() -> None:
     model = HFR.from_pretrained(args.model).eval()
     training = model.config.training or {}
     dataset = load_mvtec(args.data, args.category)
-    _, held_out = split_for_calibration(
-        dataset.train, training.get("calibration_fraction", 0.1), training.get("seed", 0)
-    )
+    held_out = held_out_images(model, dataset.train)
     labels = np.array([s.label for s in dataset.test])
     held = part_scores(model, held_out)
     test = part_scores(model, [s.image for s in dataset.test])

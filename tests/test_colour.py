@@ -21,8 +21,14 @@ from safetensors.torch import load_file, save_file
 
 from hfr import HFR, anomaly
 from hfr.cards import scoring_text
-from hfr.colour import COLOUR_STRIDE, ColourStatistics, chosen_colour_weight, pooled_colour
-from hfr.config import ALIGNED_COLOUR_WEIGHT
+from hfr.colour import (
+    COLOUR_STRIDE,
+    ColourStatistics,
+    chosen_colour_weight,
+    colour_distance,
+    pooled_colour,
+)
+from hfr.config import ALIGNED_COLOUR_WEIGHTS, Scoring
 from hfr.data import AnomalyDataset
 from hfr.errors import ConfigError, ModelFormatError
 from hfr.pipeline import ModelSettings, RunOptions, train_category
@@ -67,18 +73,53 @@ def test_training_measures_statistics_and_scale_and_the_map_adds_the_term(traine
     expected = ColourStatistics.from_images([trained.preprocess(train_images)])
     torch.testing.assert_close(trained.colour.mean, expected.mean)
     torch.testing.assert_close(trained.colour.variance, expected.variance)
+    assert scoring.colour_distance == "mahalanobis"  # the default since 0.14
     images = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         out = trained(images)
-        colour = trained.colour(images)
+        colour = trained.colour(images).sqrt()
     levels = anomaly.weigh_levels(
         out.level_maps, scales=scoring.level_scales, weights=scoring.level_weights
     )
     levels.append(colour * 0.5 / scoring.colour_scale)
     torch.testing.assert_close(out.maps, anomaly.anomaly_map(levels, (64, 64), 2.0))
-    assert "plus 0.5 x the distance of the input's colour in each 4x4-pixel cell" in scoring_text(
-        scoring
+    assert (
+        "plus 0.5 x the Mahalanobis distance (per-channel variances) of the input's colour in "
+        "each 4x4-pixel cell" in scoring_text(scoring)
     )
+
+
+def test_a_config_of_0_13_scores_with_the_squared_distance_as_it_did(
+    trained: HFR, tmp_path: Path
+) -> None:
+    trained.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["scoring"]["colour_distance"]  # as 0.13 wrote it
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = HFR.from_pretrained(tmp_path)
+    scoring = loaded.config.scoring
+    assert scoring.colour_distance == "squared"
+    images = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        out = loaded(images)
+        colour = loaded.colour(images)  # the mean squared standardised difference, no root
+    levels = anomaly.weigh_levels(
+        out.level_maps, scales=scoring.level_scales, weights=scoring.level_weights
+    )
+    levels.append(colour * 0.5 / scoring.colour_scale)
+    torch.testing.assert_close(out.maps, anomaly.anomaly_map(levels, (64, 64), 2.0))
+    assert "the squared standardised distance of the input's colour" in scoring_text(scoring)
+
+
+def test_the_distance_is_the_root_of_the_squared_one_or_that_itself() -> None:
+    squared = torch.tensor([[0.0, 0.25], [4.0, 100.0]])
+    torch.testing.assert_close(
+        colour_distance(squared, "mahalanobis"), torch.tensor([[0.0, 0.5], [2.0, 10.0]])
+    )
+    assert colour_distance(squared, "squared") is squared
+    for bad in ("euclidean", None, 1):
+        with pytest.raises(ConfigError, match="scoring.colour_distance must be one of"):
+            Scoring(colour_distance=bad)
 
 
 def test_statistics_are_the_same_without_the_feature_cache(trained: HFR) -> None:
@@ -152,29 +193,41 @@ def test_command_line_colour_weight_is_auto_unless_given() -> None:
     assert ModelSettings().colour_weight == "auto"
     settings = model_settings(parser.parse_args([*base, "--colour-weight", "0.5"]))
     assert model_from_settings(settings).config.scoring.colour_weight == 0.5
+    assert model_from_settings(settings).config.scoring.colour_distance == "mahalanobis"
+    settings = model_settings(parser.parse_args([*base, "--colour-distance", "squared"]))
+    assert settings.colour_distance == "squared"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--colour-distance", "euclidean"])
     for bad in ("-1", "inf", "Auto"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--colour-weight", bad])
 
 
 def test_the_auto_rule_follows_the_alignment_rule() -> None:
-    assert chosen_colour_weight(0.88, 188)[0] == ALIGNED_COLOUR_WEIGHT  # bottles from above
+    assert chosen_colour_weight(0.88, 188)[0] == ALIGNED_COLOUR_WEIGHTS["mahalanobis"] == 1.5
+    assert chosen_colour_weight(0.88, 188, "squared")[0] == 0.25  # the weight of 0.13
     assert chosen_colour_weight(0.18, 288)[0] == 0.0  # screws turned at random
     assert chosen_colour_weight(0.88, 19)[0] == 0.0  # too few images for the statistics
 
 
-@pytest.mark.parametrize(("shifted", "weight"), [(False, ALIGNED_COLOUR_WEIGHT), (True, 0.0)])
+@pytest.mark.parametrize(
+    ("shifted", "distance", "weight"),
+    [(False, "mahalanobis", 1.5), (False, "squared", 0.25), (True, "mahalanobis", 0.0)],
+)
 def test_the_default_settings_choose_the_weight_from_the_training_images(
-    tmp_path: Path, shifted: bool, weight: float
+    tmp_path: Path, shifted: bool, distance: str, weight: float
 ) -> None:
     images = synthetic_images(50, seed=5)  # a gradient across every image: aligned
     images = shifted_images(images, 0) if shifted else images
-    settings = ModelSettings(encoder="resnet18", encoder_weights="random", input_size=64)
+    settings = ModelSettings(
+        encoder="resnet18", encoder_weights="random", input_size=64, colour_distance=distance
+    )
     options = RunOptions(training=TrainConfig(epochs=1, batch_size=8), progress=False)
     dataset = AnomalyDataset("custom", "part", images, [])
     train_category(dataset, tmp_path / "m", settings=settings, options=options)
     loaded = HFR.from_pretrained(tmp_path / "m")
     assert loaded.config.scoring.colour_weight == weight
+    assert loaded.config.scoring.colour_distance == distance
     assert (loaded.colour is not None) == (weight > 0)
     assert loaded.config.scoring.position_weight == 0.0  # the feature term stays off
     assert loaded.config.training["auto_colour_weight"] is True

@@ -207,6 +207,31 @@ def test_verdict_study_reproduces_the_models_threshold(
             assert 0 <= rates["defective_flagged"] <= 1 and 0 <= rates["good_flagged"] <= 1
 
 
+def test_colour_study_rescores_each_distance_and_reproduces_the_model(
+    widget: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, model = widget
+    output = tmp_path / "colour.json"
+    subprocess.run(
+        [sys.executable, "scripts/colour_study.py", "--model", model, "--data", root,
+         "--category", "widget", "--distances", "squared,mahalanobis", "--weights", "0.5,1",
+         "--output", output],
+        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    rows = json.loads(output.read_text())["results"]
+    config = json.loads((model / "config.json").read_text())
+    settings = [(row["colour_distance"], row["colour_weight"]) for row in rows]
+    assert settings == [(d, w) for d in ("squared", "mahalanobis") for w in (0.5, 1.0)]
+    # the model's own setting, rescaled and recalibrated on the same held-out images: its threshold
+    own = rows[settings.index((config["scoring"]["colour_distance"], 1.0))]
+    assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
+    assert own["held_out_above_threshold"] == config["calibration"]["num_above"]
+    assert rows[1]["threshold"] != pytest.approx(rows[3]["threshold"], rel=1e-3)
+    for row in rows:
+        assert all(0 <= row[name] <= 1 for name in ("image_auroc", "pixel_auroc", "aupro"))
+        assert 0 <= row["threshold_tpr"] <= 1 and 0 <= row["threshold_fpr"] <= 1
+
+
 def test_the_bar_window_is_the_range_of_thresholds_that_meets_the_bar() -> None:
     bar_window = _load_script("verdict_study").bar_window
     good = np.arange(20.0)  # 10 % of 20: two may be flagged, so from the third highest, 17

@@ -13,7 +13,13 @@ from conftest import synthetic_images, tiny_model
 from hfr.calibration import Calibration
 from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingCancelled, TrainingDivergedError, TrainingError
-from hfr.train import CHECKPOINT_FILE, TrainingProgress, fit, split_for_calibration
+from hfr.train import (
+    CHECKPOINT_FILE,
+    TrainingProgress,
+    fit,
+    held_out_images,
+    split_for_calibration,
+)
 
 IMAGES = synthetic_images(12, seed=2)
 
@@ -162,6 +168,19 @@ def test_a_callback_that_raises_cancels_the_run_at_the_last_finished_epoch(tmp_p
     assert saved["epochs_done"] == 2
     result = fit(model, IMAGES, config, checkpoint_dir=tmp_path, progress=False)
     assert result.resumed_epochs == 2 and len(result.losses) == 5  # a rerun goes on from there
+
+
+def test_held_out_images_are_the_split_training_recorded() -> None:
+    model = tiny_model()
+    config = TrainConfig(epochs=1, batch_size=4, seed=3, calibration_fraction=0.25)
+    fit(model, IMAGES, config, progress=False)
+    held_out = held_out_images(model, IMAGES)
+    expected = split_for_calibration(IMAGES, 0.25, 3)[1]
+    assert len(held_out) == model.config.calibration.num_images == 3
+    assert all(a is b for a, b in zip(held_out, expected, strict=True))
+    defaults = split_for_calibration(IMAGES, 0.1, 0)[1]  # no record: TrainConfig's defaults
+    unrecorded = held_out_images(tiny_model(), IMAGES)
+    assert all(a is b for a, b in zip(unrecorded, defaults, strict=True))
 
 
 def test_the_threshold_follows_the_target_false_alarm_rate() -> None:

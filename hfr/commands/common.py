@@ -26,6 +26,7 @@ def model_settings(args: argparse.Namespace) -> ModelSettings:
         memory_pooling=args.memory_pooling,
         combination=args.combination,
         colour_weight=args.colour_weight,
+        colour_distance=args.colour_distance,
         decoder=args.decoder,
         resize=args.resize,
     )

@@ -107,6 +107,7 @@ def run_one(
         "memory_pooling": model.config.scoring.memory_pooling,
         "combination": model.config.scoring.combination,
         "colour_weight": model.config.scoring.colour_weight,
+        "colour_distance": model.config.scoring.colour_distance,
         "auto_colour_weight": model.config.training.get("auto_colour_weight"),
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
