@@ -22,6 +22,15 @@ def _random_png(path: Path, shape: tuple[int, int, int], seed: int) -> Path:
     return path
 
 
+def run_script(name: str, *args: object, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``scripts/<name>.py`` with ``args`` from the checkout, as a user would; raise if it
+    fails."""
+    command = [sys.executable, f"scripts/{name}.py", *(str(arg) for arg in args)]
+    return subprocess.run(
+        command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def _load_script(name: str):
     """A script of scripts/ as a module, by its path (scripts/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"hfr_script_{name}", ROOT / f"scripts/{name}.py")
@@ -33,10 +42,7 @@ def _load_script(name: str):
 
 def test_repo_sizes_table(tmp_path: Path) -> None:
     table = tmp_path / "sizes.md"
-    subprocess.run(
-        [sys.executable, "scripts/repo_sizes.py", "--encoders", "resnet18", "--output", table],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
+    run_script("repo_sizes", "--encoders", "resnet18", "--output", table)
     row = next(line for line in table.read_text().splitlines() if line.startswith("| resnet18"))
     decoder_mib, full_mib = (float(cell.split()[0]) for cell in row.split("|")[2:4])
     assert 0 < decoder_mib < full_mib
@@ -46,11 +52,7 @@ def test_repo_sizes_table(tmp_path: Path) -> None:
 def test_app_latency_records_cold_and_warm(tmp_path: Path) -> None:
     image = _random_png(tmp_path / "image.png", (300, 400, 3), seed=0)
     output = tmp_path / "latency.json"
-    subprocess.run(
-        [sys.executable, "scripts/app_latency.py", "--image", image, "--warm-runs", "2",
-         "--output", output],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    run_script("app_latency", "--image", image, "--warm-runs", "2", "--output", output)
     record = json.loads(output.read_text())
     assert record["image_size"] == record["overlay_size"] == "400x300"
     assert len(record["warm_seconds"]) == 2 and record["cold_seconds"] > 0
@@ -60,10 +62,9 @@ def test_app_latency_records_cold_and_warm(tmp_path: Path) -> None:
 def test_app_load_run_records_correctness_memory_and_temp_files(tmp_path: Path) -> None:
     image = _random_png(tmp_path / "image.png", (200, 240, 3), seed=1)
     output = tmp_path / "load.json"
-    subprocess.run(
-        [sys.executable, "scripts/app_latency.py", "--image", image, "--clients", "3",
-         "--requests", "2", "--temp-max-age", "600", "--cleanup-wait", "0", "--output", output],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    run_script(
+        "app_latency", "--image", image, "--clients", "3", "--requests", "2", "--temp-max-age",
+        "600", "--cleanup-wait", "0", "--output", output
     )  # fmt: skip
     record = json.loads(output.read_text())
     assert record["correct"] == record["requests"] == 6 and record["failures"] == [], record
@@ -74,11 +75,7 @@ def test_app_load_run_records_correctness_memory_and_temp_files(tmp_path: Path) 
 
 def test_predict_memory_reports_the_peak_above_the_model(tmp_path: Path) -> None:
     output = tmp_path / "memory.json"
-    subprocess.run(
-        [sys.executable, "scripts/predict_memory.py", "--width", "1200", "--height", "900",
-         "--output", output],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    run_script("predict_memory", "--width", "1200", "--height", "900", "--output", output)
     record = json.loads(output.read_text())
     assert record["map_shape"] == [900, 1200] and record["megapixels"] == 1.1
     assert 0 < record["peak_mb_above_loaded_model"] < 500
@@ -132,22 +129,18 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(
 ) -> None:
     root, model = widget
     study, synthetic = tmp_path / "study.json", tmp_path / "synthetic.json"
-    subprocess.run(
-        [sys.executable, "scripts/score_study.py", "--model", model, "--data", root,
-         "--category", "widget", "--output", study],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    subprocess.run(
-        [sys.executable, "scripts/synthetic_defects.py", "--model", model,
-         "--images", root / "widget/test/good", "--output", synthetic],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    run_script(
+        "score_study", "--model", model, "--data", root, "--category", "widget", "--output", study
+    )
+    run_script(
+        "synthetic_defects", "--model", model, "--images", root / "widget/test/good", "--output",
+        synthetic
     )  # fmt: skip
     sigmas = tmp_path / "sigmas.json"
-    subprocess.run(
-        [sys.executable, "scripts/sigma_study.py", "--model", model, "--data", root,
-         "--category", "widget", "--sigmas", "0,4", "--level-weights", "1,1,1;0,0,1",
-         "--position-weights", "0,1", "--memory-weights", "0,1", "--output", sigmas],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    run_script(
+        "sigma_study", "--model", model, "--data", root, "--category", "widget", "--sigmas", "0,4",
+        "--level-weights", "1,1,1;0,0,1", "--position-weights", "0,1", "--memory-weights", "0,1",
+        "--output", sigmas
     )  # fmt: skip
     rows = json.loads(sigmas.read_text())["results"]
     keys = ("sigma", "level_weights", "position_weight", "memory_weight")
@@ -180,10 +173,9 @@ def test_verdict_study_reproduces_the_models_threshold(
 ) -> None:
     root, model = widget
     output = tmp_path / "verdict.json"
-    subprocess.run(
-        [sys.executable, "scripts/verdict_study.py", "--model", model, "--data", root,
-         "--category", "widget", "--output", output],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    run_script(
+        "verdict_study", "--model", model, "--data", root, "--category", "widget", "--output",
+        output
     )  # fmt: skip
     record = json.loads(output.read_text())
     config = json.loads((model / "config.json").read_text())
@@ -212,11 +204,9 @@ def test_colour_study_rescores_each_distance_and_reproduces_the_model(
 ) -> None:
     root, model = widget
     output = tmp_path / "colour.json"
-    subprocess.run(
-        [sys.executable, "scripts/colour_study.py", "--model", model, "--data", root,
-         "--category", "widget", "--distances", "squared,mahalanobis", "--weights", "0.5,1",
-         "--output", output],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    run_script(
+        "colour_study", "--model", model, "--data", root, "--category", "widget", "--distances",
+        "squared,mahalanobis", "--weights", "0.5,1", "--output", output
     )  # fmt: skip
     rows = json.loads(output.read_text())["results"]
     config = json.loads((model / "config.json").read_text())
@@ -264,10 +254,9 @@ def test_aspect_crop_keeps_defects_and_drops_images_that_lose_them(tmp_path: Pat
         Image.fromarray(mask).save(root / f"widget/ground_truth/dent/{index:03d}_mask.png")
     for aspect in ("0.75", "mixed"):
         out = tmp_path / aspect
-        result = subprocess.run(
-            [sys.executable, "scripts/aspect_crop.py", "--data", root, "--category", "widget",
-             "--aspect", aspect, "--output", out],
-            cwd=ROOT, check=True, capture_output=True, text=True, timeout=120,
+        result = run_script(
+            "aspect_crop", "--data", root, "--category", "widget", "--aspect", aspect, "--output",
+            out, timeout=120
         )  # fmt: skip
         counts = json.loads(result.stdout)
         dataset = load_mvtec(out, "widget")
