@@ -168,17 +168,21 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(
     assert 0.09 <= record["mean_mask_fraction"] <= 0.31
 
 
+def widget_study(
+    name: str, widget: tuple[Path, Path], output: Path, *options: str
+) -> tuple[dict, dict]:
+    """Run the study ``scripts/<name>.py`` on the widget set and model: (its record, the
+    model's config)."""
+    root, model = widget
+    run_script(name, "--model", model, "--data", root, "--category", "widget", *options,
+               "--output", output)  # fmt: skip
+    return json.loads(output.read_text()), json.loads((model / "config.json").read_text())
+
+
 def test_verdict_study_reproduces_the_models_threshold(
     widget: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    root, model = widget
-    output = tmp_path / "verdict.json"
-    run_script(
-        "verdict_study", "--model", model, "--data", root, "--category", "widget", "--output",
-        output
-    )  # fmt: skip
-    record = json.loads(output.read_text())
-    config = json.loads((model / "config.json").read_text())
+    record, config = widget_study("verdict_study", widget, tmp_path / "verdict.json")
     assert record["parts"] == ["stride4", "stride8", "stride16", "position", "memory", "colour"]
     rules = record["rules"]
     assert set(rules) == {"model", "standardised_terms", "standardised_max", "features_plus_colour"}
@@ -202,14 +206,11 @@ def test_verdict_study_reproduces_the_models_threshold(
 def test_colour_study_rescores_each_distance_and_reproduces_the_model(
     widget: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    root, model = widget
-    output = tmp_path / "colour.json"
-    run_script(
-        "colour_study", "--model", model, "--data", root, "--category", "widget", "--distances",
-        "squared,mahalanobis", "--weights", "0.5,1", "--output", output
+    record, config = widget_study(
+        "colour_study", widget, tmp_path / "colour.json",
+        "--distances", "squared,mahalanobis", "--weights", "0.5,1",
     )  # fmt: skip
-    rows = json.loads(output.read_text())["results"]
-    config = json.loads((model / "config.json").read_text())
+    rows = record["results"]
     settings = [(row["colour_distance"], row["colour_weight"]) for row in rows]
     assert settings == [(d, w) for d in ("squared", "mahalanobis") for w in (0.5, 1.0)]
     # the model's own setting, rescaled and recalibrated on the same held-out images: its threshold
