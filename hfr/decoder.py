@@ -98,8 +98,12 @@ class HierarchicalDecoder(nn.Module):
 def upsample2x_nearest(x: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour x2 upsampling, equal to ``F.interpolate(mode="nearest")``.
 
-    A broadcast copy, used because ``F.interpolate``'s nearest kernel is slow on CPU in torch 2.14.
+    A channels-last ``x`` (training's layout) goes to ``F.interpolate``, which keeps that layout
+    and is fastest there; a contiguous one to a broadcast copy, because ``F.interpolate``'s
+    nearest kernel is slow on such tensors on CPU in torch 2.14. Both copy values exactly.
     """
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
     batch, channels, height, width = x.shape
     expanded = x[:, :, :, None, :, None].expand(batch, channels, height, 2, width, 2)
     return expanded.reshape(batch, channels, 2 * height, 2 * width)

@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -164,22 +165,23 @@ def fit(
     bar = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not progress)
     report(TrainingProgress("epochs", start_epoch, config.epochs))
     started = time.perf_counter()
-    for epoch in bar:
-        good_state = {k: v.clone() for k, v in model.decoder.state_dict().items()}
-        order = torch.randperm(len(train_images), generator=generator)
-        loss = _run_epoch(model, optimizer, order, cache, train_images, config)
-        if not math.isfinite(loss):
-            model.decoder.load_state_dict(good_state)
-            kept = f"; the checkpoint {checkpoint} keeps epoch {epoch}" if checkpoint else ""
-            raise TrainingDivergedError(
-                f"training diverged: loss {loss} in epoch {epoch + 1}; lower the learning rate "
-                f"(now {config.lr}){kept}"
-            )
-        result.losses.append(loss)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, model, optimizer, epoch + 1, result, config, data_id)
-        report(TrainingProgress("epochs", epoch + 1, config.epochs, loss))
+    with training_layout(model.decoder):
+        for epoch in bar:
+            good_state = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+            order = torch.randperm(len(train_images), generator=generator)
+            loss = _run_epoch(model, optimizer, order, cache, train_images, config)
+            if not math.isfinite(loss):
+                model.decoder.load_state_dict(good_state)
+                kept = f"; the checkpoint {checkpoint} keeps epoch {epoch}" if checkpoint else ""
+                raise TrainingDivergedError(
+                    f"training diverged: loss {loss} in epoch {epoch + 1}; lower the learning rate "
+                    f"(now {config.lr}){kept}"
+                )
+            result.losses.append(loss)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, model, optimizer, epoch + 1, result, config, data_id)
+            report(TrainingProgress("epochs", epoch + 1, config.epochs, loss))
     result.train_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -422,6 +424,19 @@ def _calibration_scores(
     )
 
 
+@contextmanager
+def training_layout(decoder: torch.nn.Module) -> Iterator[None]:
+    """Hold ``decoder`` in the channels-last layout that training uses (its steps take about a
+    sixth less time on CPU than in the contiguous layout; feed it channels-last features), and
+    give it back contiguous, as loading leaves it, so that a model scores the same whether it
+    was just trained or read from its files."""
+    decoder.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        decoder.to(memory_format=torch.contiguous_format)
+
+
 def _run_epoch(
     model: HFR,
     optimizer: torch.optim.Optimizer,
@@ -443,6 +458,7 @@ def _run_epoch(
             with torch.inference_mode():
                 features = model.encode(model.preprocess([images[i] for i in indices.tolist()]))
             features = [f.clone() for f in features]
+        features = [f.contiguous(memory_format=torch.channels_last) for f in features]
         reconstructions = model.decode(features[-1])
         residuals = anomaly.residual_maps(features, reconstructions)
         loss = anomaly.reconstruction_loss(

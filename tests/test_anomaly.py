@@ -93,6 +93,17 @@ def test_decoder_equals_the_papers_upsample_then_convolve_order(mode: str) -> No
     torch.testing.assert_close(upsample2x_nearest(f3), F.interpolate(f3, scale_factor=2.0))
 
 
+def test_upsampling_copies_exactly_in_both_layouts() -> None:
+    """Training's channels-last tensors take another path than contiguous ones: both copy each
+    value to its four places exactly, and the channels-last result stays channels-last."""
+    x = torch.randn(2, 5, 3, 4)
+    expected = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    last = upsample2x_nearest(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(upsample2x_nearest(x), expected)
+    assert torch.equal(last, expected)
+    assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
+
+
 def test_context_decoder_never_sees_a_cell_through_its_own_context() -> None:
     """The blind spot: changing f3 at one cell leaves that cell's context features unchanged
     and changes those of the cells around it; the fine levels are decoded from the context."""

@@ -36,6 +36,19 @@ def test_loss_decreases_and_model_is_calibrated() -> None:
     assert not model.decoder.training and not model.encoder.training
 
 
+def test_a_trained_model_is_contiguous_and_scores_as_its_saved_copy(tmp_path: Path) -> None:
+    """Training runs in the channels-last layout and gives the decoder back contiguous, so the
+    model just trained and the one read from its files score the same, to the bit."""
+    model = tiny_model()
+    fit(model, IMAGES, TrainConfig(epochs=2, batch_size=4, lr=0.1), progress=False)
+    assert all(p.is_contiguous() for p in model.decoder.parameters())
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path)
+    batch = model.preprocess(IMAGES[:3])
+    with torch.inference_mode():
+        assert torch.equal(model(batch).maps, loaded(batch).maps)
+
+
 def test_cached_and_uncached_features_train_identically() -> None:
     config = TrainConfig(epochs=2, batch_size=4, lr=0.1)
     cached, fresh = tiny_model(), tiny_model()

@@ -31,6 +31,7 @@ from hfr.model import HFR
 from hfr.outputs import write_json
 from hfr.position import POSITION_LEVEL, PositionStatistics
 from hfr.timing import median_seconds, time_pipeline
+from hfr.train import training_layout
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ BOTTLE_TRAIN_IMAGES = 188  # MVTec AD bottle's 209 normal images minus the calib
 
 def training_seconds_per_epoch(model: HFR, batch_size: int, images: int) -> float:
     """One epoch of decoder training on cached features of ``images`` images, with the default
-    loss."""
+    loss, in training's layout (:func:`hfr.train.training_layout`)."""
     training = TrainConfig()
     device = model.device
     size = model.config.preprocessing.input_size
@@ -48,7 +49,12 @@ def training_seconds_per_epoch(model: HFR, batch_size: int, images: int) -> floa
     shapes = [f.shape[1:] for f in features]
     optimizer = torch.optim.SGD(model.decoder.parameters(), lr=0.01, momentum=0.9)
     batches = [
-        [torch.randn(batch_size, *shape, device=device) for shape in shapes]
+        [
+            torch.randn(batch_size, *shape, device=device).contiguous(
+                memory_format=torch.channels_last
+            )
+            for shape in shapes
+        ]
         for _ in range(max(1, images // batch_size))
     ]
     model.decoder.train()
@@ -64,7 +70,8 @@ def training_seconds_per_epoch(model: HFR, batch_size: int, images: int) -> floa
             loss.backward()
             optimizer.step()
 
-    seconds = median_seconds(epoch, device, warmup=1, repeats=3)
+    with training_layout(model.decoder):
+        seconds = median_seconds(epoch, device, warmup=1, repeats=3)
     model.decoder.eval()
     return seconds * images / (len(batches) * batch_size)
 
