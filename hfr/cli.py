@@ -213,7 +213,8 @@ def add_model_arguments(
         default=TRAINED_MEMORY_WEIGHT,
         metavar="W",
         help="add W x the distance of each stride-16 patch to the nearest normal training "
-        f"patch (a 1 %% coreset of them); 0 is off (default: {TRAINED_MEMORY_WEIGHT:g})",
+        "patch (a coreset of them, --memory-fraction); 0 is off (default: "
+        f"{TRAINED_MEMORY_WEIGHT:g})",
     )
     group.add_argument(
         "--colour-weight",
@@ -293,6 +294,12 @@ def add_model_arguments(
         default=defaults.target_fpr,
         help="share of normal images the default verdict may flag, estimated from held-out "
         "normal images",
+    )
+    group.add_argument(
+        "--memory-fraction",
+        type=float,
+        default=defaults.memory_fraction,
+        help="share of the training images' patch vectors the patch memory keeps",
     )
     group.add_argument(
         "--no-feature-cache", action="store_true", help="re-encode the images every epoch"

@@ -4,11 +4,12 @@ A reconstruction rebuilds what its neighbours suggest, so a defect that spreads 
 cells, or a part bent into a shape the decoder can still continue, leaves small residuals.
 This term asks instead whether any training image held a patch like it, wherever that patch
 was (PatchCore's idea, Roth et al. 2022). Each stride-16 cell is described by its stride-8
-features (pooled to stride 16) and its stride-16 features, a greedy coreset keeps
-``MEMORY_FRACTION`` of the training images' vectors, and a cell's term is the distance to the
-nearest one. ``scoring.memory_pooling`` says whether each feature is first averaged over its
-``k`` x ``k`` neighbourhood: 1 (none, since 0.11) or 3 (PatchCore's, the models of 0.10, whose
-coarser vectors cost bottle's AUPRO). See the README, "Patch memory".
+features (pooled to stride 16) and its stride-16 features, a greedy coreset keeps a share of
+the training images' vectors (``TrainConfig.memory_fraction``, 5 % by default since 0.16, 1 %
+before), and a cell's term is the distance to the nearest one. ``scoring.memory_pooling`` says
+whether each feature is first averaged over its ``k`` x ``k`` neighbourhood: 1 (none, since
+0.11) or 3 (PatchCore's, the models of 0.10, whose coarser vectors cost bottle's AUPRO). See
+the README, "Patch memory".
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfr.config import DEFAULT_MEMORY_POOLING
+from hfr.config import DEFAULT_MEMORY_FRACTION, DEFAULT_MEMORY_POOLING
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
 
-MEMORY_FRACTION = 0.01  # of the training patches kept (PatchCore's 1 % coreset)
 MIN_MEMORY = 16  # patches kept at least, however few the training images
 STATE_PREFIX = "memory."
 STATE_KEY = STATE_PREFIX + "bank"
@@ -96,7 +96,7 @@ class PatchMemory(nn.Module):
         batches: Iterable[list[torch.Tensor]],
         *,
         pooling: int = DEFAULT_MEMORY_POOLING,
-        fraction: float = MEMORY_FRACTION,
+        fraction: float = DEFAULT_MEMORY_FRACTION,
     ) -> PatchMemory:
         """The coreset of the patch vectors of normal images, given as batches of encoder
         features ``[f1, f2, f3]``."""

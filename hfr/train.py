@@ -86,14 +86,22 @@ def split_for_calibration(
     return [images[i] for i in order[held_out:]], [images[i] for i in order[:held_out]]
 
 
-def held_out_images(model: HFR, images: Sequence[ImageInput]) -> list[ImageInput]:
-    """The images that training ``model`` on ``images`` held out for calibration: the split of
-    :func:`split_for_calibration` with the seed and fraction its config records (the defaults
-    of :class:`~hfr.config.TrainConfig` where it records none), so that a study can score them
-    again."""
+def training_split(
+    model: HFR, images: Sequence[ImageInput]
+) -> tuple[list[ImageInput], list[ImageInput]]:
+    """The (training, held-out) split of :func:`split_for_calibration` that training ``model``
+    on ``images`` made, in the order training used them, from the seed and fraction its config
+    records (the defaults of :class:`~hfr.config.TrainConfig` where it records none), so that a
+    study can rebuild what training built and score the held-out images again."""
     defaults, training = TrainConfig(), model.config.training or {}
     fraction = training.get("calibration_fraction", defaults.calibration_fraction)
-    return split_for_calibration(images, fraction, training.get("seed", defaults.seed))[1]
+    return split_for_calibration(images, fraction, training.get("seed", defaults.seed))
+
+
+def held_out_images(model: HFR, images: Sequence[ImageInput]) -> list[ImageInput]:
+    """The images that training ``model`` on ``images`` held out for calibration (the second
+    part of :func:`training_split`)."""
+    return training_split(model, images)[1]
 
 
 def fit(
@@ -213,7 +221,7 @@ def fit(
     if model.config.scoring.memory_weight > 0:
         batches = _feature_batches(model, train_images, cache, config.batch_size, progress, report)
         model.memory = PatchMemory.from_features(
-            batches, pooling=model.config.scoring.memory_pooling
+            batches, pooling=model.config.scoring.memory_pooling, fraction=config.memory_fraction
         )
         logger.info("patch memory: %d of the training patches", len(model.memory.bank))
     model.colour = None

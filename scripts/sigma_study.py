@@ -49,14 +49,21 @@ def load(protocol: str, data: str, category: str) -> AnomalyDataset:
     return load_mvtec(data, category)
 
 
-def main() -> None:
+def study_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a study that rescores one trained model: ``--model``, ``--data``,
+    ``--protocol`` and ``--category`` (its ``--output`` comes last, after the study's own)."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", required=True, help="dataset root (MVTec AD or MNIST layout)")
     parser.add_argument("--protocol", choices=("mvtec", "mnist"), default="mvtec")
     parser.add_argument("--category", required=True, help="category, or MNIST's normal class")
+    return parser
+
+
+def main() -> None:
+    parser = study_parser(__doc__)
     parser.add_argument("--sigmas", default="0,1,2,3,4,6,8", help="comma-separated")
     parser.add_argument(
         "--level-weights", default=None, help="';'-separated triples (default: the model's)"

@@ -60,21 +60,14 @@ def with_defect(image: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, s
     return np.clip(blended, 0, 255).round().astype(np.uint8), mask, change
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--images", required=True, help="a folder of normal images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", required=True)
-    args = parser.parse_args()
-    model = HFR.from_pretrained(args.model)
+def synthetic_check(model: HFR, originals: list[np.ndarray], seed: int = 0) -> dict:
+    """Give each normal image in ``originals`` one seeded defect (:func:`with_defect`) and
+    measure ``model`` on them: the pixel AUROC of its maps, overall and per change, the mean
+    mask fraction, and the image AUROC of the defective copies against the originals."""
     size = model.config.preprocessing.input_size
-    originals = [load_rgb(path) for path in list_images(Path(args.images))]
     defective, masks, changes = [], [], []
     for index, image in enumerate(originals):
-        changed, mask, change = with_defect(image, args.seed * 10_000 + index)
+        changed, mask, change = with_defect(image, seed * 10_000 + index)
         defective.append(changed)
         resized = Image.fromarray(mask).resize((size[1], size[0]), Image.Resampling.NEAREST)
         masks.append(np.asarray(resized))
@@ -91,6 +84,26 @@ def main() -> None:
         for picked in [np.array([c == change for c in changes])]
         if picked.any()
     }
+    return {
+        "mean_mask_fraction": float(masks.mean()),
+        "pixel_auroc": metrics.pixel_auroc(masks, maps),
+        "pixel_auroc_per_change": per_change,
+        "image_auroc": metrics.image_auroc(labels, scores),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--images", required=True, help="a folder of normal images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+    model = HFR.from_pretrained(args.model)
+    originals = [load_rgb(path) for path in list_images(Path(args.images))]
+    measured = synthetic_check(model, originals, args.seed)
     record = {
         "model": args.model,
         "encoder": model.config.encoder,
@@ -98,10 +111,10 @@ def main() -> None:
         "images": args.images,
         "num_images": len(originals),
         "defect_area_fraction": [0.10, 0.30],
-        "mean_mask_fraction": float(masks.mean()),
-        "pixel_auroc": metrics.pixel_auroc(masks, maps),
-        "pixel_auroc_per_change": per_change,
-        "image_auroc": metrics.image_auroc(labels, scores),
+        "mean_mask_fraction": measured["mean_mask_fraction"],
+        "pixel_auroc": measured["pixel_auroc"],
+        "pixel_auroc_per_change": measured["pixel_auroc_per_change"],
+        "image_auroc": measured["image_auroc"],
         "command": shlex.join(["python", *sys.argv]),
     }
     print(write_json(args.output, record), end="")

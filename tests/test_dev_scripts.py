@@ -223,6 +223,34 @@ def test_colour_study_rescores_each_distance_and_reproduces_the_model(
         assert 0 <= row["threshold_tpr"] <= 1 and 0 <= row["threshold_fpr"] <= 1
 
 
+def test_memory_study_reproduces_the_model_with_its_own_memory(
+    widget: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from hfr.config import DEFAULT_MEMORY_FRACTION
+
+    record, config = widget_study(
+        "memory_study", widget, tmp_path / "memory.json",
+        "--fractions", f"{DEFAULT_MEMORY_FRACTION},0.5", "--shares", "0,0.5",
+    )  # fmt: skip
+    assert config["training"]["memory_fraction"] == DEFAULT_MEMORY_FRACTION
+    rows = record["results"]
+    settings = [(row["fraction"], row["share"]) for row in rows]
+    assert settings == [(f, s) for f in (DEFAULT_MEMORY_FRACTION, 0.5) for s in (0.0, 0.5)]
+    own, coloured, larger = rows[0], rows[1], rows[2]
+    assert own["factor"] == 0.0 and coloured["factor"] > 0
+    # the model's own fraction without colour: its own memory, rebuilt, and its own threshold
+    assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
+    assert own["held_out_above_threshold"] == config["calibration"]["num_above"]
+    assert coloured["threshold"] != pytest.approx(own["threshold"], rel=1e-3)
+    cells = record["num_training_cells"]
+    assert larger["memory_size"] == round(0.5 * cells) > own["memory_size"]
+    assert record["num_training_images"] + record["num_held_out_normal"] == 12
+    for row in rows:
+        assert all(0 <= row[name] <= 1 for name in ("image_auroc", "pixel_auroc", "aupro"))
+        assert 0 <= row["synthetic_pixel_auroc"] <= 1 and row["coreset_seconds"] >= 0
+        assert set(row["synthetic_pixel_auroc_per_change"]) == {"brighter", "darker", "blurred"}
+
+
 def test_the_bar_window_is_the_range_of_thresholds_that_meets_the_bar() -> None:
     bar_window = _load_script("verdict_study").bar_window
     good = np.arange(20.0)  # 10 % of 20: two may be flagged, so from the third highest, 17

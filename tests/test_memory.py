@@ -72,7 +72,7 @@ def test_training_keeps_a_coreset_of_the_training_patches_and_the_map_adds_the_t
     train_images, _ = split_for_calibration(IMAGES, CONFIG.calibration_fraction, CONFIG.seed)
     with torch.inference_mode():
         vectors = patch_vectors(trained.encode(trained.preprocess(train_images)))
-    assert len(trained.memory.bank) == MIN_MEMORY  # 1 % of 7 x 16 patches is fewer
+    assert len(trained.memory.bank) == MIN_MEMORY  # 5 % of 7 x 16 patches is fewer
     all_patches = vectors.permute(0, 2, 3, 1).reshape(-1, vectors.shape[1])
     nearest = (trained.memory.bank[:, None] - all_patches[None]).pow(2).sum(2).min(1).values
     assert nearest.max() < 1e-6  # every kept vector is a training patch
@@ -208,3 +208,40 @@ def test_command_line_memory_weight_reaches_the_model() -> None:
     for bad in (["--memory-weight", "-1"], ["--memory-weight", "inf"], ["--memory-pooling", "2"]):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, *bad])
+
+
+def test_the_memory_keeps_the_fraction_training_was_given_and_the_card_says_so(
+    tmp_path: Path,
+) -> None:
+    from hfr.config import DEFAULT_MEMORY_FRACTION
+
+    train_images, _ = split_for_calibration(IMAGES, CONFIG.calibration_fraction, CONFIG.seed)
+    sizes = {}
+    for fraction in (DEFAULT_MEMORY_FRACTION, 0.5):
+        model = tiny_model(memory_weight=1.0)
+        fit(model, IMAGES, replace(CONFIG, memory_fraction=fraction), progress=False)
+        assert model.config.training["memory_fraction"] == fraction
+        sizes[fraction] = len(model.memory.bank)
+        model.save_pretrained(tmp_path / str(fraction))
+        card = (tmp_path / str(fraction) / "README.md").read_text()
+        assert f"The patch memory keeps {100 * fraction:g} % of the training images'" in card
+    with torch.inference_mode():
+        cells = patch_vectors(model.encode(model.preprocess(train_images)))[0, 0].numel()
+    assert sizes[0.5] == max(MIN_MEMORY, round(0.5 * cells * len(train_images)))
+    assert sizes[0.5] > sizes[DEFAULT_MEMORY_FRACTION] >= MIN_MEMORY
+    for bad in (0, 1.5, float("nan"), True):
+        with pytest.raises(TrainingError, match="memory_fraction"):
+            replace(CONFIG, memory_fraction=bad)
+
+
+def test_command_line_memory_fraction_reaches_training() -> None:
+    from hfr.cli import build_parser
+    from hfr.commands.common import run_options
+    from hfr.config import DEFAULT_MEMORY_FRACTION
+
+    parser = build_parser()
+    base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
+    for extra, expected in (([], DEFAULT_MEMORY_FRACTION), (["--memory-fraction", "0.02"], 0.02)):
+        args = parser.parse_args([*base, *extra])
+        args.command_line = None  # set by hfr.cli.main from sys.argv
+        assert run_options(args).training.memory_fraction == expected

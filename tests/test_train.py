@@ -19,6 +19,7 @@ from hfr.train import (
     fit,
     held_out_images,
     split_for_calibration,
+    training_split,
 )
 
 IMAGES = synthetic_images(12, seed=2)
@@ -183,14 +184,17 @@ def test_a_callback_that_raises_cancels_the_run_at_the_last_finished_epoch(tmp_p
     assert result.resumed_epochs == 2 and len(result.losses) == 5  # a rerun goes on from there
 
 
-def test_held_out_images_are_the_split_training_recorded() -> None:
+def test_the_calibration_split_is_the_one_training_recorded() -> None:
     model = tiny_model()
     config = TrainConfig(epochs=1, batch_size=4, seed=3, calibration_fraction=0.25)
     fit(model, IMAGES, config, progress=False)
     held_out = held_out_images(model, IMAGES)
-    expected = split_for_calibration(IMAGES, 0.25, 3)[1]
+    expected_training, expected = split_for_calibration(IMAGES, 0.25, 3)
     assert len(held_out) == model.config.calibration.num_images == 3
     assert all(a is b for a, b in zip(held_out, expected, strict=True))
+    training, _ = training_split(model, IMAGES)  # in the order training used them
+    assert len(training) == model.config.training["num_train_images"] == len(IMAGES) - 3
+    assert all(a is b for a, b in zip(training, expected_training, strict=True))
     defaults = split_for_calibration(IMAGES, 0.1, 0)[1]  # no record: TrainConfig's defaults
     unrecorded = held_out_images(tiny_model(), IMAGES)
     assert all(a is b for a, b in zip(unrecorded, defaults, strict=True))

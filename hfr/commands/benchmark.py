@@ -25,8 +25,8 @@ import torch
 
 from hfr import anomaly
 from hfr.colour import ColourStatistics
-from hfr.config import TrainConfig
-from hfr.memory import MEMORY_FRACTION, PatchMemory
+from hfr.config import DEFAULT_MEMORY_FRACTION, TrainConfig
+from hfr.memory import PatchMemory
 from hfr.model import HFR
 from hfr.outputs import write_json
 from hfr.position import POSITION_LEVEL, PositionStatistics
@@ -159,11 +159,11 @@ def add_random_colour_statistics(model: HFR) -> None:
 
 
 def add_random_patch_memory(model: HFR) -> None:
-    """A patch memory of random vectors, as many as a 1 % coreset of bottle's training
+    """A patch memory of random vectors, as many as the default coreset of bottle's training
     images keeps, and a scale of 1: what the term costs, not what it finds."""
     height, width = model.config.preprocessing.input_size
     channels = model.encoder.channels[1] + model.encoder.channels[2]
-    count = round(MEMORY_FRACTION * BOTTLE_TRAIN_IMAGES * (height // 16) * (width // 16))
+    count = round(DEFAULT_MEMORY_FRACTION * BOTTLE_TRAIN_IMAGES * (height // 16) * (width // 16))
     model.memory = PatchMemory(
         torch.randn(count, channels, device=model.device),
         pooling=model.config.scoring.memory_pooling,

@@ -42,6 +42,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         hard_fraction=args.hard_fraction,
         hard_weight=args.hard_weight,
         target_fpr=args.target_fpr,
+        memory_fraction=args.memory_fraction,
         cache_features=not args.no_feature_cache,
     )
     return RunOptions(training=training, device=args.device, command=args.command_line)

@@ -1,0 +1,176 @@
+"""The patch memory's coreset fraction, and the input's colour in its vectors, compared on one
+trained model (no retraining).
+
+python scripts/memory_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category screw --fractions 0.01,0.03,0.05 --shares 0,0.12 \
+    --output docs/results/memory_study/seed0/screw_mobilenetv2.json
+python scripts/memory_study.py --model MODEL_DIR --data ../shared/datasets/mnist \
+    --protocol mnist --category 8 --fractions 0.01,0.05 --output 8.json
+
+For each fraction (the share of the training images' cells the greedy coreset keeps) and each
+colour share, the memory is rebuilt from the model's training images, in the order training
+used them, and its scale and the threshold are set afresh from the held-out normal images as
+training sets them; then the model is measured on the test split (image AUROC, pixel AUROC,
+AUPRO, the share of defective and good images flagged) and, on MVTec AD, by the synthetic
+large-defect check (``synthetic_defects.py``, seed 0) on the good test images. Training never
+sees the memory, so this is what a model trained with each setting would score; the model's
+own fraction with share 0 reproduces its own memory and threshold.
+
+The colour: an ImageNet encoder keeps a region's features when the region is made brighter or
+darker, so on parts placed at random, where the per-position colour term is off, nothing in
+the map sees such a change. With a share above 0 each stride-16 cell's memory vector gets the
+mean colour of its 16 x 16 pixels of the normalised input, multiplied by a factor chosen so
+that the colour's total variance over the training cells is ``share`` times the features'.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from sigma_study import load, study_parser
+from synthetic_defects import synthetic_check
+
+from hfr import HFR
+from hfr.config import DEFAULT_TARGET_FPR, LEGACY_MEMORY_FRACTION
+from hfr.evaluate import collect, compute_metrics, threshold_rates
+from hfr.images import ImageInput, load_rgb
+from hfr.memory import MIN_MEMORY, PatchMemory, greedy_coreset, patch_vectors
+from hfr.outputs import write_json
+from hfr.train import recalibrate, training_split
+
+METRICS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+def cell_colour(images: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """The mean colour of a normalised ``(B, 3, H, W)`` batch over each cell of the
+    ``(B, C, h, w)`` patch ``vectors``."""
+    return F.adaptive_avg_pool2d(images.float(), vectors.shape[-2:])
+
+
+class ColouredPatchMemory(PatchMemory):
+    """A patch memory whose vectors end with ``factor`` times the cell's mean colour; the
+    batch's normalised images are handed over in ``images`` before each call."""
+
+    def __init__(self, bank: torch.Tensor, *, pooling: int, factor: float) -> None:
+        super().__init__(bank, pooling=pooling)
+        self.factor = factor
+        self.images: torch.Tensor | None = None
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        vectors = patch_vectors(features, self.pooling)
+        colour = self.factor * cell_colour(self.images, vectors)
+        return self.distances(torch.cat([vectors, colour], 1))
+
+
+class ColouredMemoryHFR(HFR):
+    """An HFR that hands each batch's images to a :class:`ColouredPatchMemory`."""
+
+    def term_maps(
+        self, features: list[torch.Tensor], images: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        if isinstance(self.memory, ColouredPatchMemory):
+            self.memory.images = images
+        return super().term_maps(features, images)
+
+
+def training_cells(
+    model: HFR, images: Sequence[ImageInput], batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(N, C)`` patch vectors and ``(N, 3)`` cell colours of every cell of ``images``."""
+    vectors, colours = [], []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = model.preprocess(images[start : start + batch_size])
+            cells = patch_vectors(model.encode(batch), model.config.scoring.memory_pooling)
+            vectors.append(cells.permute(0, 2, 3, 1).flatten(0, 2))
+            colours.append(cell_colour(batch, cells).permute(0, 2, 3, 1).flatten(0, 2))
+    return torch.cat(vectors), torch.cat(colours)
+
+
+def coloured_memory(
+    vectors: torch.Tensor, colours: torch.Tensor, *, fraction: float, share: float, pooling: int
+) -> ColouredPatchMemory:
+    """The coreset memory of ``fraction`` of the cells, with their colour at ``share`` of the
+    features' total variance, kept as :class:`~hfr.memory.PatchMemory` keeps it."""
+    factor = (share * vectors.var(0).sum() / colours.var(0).sum()).sqrt().item()
+    cells = torch.cat([vectors, factor * colours], 1)
+    count = max(MIN_MEMORY, round(fraction * len(cells)))
+    return ColouredPatchMemory(
+        cells[greedy_coreset(cells, count)].clone(), pooling=pooling, factor=factor
+    )
+
+
+def main() -> None:
+    parser = study_parser(__doc__)
+    parser.add_argument(
+        "--fractions", help="comma-separated (default: the model's own, 0.01 before 0.16)"
+    )
+    parser.add_argument("--shares", default="0", help="comma-separated")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+    model = ColouredMemoryHFR.from_pretrained(args.model).eval()
+    if model.memory is None:
+        parser.error(f"{args.model} holds no patch memory: train it with a memory weight")
+    trained, training = model.config, model.config.training or {}
+    dataset = load(args.protocol, args.data, args.category)
+    training_images, held_out = training_split(model, dataset.train)
+    vectors, colours = training_cells(model, training_images)
+    good = None  # the synthetic check on MVTec AD's good test images only, not on digits
+    if args.protocol == "mvtec":
+        good = [load_rgb(s.image) for s in dataset.test if s.label == 0]
+    target_fpr = training.get("target_fpr", DEFAULT_TARGET_FPR)
+    fractions = args.fractions or str(training.get("memory_fraction", LEGACY_MEMORY_FRACTION))
+    rows = []
+    for fraction, share in (
+        (float(fraction), float(share))
+        for fraction in fractions.split(",")
+        for share in args.shares.split(",")
+    ):
+        started = time.perf_counter()
+        model.memory = coloured_memory(
+            vectors, colours, fraction=fraction, share=share, pooling=trained.scoring.memory_pooling
+        )
+        coreset_seconds = time.perf_counter() - started
+        model.config = trained.replace(scoring=replace(trained.scoring, memory_scale=None))
+        recalibrate(model, held_out, target_fpr=target_fpr, progress=False)
+        maps, _ = collect(model, dataset, progress=False)
+        values = {**compute_metrics(maps), **threshold_rates(model, maps)}
+        row = {"fraction": fraction, "memory_size": len(model.memory.bank)}
+        row |= {"coreset_seconds": coreset_seconds, "share": share, "factor": model.memory.factor}
+        row |= {name: values.get(name) for name in (*METRICS, "threshold_tpr", "threshold_fpr")}
+        row["threshold"] = model.config.calibration.threshold
+        row["held_out_above_threshold"] = model.config.calibration.num_above
+        if good is not None:
+            synthetic = synthetic_check(model, good)
+            row["synthetic_pixel_auroc"] = synthetic["pixel_auroc"]
+            row["synthetic_pixel_auroc_per_change"] = synthetic["pixel_auroc_per_change"]
+        rows.append(row)
+        print(
+            f"fraction {fraction:5g} share {share:5g}  "
+            + " / ".join("-" if row[name] is None else f"{row[name]:.4f}" for name in METRICS)
+            + f"  flagged {row['threshold_tpr']:.3f} / {row['threshold_fpr']:.3f}"
+            + (f"  synthetic {row['synthetic_pixel_auroc']:.4f}" if good is not None else "")
+        )
+    record = {
+        "model": args.model,
+        "encoder": trained.encoder,
+        "protocol": args.protocol,
+        "category": args.category,
+        "seed": training.get("seed", 0),
+        "command": shlex.join(["python", *sys.argv]),
+        "num_training_images": len(training_images),
+        "num_training_cells": len(vectors),
+        "num_held_out_normal": len(held_out),
+        "results": rows,
+    }
+    write_json(args.output, record)
+
+
+if __name__ == "__main__":
+    main()
