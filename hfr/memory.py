@@ -74,6 +74,18 @@ def greedy_coreset(vectors: torch.Tensor, count: int) -> torch.Tensor:
     return chosen
 
 
+def kept_vectors(vectors: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The rows of ``vectors`` (N, C) a memory keeps: the :func:`greedy_coreset` of
+    ``fraction`` of them, at least ``MIN_MEMORY``.
+
+    Example:
+        >>> tuple(kept_vectors(torch.randn(1000, 4), 0.05).shape)
+        (50, 4)
+    """
+    count = max(MIN_MEMORY, round(fraction * len(vectors)))
+    return vectors[greedy_coreset(vectors, count)].clone()
+
+
 class PatchMemory(nn.Module):
     """The kept normal patch vectors, an ``(N, C)`` buffer, the ``pooling`` of
     :func:`patch_vectors` that made them, and the distance map to them.
@@ -106,9 +118,7 @@ class PatchMemory(nn.Module):
         ]
         if not parts or sum(len(part) for part in parts) < 2:
             raise TrainingError("a patch memory needs the features of one image or more")
-        vectors = torch.cat(parts)
-        count = max(MIN_MEMORY, round(fraction * len(vectors)))
-        return cls(vectors[greedy_coreset(vectors, count)].clone(), pooling=pooling)
+        return cls(kept_vectors(torch.cat(parts), fraction), pooling=pooling)
 
     @classmethod
     def from_state(

@@ -40,7 +40,7 @@ from hfr import HFR
 from hfr.config import DEFAULT_TARGET_FPR, LEGACY_MEMORY_FRACTION
 from hfr.evaluate import collect, compute_metrics, threshold_rates
 from hfr.images import ImageInput, load_rgb
-from hfr.memory import MIN_MEMORY, PatchMemory, greedy_coreset, patch_vectors
+from hfr.memory import PatchMemory, kept_vectors, patch_vectors
 from hfr.outputs import write_json
 from hfr.train import recalibrate, training_split
 
@@ -100,10 +100,7 @@ def coloured_memory(
     features' total variance, kept as :class:`~hfr.memory.PatchMemory` keeps it."""
     factor = (share * vectors.var(0).sum() / colours.var(0).sum()).sqrt().item()
     cells = torch.cat([vectors, factor * colours], 1)
-    count = max(MIN_MEMORY, round(fraction * len(cells)))
-    return ColouredPatchMemory(
-        cells[greedy_coreset(cells, count)].clone(), pooling=pooling, factor=factor
-    )
+    return ColouredPatchMemory(kept_vectors(cells, fraction), pooling=pooling, factor=factor)
 
 
 def main() -> None:
