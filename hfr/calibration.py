@@ -24,6 +24,10 @@ MAD_TO_STD = 1.4826  # the standard deviation of a normal distribution per unit 
 _NORMAL_MEAN_LEVEL = 0.05  # normalised value given to the typical normal score
 HELD_OUT_SOURCE = "held-out normal training images"
 TAIL_SIGNIFICANCE = 0.05  # below this chance of so many normal scores above, the fit is doubted
+# How the robust fit reads the normal scores: "lognormal" fits their logarithms (from 0.17: the
+# scores are positive and skewed to the right), "normal" the scores themselves (0.3 to 0.16).
+THRESHOLD_FITS = ("lognormal", "normal")
+DEFAULT_THRESHOLD_FIT = "lognormal"
 
 
 def prediction_quantile(probability: float, count: int) -> float:
@@ -62,6 +66,26 @@ def check_target_fpr(target_fpr: float | None) -> None:
         raise ConfigError(f"target_fpr must be a number in (0, 0.5), got {target_fpr!r}")
 
 
+def check_threshold_fit(fit: str) -> None:
+    """Raise :class:`ConfigError` unless ``fit`` is one of :data:`THRESHOLD_FITS`."""
+    if fit not in THRESHOLD_FITS:
+        raise ConfigError(f"the threshold fit must be one of {THRESHOLD_FITS}, got {fit!r}")
+
+
+def robust_quantile(scores: np.ndarray, probability: float) -> float:
+    """The score that a new normal score stays below with ``probability``: median + z x 1.4826
+    MAD of ``scores``, a normal fit that one outlier cannot move, with z from
+    :func:`prediction_quantile`.
+
+    Example:
+        >>> round(robust_quantile(np.array([1.0, 1.1, 0.9, 1.05, 0.95, 5.0]), 0.99), 3)
+        1.429
+    """
+    median = float(np.median(scores))
+    spread = MAD_TO_STD * float(np.median(np.abs(scores - median)))
+    return median + prediction_quantile(probability, scores.size) * spread
+
+
 def check_count(count: int) -> None:
     """Raise :class:`TrainingError` for fewer than two normal images to calibrate on."""
     if count < 2:
@@ -81,6 +105,7 @@ class Calibration:
     method: str
     target_fpr: float | None = None  # None: the legacy rule, or a config written before 0.14
     num_above: int | None = None  # of the num_images scores, how many lie above the threshold
+    fit: str | None = None  # None: the legacy rule, or "normal" in a config written before 0.17
 
     def __post_init__(self) -> None:
         for name in ("threshold", "scale", "normal_mean", "normal_std", "normal_max"):
@@ -95,6 +120,8 @@ class Calibration:
         if not isinstance(self.method, str):
             raise ConfigError(f"calibration.method must be a string, got {self.method!r}")
         check_target_fpr(self.target_fpr)
+        if self.fit is not None:
+            check_threshold_fit(self.fit)
         above = self.num_above
         if above is not None and (
             not isinstance(above, int) or isinstance(above, bool) or not 0 <= above <= count
@@ -109,38 +136,54 @@ class Calibration:
         scores: np.ndarray,
         *,
         target_fpr: float | None = None,
+        fit: str = DEFAULT_THRESHOLD_FIT,
         sigmas: float = THRESHOLD_SIGMAS,
         source: str = HELD_OUT_SOURCE,
     ) -> Calibration:
         """The threshold from normal scores: with ``target_fpr``, the score that share of normal
-        images exceeds, estimated robustly (median + z * 1.4826 * MAD, a normal fit that one
-        outlier cannot move, with z from :func:`prediction_quantile`); without, mean + ``sigmas``
-        standard deviations, at least the maximum (versions before 0.3).
+        images exceeds, estimated robustly by :func:`robust_quantile`; without, mean + ``sigmas``
+        standard deviations, at least the maximum (versions before 0.3). ``fit="lognormal"``
+        applies the robust fit to the logarithms of the scores, so that a tail longer to the
+        right than to the left raises the threshold; it falls back to ``"normal"`` (recorded in
+        ``fit``) when a score is not above 0.
 
-        Raises :class:`TrainingError` for fewer than two scores or a score that is not finite.
+        Raises :class:`TrainingError` for fewer than two scores or a score that is not finite;
+        :class:`ConfigError` for a ``target_fpr`` outside (0, 0.5) or an unknown ``fit``.
 
         Example:
             >>> scores = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 5.0])  # one outlier
             >>> round(Calibration.from_normal_scores(scores, target_fpr=0.01).threshold, 3)
+            1.521
+            >>> fitted = Calibration.from_normal_scores(scores, target_fpr=0.01, fit="normal")
+            >>> round(fitted.threshold, 3)
             1.429
             >>> round(Calibration.from_normal_scores(scores).threshold, 3)  # the outlier decides
             6.57
         """
         check_target_fpr(target_fpr)
+        check_threshold_fit(fit)
         scores = np.asarray(scores, dtype=np.float64)
         check_count(scores.size)
         if not np.isfinite(scores).all():
             raise TrainingError("calibration got NaN or infinite scores: the model cannot score")
         mean, std, peak = float(scores.mean()), float(scores.std(ddof=1)), float(scores.max())
+        median = float(np.median(scores))
+        used_fit = None
         if target_fpr is not None:
-            median = float(np.median(scores))
-            spread = MAD_TO_STD * float(np.median(np.abs(scores - median)))
+            used_fit = fit if fit == "normal" or scores.min() > 0 else "normal"
             z = prediction_quantile(1.0 - target_fpr, scores.size)
-            threshold = median + z * spread
+            if used_fit == "lognormal":
+                threshold = math.exp(robust_quantile(np.log(scores), 1.0 - target_fpr))
+                rule = f"exp(median + {z:.3f} x 1.4826 MAD) of the logarithms of the scores"
+            else:
+                threshold = robust_quantile(scores, 1.0 - target_fpr)
+                rule = f"median + {z:.3f} x 1.4826 MAD of the scores"
             method = (
-                f"median + {z:.3f} x 1.4826 MAD of the scores of {scores.size} {source}: "
+                f"{rule} of {scores.size} {source}: "
                 f"{100 * target_fpr:g} % of normal images flagged (estimated)"
             )
+            if used_fit != fit:
+                method += " (a score not above 0: no logarithm)"
         else:
             threshold = max(mean + sigmas * std, peak)
             method = f"max(mean + {sigmas:g} std, max) of the scores of {scores.size} {source}"
@@ -148,7 +191,9 @@ class Calibration:
         gap = max(threshold - center, 1e-6 * max(abs(threshold), 1.0))
         scale = gap / math.log((1 - _NORMAL_MEAN_LEVEL) / _NORMAL_MEAN_LEVEL)
         above = int((scores > threshold).sum())
-        return cls(threshold, scale, mean, std, peak, int(scores.size), method, target_fpr, above)
+        return cls(
+            threshold, scale, mean, std, peak, int(scores.size), method, target_fpr, above, used_fit
+        )
 
     def tail_warning(self) -> str | None:
         """A warning when more of the normal scores lie above the threshold than its target
@@ -194,7 +239,7 @@ class Calibration:
     def from_dict(cls, values: object) -> Calibration:
         """Validate and build from ``config.json`` values."""
         names = sorted(f.name for f in fields(cls))
-        added = {"target_fpr", "num_above"}  # since 0.14; absent from older configs
+        added = {"target_fpr", "num_above", "fit"}  # since 0.14 and 0.17; absent before
         known = isinstance(values, dict) and set(values) <= set(names)
         if not known or set(names) - added - set(values):
             raise ConfigError(f"calibration must be an object with keys {names}, got {values!r}")

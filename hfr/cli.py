@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from hfr import __version__
+from hfr.calibration import THRESHOLD_FITS
 from hfr.config import (
     ALIGNED_COLOUR_WEIGHTS,
     AUTO_RESIZE,
@@ -302,6 +303,13 @@ def add_model_arguments(
         help="share of the training images' patch vectors the patch memory keeps",
     )
     group.add_argument(
+        "--threshold-fit",
+        choices=THRESHOLD_FITS,
+        default=defaults.threshold_fit,
+        help="read the held-out normal scores for --target-fpr by their logarithms or as they "
+        "are (before 0.17)",
+    )
+    group.add_argument(
         "--no-feature-cache", action="store_true", help="re-encode the images every epoch"
     )
     _add_device(group)
@@ -436,6 +444,12 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=DEFAULT_TARGET_FPR,
         help="share of normal images the verdict may flag, estimated from these images",
+    )
+    parser.add_argument(
+        "--threshold-fit",
+        choices=THRESHOLD_FITS,
+        help="read the scores by their logarithms or as they are (default: as the model was "
+        "calibrated; as they are before 0.17)",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     _add_device(parser)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from hfr.calibration import Calibration
+from hfr.calibration import DEFAULT_THRESHOLD_FIT, THRESHOLD_FITS, Calibration
 from hfr.errors import ConfigError, TrainingError
 
 FORMAT_VERSION = 1
@@ -618,7 +618,8 @@ class TrainConfig:
     loss, eq. 7-8) with weight ``1 - hard_weight`` and the mean of the hardest ``hard_fraction``
     of the batch's pixels with weight ``hard_weight``; ``hard_weight=0`` is the paper's loss.
     ``memory_fraction`` is the share of the training images' patch vectors the patch memory
-    keeps, when the scoring weighs one.
+    keeps, when the scoring weighs one. ``threshold_fit`` is how the held-out scores are read
+    for ``target_fpr``: ``"lognormal"`` (their logarithms) or ``"normal"`` (before 0.17).
     """
 
     epochs: int | None = None
@@ -633,6 +634,7 @@ class TrainConfig:
     hard_fraction: float = DEFAULT_HARD_FRACTION
     hard_weight: float = DEFAULT_HARD_WEIGHT
     memory_fraction: float = DEFAULT_MEMORY_FRACTION
+    threshold_fit: str = DEFAULT_THRESHOLD_FIT
 
     def __post_init__(self) -> None:
         checks = (
@@ -673,6 +675,7 @@ class TrainConfig:
                 _is_number(self.memory_fraction) and 0 < self.memory_fraction <= 1,
                 "a number in (0, 1]",
             ),
+            ("threshold_fit", self.threshold_fit in THRESHOLD_FITS, f"one of {THRESHOLD_FITS}"),
         )
         for name, ok, expected in checks:
             if not ok:

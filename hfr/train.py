@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hfr import anomaly
-from hfr.calibration import Calibration, check_count, check_target_fpr
+from hfr.calibration import Calibration, check_count, check_target_fpr, check_threshold_fit
 from hfr.colour import ColourStatistics, chosen_colour_weight, pooled_colour
 from hfr.config import DEFAULT_TARGET_FPR, TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
@@ -230,7 +230,9 @@ def fit(
     scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started
     model.config = model.config.replace(
-        calibration=Calibration.from_normal_scores(scores, target_fpr=config.target_fpr),
+        calibration=Calibration.from_normal_scores(
+            scores, target_fpr=config.target_fpr, fit=config.threshold_fit
+        ),
         training={
             **asdict(config),
             "final_loss": result.losses[-1] if result.losses else None,
@@ -251,6 +253,7 @@ def recalibrate(
     images: Sequence[ImageInput],
     *,
     target_fpr: float | None = DEFAULT_TARGET_FPR,
+    threshold_fit: str | None = None,
     batch_size: int = 16,
     progress: bool = True,
 ) -> Calibration:
@@ -258,12 +261,14 @@ def recalibrate(
     on: more of them, or closer to what it will see, than the tenth of its training images held
     out at training. The scores do not change (the level and term scales stay), only the
     threshold and the normalisation; the verdict rates in ``config.evaluation`` measured the old
-    threshold and are dropped.
+    threshold and are dropped. ``threshold_fit`` (``"lognormal"`` or ``"normal"``) defaults to
+    the model's own: ``"normal"`` for a model calibrated before 0.17.
 
     Raises :class:`TrainingError` for a model never calibrated, fewer than two images, a bad
     ``batch_size`` or a score that is not finite; :class:`~hfr.errors.ConfigError` for a
-    ``target_fpr`` outside (0, 0.5); :class:`~hfr.errors.ImageLoadError` for an unreadable image.
-    The model is unchanged when it raises.
+    ``target_fpr`` outside (0, 0.5) or an unknown ``threshold_fit``;
+    :class:`~hfr.errors.ImageLoadError` for an unreadable image. The model is unchanged when it
+    raises.
 
     Example:
         >>> model = HFR.from_pretrained("org/hfr-mvtec-bottle")  # doctest: +SKIP
@@ -276,11 +281,13 @@ def recalibrate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise TrainingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     check_target_fpr(target_fpr)
+    fit = threshold_fit or model.config.calibration.fit or "normal"
+    check_threshold_fit(fit)
     images = list(images)
     check_count(len(images))
     scores = _calibration_scores(model, images, batch_size, progress, _ignore_progress)
     calibration = Calibration.from_normal_scores(
-        scores, target_fpr=target_fpr, source="normal images given to recalibrate"
+        scores, target_fpr=target_fpr, fit=fit, source="normal images given to recalibrate"
     )
     evaluation = {
         key: value

@@ -21,6 +21,10 @@ darker, so on parts placed at random, where the per-position colour term is off,
 the map sees such a change. With a share above 0 each stride-16 cell's memory vector gets the
 mean colour of its 16 x 16 pixels of the normalised input, multiplied by a factor chosen so
 that the colour's total variance over the training cells is ``share`` times the features'.
+
+The threshold fits: with ``--threshold-fits lognormal,normal`` each row also records the
+verdict with the threshold set by each way of reading the held-out scores (``verdict_by_fit``;
+:meth:`hfr.calibration.Calibration.from_normal_scores`); the row's own figures use the model's.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from synthetic_defects import synthetic_check
 
 from hfr import HFR
 from hfr.config import DEFAULT_TARGET_FPR, LEGACY_MEMORY_FRACTION
-from hfr.evaluate import collect, compute_metrics, threshold_rates
+from hfr.evaluate import EvaluationMaps, collect, compute_metrics, threshold_rates
 from hfr.images import ImageInput, load_rgb
 from hfr.memory import PatchMemory, kept_vectors, patch_vectors
 from hfr.outputs import write_json
@@ -103,12 +107,41 @@ def coloured_memory(
     return ColouredPatchMemory(kept_vectors(cells, fraction), pooling=pooling, factor=factor)
 
 
+def verdicts_by_fit(
+    model: HFR,
+    held_out: Sequence[ImageInput],
+    maps: EvaluationMaps,
+    *,
+    target_fpr: float,
+    fits: Sequence[str],
+) -> dict[str, dict[str, float | int | None]]:
+    """For each fit, the threshold set from the ``held_out`` scores, how many of them lie above
+    it, and the share of defective and good test images (``maps``) it flags; the model keeps
+    its own calibration."""
+    own = model.config
+    verdicts = {}
+    for fit in fits:
+        calibration = recalibrate(
+            model, held_out, target_fpr=target_fpr, threshold_fit=fit, progress=False
+        )
+        verdicts[fit] = {
+            "threshold": calibration.threshold,
+            "held_out_above_threshold": calibration.num_above,
+            **threshold_rates(model, maps),
+        }
+        model.config = own
+    return verdicts
+
+
 def main() -> None:
     parser = study_parser(__doc__)
     parser.add_argument(
         "--fractions", help="comma-separated (default: the model's own, 0.01 before 0.16)"
     )
     parser.add_argument("--shares", default="0", help="comma-separated")
+    parser.add_argument(
+        "--threshold-fits", help="comma-separated: lognormal, normal (default: the model's own)"
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     model = ColouredMemoryHFR.from_pretrained(args.model).eval()
@@ -143,6 +176,10 @@ def main() -> None:
         row |= {name: values.get(name) for name in (*METRICS, "threshold_tpr", "threshold_fpr")}
         row["threshold"] = model.config.calibration.threshold
         row["held_out_above_threshold"] = model.config.calibration.num_above
+        if args.threshold_fits:
+            row["verdict_by_fit"] = verdicts_by_fit(
+                model, held_out, maps, target_fpr=target_fpr, fits=args.threshold_fits.split(",")
+            )
         if good is not None:
             synthetic = synthetic_check(model, good)
             row["synthetic_pixel_auroc"] = synthetic["pixel_auroc"]
@@ -153,6 +190,10 @@ def main() -> None:
             + " / ".join("-" if row[name] is None else f"{row[name]:.4f}" for name in METRICS)
             + f"  flagged {row['threshold_tpr']:.3f} / {row['threshold_fpr']:.3f}"
             + (f"  synthetic {row['synthetic_pixel_auroc']:.4f}" if good is not None else "")
+            + "".join(
+                f"  {fit}: {verdict['threshold_tpr']:.3f} / {verdict['threshold_fpr']:.3f}"
+                for fit, verdict in row.get("verdict_by_fit", {}).items()
+            )
         )
     record = {
         "model": args.model,

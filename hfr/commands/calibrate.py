@@ -16,7 +16,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     model = load_model(args.model, args.device)
     before = model.config.calibration
     images = [read_source(source).pixels for source in expand_sources(args.inputs)]
-    calibration = recalibrate(model, images, target_fpr=args.target_fpr, batch_size=args.batch_size)
+    calibration = recalibrate(
+        model,
+        images,
+        target_fpr=args.target_fpr,
+        threshold_fit=args.threshold_fit,
+        batch_size=args.batch_size,
+    )
     save_model(model, args.output)
     summary = {
         "model": args.model,
