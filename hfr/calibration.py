@@ -28,6 +28,7 @@ TAIL_SIGNIFICANCE = 0.05  # below this chance of so many normal scores above, th
 # scores are positive and skewed to the right), "normal" the scores themselves (0.3 to 0.16).
 THRESHOLD_FITS = ("lognormal", "normal")
 DEFAULT_THRESHOLD_FIT = "lognormal"
+LEGACY_THRESHOLD_FIT = "normal"  # configs without a recorded fit, and scores not all above 0
 
 
 def prediction_quantile(probability: float, count: int) -> float:
@@ -170,7 +171,7 @@ class Calibration:
         median = float(np.median(scores))
         used_fit = None
         if target_fpr is not None:
-            used_fit = fit if fit == "normal" or scores.min() > 0 else "normal"
+            used_fit = fit if scores.min() > 0 else LEGACY_THRESHOLD_FIT
             z = prediction_quantile(1.0 - target_fpr, scores.size)
             if used_fit == "lognormal":
                 threshold = math.exp(robust_quantile(np.log(scores), 1.0 - target_fpr))

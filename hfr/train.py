@@ -21,7 +21,13 @@ import torch
 from tqdm.auto import tqdm
 
 from hfr import anomaly
-from hfr.calibration import Calibration, check_count, check_target_fpr, check_threshold_fit
+from hfr.calibration import (
+    LEGACY_THRESHOLD_FIT,
+    Calibration,
+    check_count,
+    check_target_fpr,
+    check_threshold_fit,
+)
 from hfr.colour import ColourStatistics, chosen_colour_weight, pooled_colour
 from hfr.config import DEFAULT_TARGET_FPR, TrainConfig, default_epochs
 from hfr.errors import TrainingDivergedError, TrainingError
@@ -281,8 +287,9 @@ def recalibrate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise TrainingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     check_target_fpr(target_fpr)
-    fit = threshold_fit or model.config.calibration.fit or "normal"
-    check_threshold_fit(fit)
+    own_fit = model.config.calibration.fit or LEGACY_THRESHOLD_FIT
+    fit = own_fit if threshold_fit is None else threshold_fit
+    check_threshold_fit(fit)  # before scoring: a bad fit costs no forward pass
     images = list(images)
     check_count(len(images))
     scores = _calibration_scores(model, images, batch_size, progress, _ignore_progress)
