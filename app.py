@@ -439,7 +439,8 @@ def training_summary(trained: studio.TrainedModel, notices: list[str]) -> str:
     lines = [
         f"Trained **hfr-{trained.name}** on {training['num_train_images']} normal images "
         f"({training['num_calibration_images']} more held out for calibration), "
-        f"{training['epochs']} epochs, in {trained.seconds:.1f} s on {training['device']}: "
+        f"{training['epochs']} epochs, in {trained.seconds:.1f} s on {training['device']} "
+        f"({training['precision']}): "
         f"final loss {training['final_loss']:.4f}, threshold {calibration.threshold:.4f}. "
         "It is now in the model list of the *Try a model* tab (this session only)."
     ]

@@ -45,6 +45,7 @@ from hfr.config import (
     RESIZE_MODES,
     SCORING_PRESETS,
     TRAINED_MEMORY_WEIGHT,
+    TRAINING_PRECISIONS,
     TrainConfig,
 )
 from hfr.errors import HFRError
@@ -308,6 +309,13 @@ def add_model_arguments(
         default=defaults.threshold_fit,
         help="read the held-out normal scores for --target-fpr by their logarithms or as they "
         "are (before 0.17)",
+    )
+    group.add_argument(
+        "--precision",
+        choices=TRAINING_PRECISIONS,
+        default=defaults.precision,
+        help="of the decoder's training steps; auto: bf16 where the device has it natively "
+        "(CUDA, CPUs with AMX or AVX512-BF16), fp32 elsewhere",
     )
     group.add_argument(
         "--no-feature-cache", action="store_true", help="re-encode the images every epoch"

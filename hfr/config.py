@@ -65,6 +65,7 @@ DEFAULT_EPOCHS = 50
 MIN_STEPS = 600
 DEFAULT_HARD_FRACTION = 0.01  # the hard term of the loss: the hardest 1 % of each level's pixels
 DEFAULT_HARD_WEIGHT = 0.5  # ... weighs as much as the mean over all pixels
+TRAINING_PRECISIONS = ("auto", "bf16", "fp32")  # of the decoder's training steps
 DEFAULT_SCORING = "hfr"  # new models; configs without a scoring section load as "paper"
 
 
@@ -620,6 +621,11 @@ class TrainConfig:
     ``memory_fraction`` is the share of the training images' patch vectors the patch memory
     keeps, when the scoring weighs one. ``threshold_fit`` is how the held-out scores are read
     for ``target_fpr``: ``"lognormal"`` (their logarithms) or ``"normal"`` (before 0.17).
+    ``precision`` is that of the decoder's training steps: ``"bf16"`` (autocast: bf16
+    activations, fp32 weights), ``"fp32"``, or ``"auto"``, bf16 where the device computes it
+    natively (CUDA, CPUs with AMX or AVX512-BF16; :func:`hfr.device.training_precision`) and
+    fp32 elsewhere; a trained model records the precision it ran in. Scoring is unaffected: it
+    runs in fp32 on CPU and in bf16 autocast on CUDA, whatever the training precision.
     """
 
     epochs: int | None = None
@@ -635,6 +641,7 @@ class TrainConfig:
     hard_weight: float = DEFAULT_HARD_WEIGHT
     memory_fraction: float = DEFAULT_MEMORY_FRACTION
     threshold_fit: str = DEFAULT_THRESHOLD_FIT
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         checks = (
@@ -676,6 +683,7 @@ class TrainConfig:
                 "a number in (0, 1]",
             ),
             ("threshold_fit", self.threshold_fit in THRESHOLD_FITS, f"one of {THRESHOLD_FITS}"),
+            ("precision", self.precision in TRAINING_PRECISIONS, f"one of {TRAINING_PRECISIONS}"),
         )
         for name, ok, expected in checks:
             if not ok:

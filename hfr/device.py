@@ -1,4 +1,4 @@
-"""Picking the compute device."""
+"""Picking the compute device and the precision training runs in there."""
 
 from __future__ import annotations
 
@@ -14,3 +14,36 @@ def auto_device(requested: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware: CUDA, or a CPU with AMX or
+    AVX512-BF16 (where oneDNN's bf16 convolutions beat fp32; elsewhere they are emulated)."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def training_precision(requested: str, device: torch.device) -> str:
+    """``requested`` (``"bf16"`` or ``"fp32"``), or for ``"auto"`` bf16 where ``device`` has
+    it natively (:func:`native_bf16`) and fp32 elsewhere.
+
+    Example:
+        >>> training_precision("auto", torch.device("mps"))
+        'fp32'
+    """
+    if requested != "auto":
+        return requested
+    return "bf16" if native_bf16(device) else "fp32"
+
+
+def training_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of a training step in ``precision`` (``"bf16"`` or ``"fp32"``):
+    activations in bf16 (convolutions, BatchNorm, LeakyReLU), weights, BatchNorm's running
+    statistics and the loss in fp32."""
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"
+    )

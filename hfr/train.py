@@ -30,6 +30,7 @@ from hfr.calibration import (
 )
 from hfr.colour import ColourStatistics, chosen_colour_weight, pooled_colour
 from hfr.config import DEFAULT_TARGET_FPR, TrainConfig, default_epochs
+from hfr.device import training_autocast, training_precision
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
 from hfr.memory import PatchMemory
@@ -151,6 +152,7 @@ def fit(
     if config.epochs is None:
         config = replace(config, epochs=default_epochs(len(train_images), config.batch_size))
         logger.info("%d training images: %d epochs", len(train_images), config.epochs)
+    config = replace(config, precision=training_precision(config.precision, model.device))
     result = TrainResult(
         num_train_images=len(train_images), num_calibration_images=len(calibration_images)
     )
@@ -480,21 +482,37 @@ def _run_epoch(
             with torch.inference_mode():
                 features = model.encode(model.preprocess([images[i] for i in indices.tolist()]))
             features = [f.clone() for f in features]
-        features = [f.contiguous(memory_format=torch.channels_last) for f in features]
-        reconstructions = model.decode(features[-1])
-        residuals = anomaly.residual_maps(features, reconstructions)
-        loss = anomaly.reconstruction_loss(
-            residuals, hard_fraction=config.hard_fraction, hard_weight=config.hard_weight
-        )
+        loss = training_step(model, optimizer, features, config)
         if not torch.isfinite(loss):
             return loss.item()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         total += loss.item() * len(indices)
         count += len(indices)
     model.decoder.eval()
     return total / max(count, 1)
+
+
+def training_step(
+    model: HFR,
+    optimizer: torch.optim.Optimizer,
+    features: list[torch.Tensor],
+    config: TrainConfig,
+) -> torch.Tensor:
+    """One SGD step of ``model.decoder`` on encoder ``features`` ``[f1, f2, f3]``, in
+    ``config.precision`` (resolved: ``"bf16"`` or ``"fp32"``) and training's layout
+    (:func:`training_layout`); returns the loss. A loss that is not finite is returned without
+    a step, so the weights keep their last good values."""
+    features = [f.contiguous(memory_format=torch.channels_last) for f in features]
+    with training_autocast(model.device, config.precision):
+        reconstructions = model.decoder(features[-1])
+    residuals = anomaly.residual_maps(features, reconstructions)
+    loss = anomaly.reconstruction_loss(
+        residuals, hard_fraction=config.hard_fraction, hard_weight=config.hard_weight
+    )
+    if torch.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
 
 
 def _save_checkpoint(
@@ -539,6 +557,7 @@ def _resume(
         return 0
     state = torch.load(path, map_location=model.device, weights_only=True)
     saved = {k: v for k, v in state["config"].items() if k != "epochs"}
+    saved.setdefault("precision", _precision_before_018(model.device))
     current = {k: v for k, v in asdict(config).items() if k != "epochs"}
     differences = [
         f"{k} {saved.get(k)!r} (now {v!r})" for k, v in current.items() if saved.get(k) != v
@@ -558,3 +577,8 @@ def _resume(
     done = min(int(state["epochs_done"]), config.epochs)
     logger.info("resuming from %s: %d of %d epochs done", path, done, config.epochs)
     return done
+
+
+def _precision_before_018(device: torch.device) -> str:
+    """The precision training ran in before it was a setting (checkpoints without one)."""
+    return "bf16" if device.type == "cuda" else "fp32"

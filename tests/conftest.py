@@ -59,6 +59,18 @@ def tiny_model(seed: int = 0, **kwargs) -> HFR:
     return HFR(**{**options, **kwargs})
 
 
+def train_options(*options: str) -> TrainConfig:
+    """The training settings ``hfr train`` makes of ``options`` (raises ``SystemExit`` for a
+    value argparse refuses), for a plain folder and a ResNet18."""
+    from hfr.cli import build_parser
+    from hfr.commands.common import run_options
+
+    base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
+    args = build_parser().parse_args([*base, *options])
+    args.command_line = None  # set by hfr.cli.main from sys.argv
+    return run_options(args).training
+
+
 def model_from_settings(settings: object) -> HFR:
     """A tiny model built from the ``ModelSettings`` the command line makes: random ResNet18
     weights, 64x64 stretched, the ``"auto"`` weights that training would choose set to 0."""

@@ -677,3 +677,5 @@ def test_the_training_summary_warns_of_a_heavy_tailed_calibration(tmp_path: Path
     warning = Calibration.from_normal_scores(heavy, target_fpr=0.01).tail_warning()
     assert f"Warning: {warning[0].upper()}{warning[1:]}." in summary(heavy)
     assert "Warning" not in summary(heavy[:19])
+    precision = model.config.training["precision"]
+    assert f"1 epochs, in 1.0 s on cpu ({precision}): final loss" in summary(heavy[:19])

@@ -70,4 +70,7 @@ def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
         assert record["position_weight"] == 1.0  # the per-position term was in the timed forward
         assert record["colour_weight"] == 0.25  # and the colour term
         assert record["peak_memory_mb"] > 50
+        by_precision = record["train_seconds_per_epoch_by_precision"]
+        assert set(by_precision) == {record["train_precision"], "fp32"}
+        assert record["train_seconds_per_epoch"] == by_precision[record["train_precision"]] > 0
     assert "| resnet18 | 2 |" in table.read_text()

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hfr import HFR
 from hfr.config import TrainConfig
 from hfr.data import load_mvtec
+from hfr.device import training_precision
 from hfr.metrics import pixel_auroc
 from hfr.train import fit
 
@@ -23,8 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def trained(bottle: Path, mobilenet_weights: str) -> HFR:
-    import torch
-
     torch.manual_seed(0)
     dataset = load_mvtec(bottle.parent, "bottle")
     model = HFR(encoder="mobilenetv2_100", encoder_weights=mobilenet_weights)
@@ -74,14 +74,17 @@ def test_the_hfr_command_from_outside_the_checkout(
     data = _subset(bottle, tmp_path / "data")
     model_dir, results = tmp_path / "model", tmp_path / "results.json"
     run = [sys.executable, "-m", "hfr"]
-    subprocess.run(
+    training_run = subprocess.run(
         [*run, "train", "--data", data, "--category", "bottle",
          "--encoder", "mobilenetv2_100", "--encoder-weights", mobilenet_weights,
          "--epochs", "3", "--batch-size", "8", "--image-size", "128", "--output", model_dir],
-        cwd=tmp_path, check=True,
+        cwd=tmp_path, check=True, capture_output=True, text=True,
     )  # fmt: skip
     config = json.loads((model_dir / "config.json").read_text())
     assert config["encoder_weights"] == mobilenet_weights
+    precision = training_precision("auto", torch.device("cpu"))
+    assert config["training"]["precision"] == precision
+    assert f"s/epoch ({precision}); trained 3 epochs" in training_run.stdout
     assert config["preprocessing"]["input_size"] == [128, 128]
     subprocess.run(
         [*run, "evaluate", "--model", model_dir, "--data", data,

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, tiny_model
+from conftest import synthetic_images, tiny_model, train_options
 from PIL import Image
 from scipy.stats import t
 
 from hfr import HFR
 from hfr.calibration import DEFAULT_THRESHOLD_FIT, Calibration
-from hfr.cli import build_parser, main
-from hfr.commands.common import run_options
+from hfr.cli import main
 from hfr.config import TrainConfig
 from hfr.errors import ConfigError, TrainingError
 from hfr.pipeline import save_model
@@ -131,14 +130,10 @@ def test_training_records_the_fit_and_recalibration_keeps_the_models_own(tmp_pat
 
 
 def test_the_command_line_fit_reaches_training_and_calibrate(tmp_path: Path) -> None:
-    parser = build_parser()
-    base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
-    for extra, expected in (([], "lognormal"), (["--threshold-fit", "normal"], "normal")):
-        args = parser.parse_args([*base, *extra])
-        args.command_line = None  # set by hfr.cli.main from sys.argv
-        assert run_options(args).training.threshold_fit == expected
+    assert train_options().threshold_fit == "lognormal"
+    assert train_options("--threshold-fit", "normal").threshold_fit == "normal"
     with pytest.raises(SystemExit):
-        parser.parse_args([*base, "--threshold-fit", "gumbel"])
+        train_options("--threshold-fit", "gumbel")
 
     images = synthetic_images(12)
     model = tiny_model()

@@ -7,7 +7,8 @@ Random-init encoders (timing does not depend on the weight values); with ``--pos
 and ``--colour-weight``, per-position statistics from two random images, and with
 ``--memory-weight`` a memory of random vectors, for the same reason. Each encoder runs in its own
 process, so on CPU ``peak_memory_mb`` is that process's peak RSS (torch itself included); on CUDA
-it is torch's peak allocation. Training time per epoch uses cached features, as training does.
+it is torch's peak allocation. Training time per epoch uses cached features, as training does,
+in the default precision (``train_precision``) and, when that is not fp32, in fp32 as well.
 """
 
 from __future__ import annotations
@@ -23,52 +24,40 @@ from pathlib import Path
 
 import torch
 
-from hfr import anomaly
 from hfr.colour import ColourStatistics
 from hfr.config import DEFAULT_MEMORY_FRACTION, TrainConfig
+from hfr.device import training_precision
 from hfr.memory import PatchMemory
 from hfr.model import HFR
 from hfr.outputs import write_json
 from hfr.position import POSITION_LEVEL, PositionStatistics
 from hfr.timing import median_seconds, time_pipeline
-from hfr.train import training_layout
+from hfr.train import training_layout, training_step
 
 logger = logging.getLogger(__name__)
 
 BOTTLE_TRAIN_IMAGES = 188  # MVTec AD bottle's 209 normal images minus the calibration split
 
 
-def training_seconds_per_epoch(model: HFR, batch_size: int, images: int) -> float:
+def training_seconds_per_epoch(model: HFR, batch_size: int, images: int, precision: str) -> float:
     """One epoch of decoder training on cached features of ``images`` images, with the default
-    loss, in training's layout (:func:`hfr.train.training_layout`)."""
-    training = TrainConfig()
+    loss, in ``precision`` (``"bf16"`` or ``"fp32"``; :func:`hfr.train.training_step`)."""
     device = model.device
+    training = TrainConfig(precision=precision)
     size = model.config.preprocessing.input_size
     with torch.inference_mode():
         features = model.encoder(torch.randn(2, 3, *size, device=device))
     shapes = [f.shape[1:] for f in features]
     optimizer = torch.optim.SGD(model.decoder.parameters(), lr=0.01, momentum=0.9)
     batches = [
-        [
-            torch.randn(batch_size, *shape, device=device).contiguous(
-                memory_format=torch.channels_last
-            )
-            for shape in shapes
-        ]
+        [torch.randn(batch_size, *shape, device=device) for shape in shapes]
         for _ in range(max(1, images // batch_size))
     ]
     model.decoder.train()
 
     def epoch() -> None:
         for batch in batches:
-            reconstructions = model.decode(batch[-1])
-            residuals = anomaly.residual_maps(batch, reconstructions)
-            loss = anomaly.reconstruction_loss(
-                residuals, hard_fraction=training.hard_fraction, hard_weight=training.hard_weight
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            training_step(model, optimizer, batch, training)
 
     with training_layout(model.decoder):
         seconds = median_seconds(epoch, device, warmup=1, repeats=3)
@@ -128,11 +117,17 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
             }
         )
         logger.info("%s", json.dumps(records[-1]))
-    seconds = training_seconds_per_epoch(model, 16, BOTTLE_TRAIN_IMAGES)
+    precision = training_precision(TrainConfig().precision, device)
+    epoch_seconds = {
+        name: training_seconds_per_epoch(model, 16, BOTTLE_TRAIN_IMAGES, name)
+        for name in dict.fromkeys((precision, "fp32"))
+    }
     encoder_gflops, decoder_gflops = gflops_per_image(model)
     for record in records:
-        record["train_seconds_per_epoch"] = seconds
+        record["train_seconds_per_epoch"] = epoch_seconds[precision]
+        record["train_seconds_per_epoch_by_precision"] = epoch_seconds
         record["train_epoch_images"] = BOTTLE_TRAIN_IMAGES
+        record["train_precision"] = precision
         record["encoder_gflops_per_image"] = round(encoder_gflops, 3)
         record["decoder_gflops_per_image"] = round(decoder_gflops, 3)
     return records
@@ -198,7 +193,8 @@ def markdown(records: list[dict], command: str, device: str) -> str:
             f"{r['decoder_ms_per_image']:.2f} | {r['maps_ms_per_image']:.2f} | "
             f"{r['full_ms_per_image']:.2f} | {r['full_over_encoder']:.2f} | "
             f"{100 * r['maps_share_of_full']:.1f}% | {r['images_per_second']:.1f} | "
-            f"{r['peak_memory_mb']:.0f} | {r['train_seconds_per_epoch']:.2f} | "
+            f"{r['peak_memory_mb']:.0f} | "
+            f"{r['train_seconds_per_epoch']:.2f} ({r['train_precision']}) | "
             f"{r['decoder_gflops_per_image']:.2f} / {r['encoder_gflops_per_image']:.2f} |"
         )
     first = records[0] if records else {"threads": "?", "image_size": "?"}

@@ -44,6 +44,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         target_fpr=args.target_fpr,
         memory_fraction=args.memory_fraction,
         threshold_fit=args.threshold_fit,
+        precision=args.precision,
         cache_features=not args.no_feature_cache,
     )
     return RunOptions(training=training, device=args.device, command=args.command_line)

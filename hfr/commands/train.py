@@ -31,7 +31,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     resumed = f" after resuming at epoch {result.resumed_epochs}" if result.resumed_epochs else ""
     per_epoch = result.train_seconds / max(trained, 1)
     print(
-        f"features {result.feature_seconds:.1f} s, {per_epoch:.2f} s/epoch; trained {trained} "
+        f"features {result.feature_seconds:.1f} s, {per_epoch:.2f} s/epoch "
+        f"({model.config.training['precision']}); trained {trained} "
         f"epochs{resumed} in {model.config.training['seconds']} s, final loss "
         f"{result.losses[-1]:.4f}; threshold {model.config.calibration.threshold:.4f}; "
         f"saved to {args.output}"
