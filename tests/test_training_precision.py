@@ -29,6 +29,21 @@ def test_auto_picks_bf16_only_where_the_hardware_has_it() -> None:
         assert training_precision(requested, cpu) == requested
 
 
+def test_a_cpu_without_bf16_instructions_trains_in_fp32(monkeypatch) -> None:
+    """This machine's CPU has AMX; a CPU without AMX or AVX512-BF16 cannot be had here, so
+    torch's two CPU feature checks are made to answer no (or to be missing, as in an older
+    torch)."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert not native_bf16(cpu) and training_precision("auto", cpu) == "fp32"
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert training_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert training_precision("auto", cpu) == "bf16"
+
+
 def test_an_unknown_precision_is_refused() -> None:
     with pytest.raises(TrainingError, match=r"precision must be one of \('auto', 'bf16', 'fp32'\)"):
         TrainConfig(precision="fp16")
