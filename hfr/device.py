@@ -40,10 +40,16 @@ def training_precision(requested: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "fp32"
 
 
-def training_autocast(device: torch.device, precision: str) -> torch.autocast:
-    """The autocast context of a training step in ``precision`` (``"bf16"`` or ``"fp32"``):
-    activations in bf16 (convolutions, BatchNorm, LeakyReLU), weights, BatchNorm's running
-    statistics and the loss in fp32."""
+def scoring_precision(device: torch.device) -> str:
+    """The precision of every forward pass of a model on ``device``: bf16 on CUDA, fp32
+    elsewhere. Training's steps ran in it too before 0.18, through the same forward pass."""
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def precision_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of ``precision`` (``"bf16"`` or ``"fp32"``) on ``device``: in bf16,
+    activations in bf16 (convolutions, BatchNorm, LeakyReLU); weights, BatchNorm's running
+    statistics and what is computed after the forward pass (residuals, loss) in fp32."""
     return torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"
     )

@@ -20,6 +20,7 @@ from hfr.colour import STATE_PREFIX as COLOUR_PREFIX
 from hfr.colour import ColourStatistics, colour_distance
 from hfr.config import CONFIG_FILE, WEIGHTS_FILE, HFRConfig, read_config, write_config
 from hfr.decoder import HierarchicalDecoder
+from hfr.device import precision_autocast, scoring_precision
 from hfr.encoder import build_encoder
 from hfr.errors import ConfigError, EncoderWeightsError, HFRError, ModelFormatError
 from hfr.images import ImageInput, load_rgb, read_image
@@ -122,10 +123,7 @@ class HFR(
 
     def autocast(self) -> torch.autocast:
         """bf16 autocast on CUDA, a no-op elsewhere: the precision every forward pass uses."""
-        device_type = self.device.type
-        return torch.autocast(
-            device_type=device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"
-        )
+        return precision_autocast(self.device, scoring_precision(self.device))
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features ``[f1, f2, f3]`` of a normalised ``(B, 3, H, W)`` batch."""

@@ -30,7 +30,7 @@ from hfr.calibration import (
 )
 from hfr.colour import ColourStatistics, chosen_colour_weight, pooled_colour
 from hfr.config import DEFAULT_TARGET_FPR, TrainConfig, default_epochs
-from hfr.device import training_autocast, training_precision
+from hfr.device import precision_autocast, scoring_precision, training_precision
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
 from hfr.memory import PatchMemory
@@ -482,10 +482,10 @@ def _run_epoch(
             with torch.inference_mode():
                 features = model.encode(model.preprocess([images[i] for i in indices.tolist()]))
             features = [f.clone() for f in features]
-        loss = training_step(model, optimizer, features, config)
-        if not torch.isfinite(loss):
-            return loss.item()
-        total += loss.item() * len(indices)
+        loss = training_step(model, optimizer, features, config).item()
+        if not math.isfinite(loss):
+            return loss
+        total += loss * len(indices)
         count += len(indices)
     model.decoder.eval()
     return total / max(count, 1)
@@ -502,7 +502,7 @@ def training_step(
     (:func:`training_layout`); returns the loss. A loss that is not finite is returned without
     a step, so the weights keep their last good values."""
     features = [f.contiguous(memory_format=torch.channels_last) for f in features]
-    with training_autocast(model.device, config.precision):
+    with precision_autocast(model.device, config.precision):
         reconstructions = model.decoder(features[-1])
     residuals = anomaly.residual_maps(features, reconstructions)
     loss = anomaly.reconstruction_loss(
@@ -557,7 +557,7 @@ def _resume(
         return 0
     state = torch.load(path, map_location=model.device, weights_only=True)
     saved = {k: v for k, v in state["config"].items() if k != "epochs"}
-    saved.setdefault("precision", _precision_before_018(model.device))
+    saved.setdefault("precision", scoring_precision(model.device))  # checkpoints before 0.18
     current = {k: v for k, v in asdict(config).items() if k != "epochs"}
     differences = [
         f"{k} {saved.get(k)!r} (now {v!r})" for k, v in current.items() if saved.get(k) != v
@@ -577,8 +577,3 @@ def _resume(
     done = min(int(state["epochs_done"]), config.epochs)
     logger.info("resuming from %s: %d of %d epochs done", path, done, config.epochs)
     return done
-
-
-def _precision_before_018(device: torch.device) -> str:
-    """The precision training ran in before it was a setting (checkpoints without one)."""
-    return "bf16" if device.type == "cuda" else "fp32"
