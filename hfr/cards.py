@@ -67,7 +67,7 @@ def scoring_text(scoring: Scoring) -> str:
 
     Example:
         >>> print(scoring_text(Scoring.preset("hfr")))  # doctest: +NORMALIZE_WHITESPACE
-        Each level is first divided by its mean on held-out normal images, weighted 0.5, 1, 1
+        Each level is first divided by its mean on held-out normal images, weighted 0.5, 0.5, 1
         (strides 4, 8, 16), and the image score is the mean of the highest 1 % of the map's
         pixels.
     """

@@ -56,13 +56,13 @@ class HFR(
     A frozen timm encoder gives features ``f1, f2, f3`` (strides 4, 8, 16); a decoder rebuilds
     them from ``f3``; the per-level cosine residuals, resized, summed and Gaussian-smoothed, are
     the anomaly map, and its maximum is the image score (the paper). New models by default scale
-    each level by its mean on normal images first, weigh the stride-4 level half, and score the
-    mean of the map's top 1 % (``config.scoring``, :class:`~hfr.config.Scoring`). For parts
-    that sit in the same place in every image, ``position_weight=1`` adds the distance of each
-    stride-8 feature from the normal ones at its position (:mod:`hfr.position`);
-    ``memory_weight=1`` the distance of each stride-16 patch to the nearest normal training
-    patch (:mod:`hfr.memory`); ``colour_weight`` the distance of the input's colour from the
-    normal colours at each place (:mod:`hfr.colour`).
+    each level by its mean on normal images first, weigh the stride-4 and stride-8 levels half,
+    and score the mean of the map's top 1 % (``config.scoring``,
+    :class:`~hfr.config.Scoring`). For parts that sit in the same place in every image,
+    ``position_weight=1`` adds the distance of each stride-8 feature from the normal ones at
+    its position (:mod:`hfr.position`); ``memory_weight=1`` the distance of each stride-16
+    patch to the nearest normal training patch (:mod:`hfr.memory`); ``colour_weight`` the
+    distance of the input's colour from the normal colours at each place (:mod:`hfr.colour`).
 
     Args:
         config: an :class:`~hfr.config.HFRConfig`; or leave it out and pass its fields as

@@ -15,14 +15,20 @@ python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_
     --category bottle --sigmas 2 --combinations sum,product --output bottle_product.json
 python scripts/sigma_study.py --model COLOUR_MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category bottle --sigmas 2 --colour-weights 0,0.25,0.5,1 --output bottle_colour.json
+python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category screw --sigmas 2 --level-weights "0.5,1,1;0.5,0.5,1" --verdict --output screw.json
 
 Training never sees sigma, the level weights, the weights of the added terms or how the levels
 are combined (the loss, the level scales, the position statistics, the patch memory, the colour
 statistics and the terms' scales come from the features and residuals), so one model rescored
 with each setting is what a model trained with that setting would score. A position, memory or
 colour weight above 0 needs a model trained with one (it holds the statistics or the memory).
-Reports image AUROC, and with masks pixel AUROC and AUPRO, per setting; thresholds, which
-calibration sets from the scores, are left out.
+Reports image AUROC, and with masks pixel AUROC and AUPRO, per setting. With ``--verdict``
+each setting's threshold is also set afresh from the model's held-out normal training images
+(the calibration split, from the config's seed and fraction), as training sets it, and the
+row holds the share of defective and good test images it flags; on MVTec AD the row also
+holds the synthetic large-defect check (``synthetic_defects.py``, seed 0) on the good test
+images. Without it, thresholds are left out.
 """
 
 from __future__ import annotations
@@ -33,11 +39,16 @@ import shlex
 import sys
 from dataclasses import replace
 
+from synthetic_defects import synthetic_check
+
 from hfr import HFR
 from hfr.cli import level_weights, term_weight
+from hfr.config import DEFAULT_TARGET_FPR
 from hfr.data import AnomalyDataset, load_idx_one_class, load_mvtec
-from hfr.evaluate import collect, compute_metrics
+from hfr.evaluate import collect, compute_metrics, threshold_rates
+from hfr.images import load_rgb
 from hfr.outputs import write_json
+from hfr.train import held_out_images, recalibrate
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -80,11 +91,21 @@ def main() -> None:
     parser.add_argument(
         "--combinations", default=None, help="comma-separated (default: the model's)"
     )
+    parser.add_argument(
+        "--verdict",
+        action="store_true",
+        help="also set each threshold afresh and report the flagged shares (and, on MVTec AD, "
+        "the synthetic check)",
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     model = HFR.from_pretrained(args.model)
     dataset = load(args.protocol, args.data, args.category)
     trained = model.config
+    held_out = held_out_images(model, dataset.train) if args.verdict else []
+    good = []  # the synthetic check: MVTec AD's good test images, not digits
+    if args.verdict and args.protocol == "mvtec":
+        good = [load_rgb(s.image) for s in dataset.test if s.label == 0]
     weight_options = (
         [trained.scoring.level_weights]
         if args.level_weights is None
@@ -110,6 +131,9 @@ def main() -> None:
             combination=combination,
         )
         model.config = trained.replace(sigma=sigma, scoring=scoring)
+        if held_out:
+            target_fpr = (trained.training or {}).get("target_fpr", DEFAULT_TARGET_FPR)
+            recalibrate(model, held_out, target_fpr=target_fpr, progress=False)
         maps, _ = collect(model, dataset, progress=False)
         values = compute_metrics(maps)
         row = {
@@ -120,7 +144,16 @@ def main() -> None:
             "colour_weight": colour,
             "combination": combination,
         }
-        rows.append({**row, **{name: values[name] for name in METRICS if name in values}})
+        row |= {name: values[name] for name in METRICS if name in values}
+        if held_out:
+            row |= threshold_rates(model, maps)
+            row["threshold"] = model.config.calibration.threshold
+            row["held_out_above_threshold"] = model.config.calibration.num_above
+        if good:
+            synthetic = synthetic_check(model, good)
+            row["synthetic_pixel_auroc"] = synthetic["pixel_auroc"]
+            row["synthetic_pixel_auroc_per_change"] = synthetic["pixel_auroc_per_change"]
+        rows.append(row)
     record = {
         "model": args.model,
         "encoder": trained.encoder,

@@ -106,7 +106,7 @@ def test_scoring_presets_and_defaults() -> None:
         HFRConfig.build(encoder="resnet18", input_size=(48, 256), decoder="context")
     with pytest.raises(ConfigError, match="scoring must be one of"):
         Scoring.preset("best")
-    assert Scoring.preset("hfr").level_weights == (0.5, 1.0, 1.0)
+    assert Scoring.preset("hfr").level_weights == (0.5, 0.5, 1.0)
     assert Scoring.preset("paper").level_weights == (1.0, 1.0, 1.0)
     chosen = HFRConfig.build(encoder="resnet18", level_weights=(1, 1, 2)).scoring
     assert chosen == replace(Scoring.preset("hfr"), level_weights=(1.0, 1.0, 2.0))

@@ -168,6 +168,26 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(
     assert 0.09 <= record["mean_mask_fraction"] <= 0.31
 
 
+def test_sigma_study_with_verdicts_recalibrates_each_setting(
+    widget: tuple[Path, Path], tmp_path: Path
+) -> None:
+    trained = json.loads((widget[1] / "config.json").read_text())
+    own_weights = ",".join(map(str, trained["scoring"]["level_weights"]))
+    record, config = widget_study(
+        "sigma_study", widget, tmp_path / "verdicts.json", "--sigmas", trained["sigma"],
+        "--level-weights", f"{own_weights};0,0,1", "--verdict",
+    )  # fmt: skip
+    own, other = record["results"]
+    # the model's own setting, recalibrated on the same held-out images: its own threshold
+    assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
+    assert own["held_out_above_threshold"] == config["calibration"]["num_above"]
+    assert other["threshold"] != pytest.approx(own["threshold"], rel=1e-3)
+    for row in (own, other):
+        assert 0 <= row["threshold_tpr"] <= 1 and 0 <= row["threshold_fpr"] <= 1
+        assert 0 <= row["synthetic_pixel_auroc"] <= 1
+        assert set(row["synthetic_pixel_auroc_per_change"]) == {"brighter", "darker", "blurred"}
+
+
 def widget_study(
     name: str, widget: tuple[Path, Path], output: Path, *options: str
 ) -> tuple[dict, dict]:
