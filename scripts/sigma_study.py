@@ -103,6 +103,7 @@ def main() -> None:
     dataset = load(args.protocol, args.data, args.category)
     trained = model.config
     held_out = held_out_images(model, dataset.train) if args.verdict else []
+    target_fpr = (trained.training or {}).get("target_fpr", DEFAULT_TARGET_FPR)
     good = []  # the synthetic check: MVTec AD's good test images, not digits
     if args.verdict and args.protocol == "mvtec":
         good = [load_rgb(s.image) for s in dataset.test if s.label == 0]
@@ -132,7 +133,6 @@ def main() -> None:
         )
         model.config = trained.replace(sigma=sigma, scoring=scoring)
         if held_out:
-            target_fpr = (trained.training or {}).get("target_fpr", DEFAULT_TARGET_FPR)
             recalibrate(model, held_out, target_fpr=target_fpr, progress=False)
         maps, _ = collect(model, dataset, progress=False)
         values = compute_metrics(maps)
