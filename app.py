@@ -81,8 +81,8 @@ POSITION_CHOICES = {
 TRAIN_GPU_SECONDS = 300
 TRAINED_RUNS_KEPT = 16
 TRAINED = "trained here"
-# Where a training run is, by session, and what a stage is of the whole bar.
-_TRAINING_RUNS: dict[str, threading.Event] = {}
+# The trainings queued or running, by session; and what a stage is of the whole bar.
+_TRAINING_RUNS = studio.TrainingTickets()
 _STAGE_SPANS = {
     "features": (0.0, 0.15),
     "epochs": (0.15, 0.9),
@@ -387,18 +387,17 @@ class TrainingReporter:
     """Moves the page's progress bar with a training run, and stops the run (by raising
     :class:`TrainingCancelled` from its progress callback) once its session pressed Cancel.
 
-    It holds the session's key, not its cancel flag, so that ZeroGPU can pickle it into its GPU
+    It holds the run's ticket, not its cancel flag, so that ZeroGPU can pickle it into its GPU
     worker (where the flag of the app's process is not seen: there a run cannot be cancelled).
     """
 
-    def __init__(self, progress: gr.Progress, session: str) -> None:
+    def __init__(self, progress: gr.Progress, ticket: str) -> None:
         self.progress = progress
-        self.session = session
+        self.ticket = ticket
         self.epochs_done = 0
 
     def __call__(self, update: TrainingProgress) -> None:
-        cancelled = _TRAINING_RUNS.get(self.session)
-        if cancelled is not None and cancelled.is_set():
+        if _TRAINING_RUNS.cancelled(self.ticket):
             raise TrainingCancelled(f"cancelled after {self.epochs_done} epoch(s)")
         if update.stage == "epochs":
             self.epochs_done = update.done
@@ -470,7 +469,7 @@ def training_summary(trained: studio.TrainedModel, notices: list[str]) -> str:
     if share is not None and training.get("auto_colour_weight"):
         state = "on" if trained.config.scoring.colour_weight else "off"
         lines.append(f"Colour term **{state}**: on where the parts look aligned.")
-    return "\n\n".join(lines + notices[:10])
+    return "\n\n".join(lines + list(trained.notes) + notices[:10])
 
 
 def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
@@ -526,6 +525,16 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
     def redraw(results, threshold, opacity, show_levels):
         return render(results, threshold, opacity, show_levels, csv_dir)
 
+    def queue_training(
+        files, name, encoder_label, epochs, position, good_files, defective_files, entries,
+        request: gr.Request,
+    ) -> tuple[dict, ...]:  # fmt: skip
+        """Take a ticket for a training as it joins the queue, so that Cancel reaches it there
+        (Gradio runs an event's validator, with the event's inputs, when the event is queued).
+        Every input passes: :func:`train` checks them and says what is wrong."""
+        _TRAINING_RUNS.take(request.session_hash)
+        return tuple(gr.validate(True, "") for _ in training_inputs)
+
     def train(
         files,
         name,
@@ -539,21 +548,45 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         progress=gr.Progress(),
     ):
         """Train a category on the uploaded normal images and offer it in the first tab."""
+        ticket = _TRAINING_RUNS.start(request.session_hash)
+        try:
+            return train_with_ticket(
+                ticket, files, name, encoder_label, epochs, position, good_files,
+                defective_files, entries, progress,
+            )  # fmt: skip
+        finally:
+            _TRAINING_RUNS.close(ticket)
+            MALLOC.trim()
+
+    def train_with_ticket(
+        ticket, files, name, encoder_label, epochs, position, good_files, defective_files,
+        entries, progress,
+    ):  # fmt: skip
+        """:func:`train` for the run of ``ticket``: checks, uploads, training, results."""
+        hidden = gr.update(visible=False)
+        not_started = (entries, gr.update(), "**Training cancelled before it started.**")
+        if _TRAINING_RUNS.cancelled(ticket):
+            return (*not_started, hidden, hidden, None)
         if not files:
             raise gr.Error("Upload normal images (files or a .zip) first.", print_exception=False)
         if encoder_label not in encoders:
             raise gr.Error(f"Pick one of the encoders {list(encoders)}.", print_exception=False)
         if position not in POSITION_CHOICES:
             raise gr.Error(f"Pick one of {list(POSITION_CHOICES)}.", print_exception=False)
+        try:
+            studio.model_name(name)
+        except HFRError as error:
+            raise gr.Error(f"Training failed: {error}", print_exception=False) from error
         normal = read_uploads(upload_paths(files), UploadLimits(MAX_TRAIN_IMAGES, TRAIN_MAX_SIDE))
         test_limits = UploadLimits(MAX_TEST_IMAGES, TRAIN_MAX_SIDE)
         good = read_uploads(upload_paths(good_files), test_limits)
         defective = read_uploads(upload_paths(defective_files), test_limits)
+        if _TRAINING_RUNS.cancelled(ticket):  # pressed while the uploads were decoded
+            return (*not_started, hidden, hidden, None)
         studio.prune_runs(trained_root, TRAINED_RUNS_KEPT - 1)
-        _TRAINING_RUNS[request.session_hash] = threading.Event()
         images = (normal.pixels, good.pixels, defective.pixels)
         weight = POSITION_CHOICES[position][1]
-        reporter = TrainingReporter(progress, request.session_hash)
+        reporter = TrainingReporter(progress, ticket)
         try:
             trained = run_training(
                 name,
@@ -564,13 +597,9 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                 reporter,
             )
         except TrainingCancelled as error:
-            hidden = gr.update(visible=False)
             return entries, gr.update(), f"**Training {error}.**", hidden, hidden, None
         except HFRError as error:
             raise gr.Error(f"Training failed: {error}", print_exception=False) from error
-        finally:
-            _TRAINING_RUNS.pop(request.session_hash, None)
-            MALLOC.trim()
         entry = ModelEntry(f"hfr-{trained.name} ({TRAINED})", str(trained.folder), "trained")
         entries = [e for e in entries if e.label != entry.label] + [entry]
         uploads = (normal, good, defective)
@@ -592,11 +621,12 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
         )
 
     def cancel(request: gr.Request) -> str:
-        """Stop this session's training after its current step."""
-        cancelled = _TRAINING_RUNS.get(request.session_hash)
-        if cancelled is None:
-            return "No training of yours is running."
-        cancelled.set()
+        """Stop this session's training after its current step, or before it starts."""
+        state = _TRAINING_RUNS.cancel(request.session_hash)
+        if state is None:
+            return "No training of yours is queued or running."
+        if state == "queued":
+            return "Cancelled: your training will not start."
         return "Cancelling after the current step ..."
 
     def push(folder, token, oauth_token: gr.OAuthToken | None):
@@ -682,7 +712,11 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                         elem_id="train-files",
                     )
                     train_name = gr.Textbox(
-                        label="Name", placeholder="my-part", max_length=60, elem_id="train-name"
+                        label=f"Name (ASCII letters, digits and dashes, at most "
+                        f"{studio.MAX_NAME_LENGTH})",
+                        placeholder="my-part",
+                        max_length=studio.MAX_NAME_LENGTH,
+                        elem_id="train-name",
                     )
                     encoder_choice = gr.Dropdown(
                         list(encoders),
@@ -753,14 +787,16 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                 outputs=outputs,
                 api_name=False,
             )
+        training_inputs = [
+            train_files, train_name, encoder_choice, epochs, position, good_files,
+            defective_files, entries_state,
+        ]  # fmt: skip
         train_button.click(
             train,
-            inputs=[
-                train_files, train_name, encoder_choice, epochs, position, good_files,
-                defective_files, entries_state,
-            ],
+            inputs=training_inputs,
             outputs=[entries_state, model_choice, train_status, histogram, download, trained_state],
             api_name="train",
+            validator=queue_training,
             concurrency_limit=1,
             concurrency_id="training",
         )  # fmt: skip

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +19,21 @@ import numpy as np
 import torch
 from huggingface_hub import HfApi
 
-from hfr.config import HFRConfig, TrainConfig
+from hfr.config import HFRConfig, Preprocessing, TrainConfig
 from hfr.data import GOOD, AnomalyDataset, TestSample
 from hfr.encoder import resolve_weights_file
 from hfr.errors import EncoderWeightsError, HFRError, TrainingError
 from hfr.evaluate import collect, report
 from hfr.hub import archive_model, push_folder
-from hfr.images import ImageInput
+from hfr.images import ImageInput, image_shape
 from hfr.model import HFR
 from hfr.pipeline import ModelSettings, RunOptions, save_model, train_category
+from hfr.preprocessing import ENLARGEMENT_NOTE_FACTOR, enlargement_notes
 from hfr.train import ProgressCallback, TrainingProgress
 
 COMMAND = "trained in the HFR demo app (Train your own)"
 MIN_NORMAL_IMAGES = 10
+MAX_NAME_LENGTH = 40
 DEFECTIVE = "defective"
 ENCODERS = {
     "MobileNetV2 (ImageNet, torchvision)": ModelSettings(
@@ -55,22 +59,100 @@ def available_encoders() -> dict[str, ModelSettings]:
 
 
 def model_name(text: str) -> str:
-    """A repo-safe name: lower case, digits and single dashes, at most 40 characters.
+    """A repo-safe name: lower-case ASCII letters, digits and single dashes, at most
+    :data:`MAX_NAME_LENGTH` characters (every other character becomes a dash).
+
+    Raises :class:`HFRError` for a name with no ASCII letter or digit, or one too long.
 
     Example:
         >>> model_name("  My Part #7 ")
         'my-part-7'
     """
-    name = _NAME_PART.sub("-", text.lower()).strip("-")[:40].strip("-")
+    name = _NAME_PART.sub("-", text.lower()).strip("-")
     if not name:
-        raise HFRError("give the model a name with at least one letter or digit")
+        raise HFRError(
+            f"give the model a name with at least one ASCII letter (a-z) or digit (0-9): "
+            f"{text.strip()!r} has none (other characters become dashes)"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise HFRError(
+            f"give the model a name of at most {MAX_NAME_LENGTH} characters: {name!r} has "
+            f"{len(name)}"
+        )
     return name
+
+
+class TrainingTickets:
+    """Trainings by session, from the moment one joins the queue until it ends, so that Cancel
+    reaches it whether it waits, decodes its uploads or trains.
+
+    A ticket is taken when a training is queued, started when it runs (a session's trainings
+    start in the order they were queued) and closed when it ends. Thread-safe.
+
+    Example:
+        >>> tickets = TrainingTickets()
+        >>> queued = tickets.take("session")
+        >>> tickets.cancel("session")
+        'queued'
+        >>> tickets.cancelled(tickets.start("session"))
+        True
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[str]] = {}  # session: queued tickets, oldest first
+        self._running: dict[str, str] = {}  # ticket: its session
+        self._flags: dict[str, threading.Event] = {}  # ticket: set once cancelled
+
+    def take(self, session: str) -> str:
+        """A ticket for a training of ``session`` that has joined the queue."""
+        ticket = uuid.uuid4().hex
+        with self._lock:
+            self._waiting.setdefault(session, []).append(ticket)
+            self._flags[ticket] = threading.Event()
+        return ticket
+
+    def start(self, session: str) -> str:
+        """The ticket of the training of ``session`` that starts now: its oldest queued one, or
+        a new one for a training that was never queued."""
+        with self._lock:
+            waiting = self._waiting.get(session) or []
+            ticket = waiting.pop(0) if waiting else uuid.uuid4().hex
+            if not waiting:
+                self._waiting.pop(session, None)
+            self._flags.setdefault(ticket, threading.Event())
+            self._running[ticket] = session
+        return ticket
+
+    def close(self, ticket: str) -> None:
+        """Forget a training that has ended."""
+        with self._lock:
+            self._running.pop(ticket, None)
+            self._flags.pop(ticket, None)
+
+    def cancelled(self, ticket: str) -> bool:
+        """Whether Cancel was pressed for this ticket's training."""
+        flag = self._flags.get(ticket)
+        return flag is not None and flag.is_set()
+
+    def cancel(self, session: str) -> str | None:
+        """Cancel every training of ``session``: ``"running"`` when one is under way,
+        ``"queued"`` when they all still wait, None when it has none."""
+        with self._lock:
+            running = [t for t, owner in self._running.items() if owner == session]
+            tickets = running + self._waiting.get(session, [])
+            for ticket in tickets:
+                self._flags[ticket].set()
+        if not tickets:
+            return None
+        return "running" if running else "queued"
 
 
 @dataclass
 class TrainedModel:
-    """A model trained from uploads: its folder, zip and config, and how it did on labelled test
-    images (``normalized_scores`` and ``labels``, 1 = defective; empty when none were given)."""
+    """A model trained from uploads: its folder, zip and config, how it did on labelled test
+    images (``normalized_scores`` and ``labels``, 1 = defective; empty when none were given),
+    and notes on its training images a user should read (see :func:`enlargement_summary`)."""
 
     name: str
     folder: Path
@@ -79,6 +161,7 @@ class TrainedModel:
     seconds: float
     normalized_scores: np.ndarray
     labels: np.ndarray
+    notes: tuple[str, ...] = ()
 
 
 def train_uploaded(
@@ -136,7 +219,34 @@ def train_uploaded(
     save_model(model, folder, repo_id=f"<your-user>/hfr-{name}")
     archive = archive_model(folder, run_folder / f"hfr-{name}.zip")
     seconds = time.perf_counter() - began
-    return TrainedModel(name, folder, archive, model.config, seconds, scores, labels)
+    notes = enlargement_summary(normal, model.config.preprocessing)
+    return TrainedModel(name, folder, archive, model.config, seconds, scores, labels, notes)
+
+
+def enlargement_summary(
+    images: Sequence[ImageInput], preprocessing: Preprocessing
+) -> tuple[str, ...]:
+    """One note when some of the training ``images`` reach the network enlarged more than
+    :data:`~hfr.preprocessing.ENLARGEMENT_NOTE_FACTOR` times (none otherwise), naming the
+    smallest of them.
+
+    Example:
+        >>> (note,) = enlargement_summary([np.zeros((2, 2, 3), np.uint8)], Preprocessing((64, 64)))
+        >>> note.split(";")[0]
+        "1 of the 1 normal images were enlarged more than 2x to the model's input (the smallest: \
+enlarged 32x from 2x2 to the model's 64x64 input)"
+    """
+    shapes = [image_shape(image) for image in images]
+    enlarged = [shape for shape in shapes if enlargement_notes(shape, preprocessing)]
+    if not enlarged:
+        return ()
+    smallest = min(enlarged, key=lambda shape: shape[0] * shape[1])
+    return (
+        f"{len(enlarged)} of the {len(images)} normal images were enlarged more than "
+        f"{ENLARGEMENT_NOTE_FACTOR:g}x to the model's input (the smallest: "
+        f"{enlargement_notes(smallest, preprocessing)[0]}); the network sees interpolated "
+        "pixels there, not detail of the part: upload larger images if you have them",
+    )
 
 
 def push_trained(folder: Path, token: str, *, endpoint: str | None = None) -> tuple[str, str]:

@@ -1,12 +1,18 @@
 """A visitor's files as images: plain image files and ``.zip`` archives of them, each decoded
 through the library's image gate (:func:`hfr.images.read_image`), with bounds on how many images,
-how large an archive and how long a side. Nothing is ever extracted to disk.
+how large an archive and how long a side.
+
+An archive member is decompressed in bounded chunks into one temporary file (deleted as soon as
+it is decoded), never into memory whole, and only when it is within the image count: what an
+upload costs in memory is what its decoded images need, whatever its members claim.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -16,12 +22,17 @@ from hfr.errors import ImageLoadError
 from hfr.images import IMAGE_SUFFIXES, read_image
 
 ARCHIVE_SUFFIX = ".zip"
+CHUNK_BYTES = 2**20  # decompressed at a time: zipfile's own read() takes up to 2 GiB at once
+# Methods whose decompression zipfile bounds per chunk (bzip2 and LZMA it does not).
+READABLE_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+NAMES_LISTED = 3  # skipped members named in an archive's notice
 
 
 @dataclass(frozen=True)
 class UploadLimits:
     """How much of an upload is read: images in all, longest side after reduction, and the
-    uncompressed size of one archive (checked from its directory before anything is read)."""
+    uncompressed size of one archive (checked from its directory before anything is read, and
+    held to while reading: a member is never read past the size it declares)."""
 
     max_images: int = 64
     max_side: int = 1600
@@ -44,11 +55,17 @@ class Uploads:
         return [pixels for _, pixels in self.images]
 
 
+# A candidate image: its display name and a function that makes it a file to decode.
+Candidate = tuple[str, Callable[[Path], Path]]
+
+
 def read_uploads(paths: Sequence[str | Path], limits: UploadLimits | None = None) -> Uploads:
     """Decode uploaded files and the images inside uploaded ``.zip`` archives, in order.
 
-    Unreadable files, archives over the size limit and images beyond ``limits.max_images``
-    are skipped with a notice. Raises nothing for bad content.
+    Unreadable files, archives over the size limit, archive members that are not images (or
+    are hidden, or leave the archive's folder) and images beyond ``limits.max_images`` are
+    skipped with a notice; members beyond the count are never decompressed. Raises nothing for
+    bad content.
 
     Example:
         >>> uploads = read_uploads(["good_parts.zip", "extra.png"], UploadLimits(max_images=300))
@@ -57,44 +74,60 @@ def read_uploads(paths: Sequence[str | Path], limits: UploadLimits | None = None
     limits = limits or UploadLimits()
     uploads = Uploads()
     offered = 0
-    for name, source in _sources(paths, limits, uploads.notices):
-        offered += 1
-        if len(uploads.images) >= limits.max_images:
-            continue
-        try:
-            loaded = read_image(source, max_side=limits.max_side)
-        except ImageLoadError as error:
-            message = str(error)
-            if isinstance(source, str):
-                message = message.replace(source, name)
-            uploads.notices.append(f"`{name}` skipped: {message}")
-            continue
-        uploads.changes += [f"`{name}`: {note}." for note in loaded.notes]
-        uploads.images.append((name, loaded.pixels))
+    with tempfile.TemporaryDirectory(prefix="hfr-upload-") as spool:
+        spooled = Path(spool) / "member"
+        for name, materialise in _candidates(paths, limits, uploads.notices):
+            offered += 1
+            if len(uploads.images) >= limits.max_images:
+                continue
+            source = spooled
+            try:
+                source = materialise(spooled)
+                loaded = read_image(source, max_side=limits.max_side)
+            except ImageLoadError as error:
+                reason = str(error).replace(str(source), name)
+                uploads.notices.append(f"`{name}` skipped: {reason}")
+                continue
+            finally:
+                spooled.unlink(missing_ok=True)
+            uploads.changes += [f"`{name}`: {note}." for note in loaded.notes]
+            uploads.images.append((name, loaded.pixels))
     if offered > limits.max_images:
         uploads.notices.append(f"Only the first {limits.max_images} of {offered} images were read.")
     return uploads
 
 
-def _sources(
+def _candidates(
     paths: Sequence[str | Path], limits: UploadLimits, notices: list[str]
-) -> Iterator[tuple[str, str | bytes]]:
-    """``(display name, path or bytes)`` of every candidate image, archives opened in place."""
+) -> Iterator[Candidate]:
+    """Every candidate image in upload order, archives opened in place."""
     for path in paths:
         path = Path(path)
         if path.suffix.lower() == ARCHIVE_SUFFIX and zipfile.is_zipfile(path):
             yield from _archive_members(path, limits, notices)
         else:
-            yield path.name, str(path)
+            yield path.name, lambda _spooled, path=path: path
 
 
-def _archive_members(
-    path: Path, limits: UploadLimits, notices: list[str]
-) -> Iterator[tuple[str, bytes]]:
-    """The image files of one archive, as bytes; a too large or damaged archive is a notice."""
+def _archive_members(path: Path, limits: UploadLimits, notices: list[str]) -> Iterator[Candidate]:
+    """The image members of one archive; a too large or damaged archive, and each member left
+    out, is a notice."""
     try:
         with zipfile.ZipFile(path) as archive:
-            members = [info for info in archive.infolist() if _is_image_member(info)]
+            members, left_out = [], []
+            for info in archive.infolist():
+                reason = _left_out_because(info)
+                if reason is None:
+                    members.append(info)
+                elif reason:
+                    left_out.append(f"{info.filename} ({reason})")
+            if left_out:
+                listed = ", ".join(left_out[:NAMES_LISTED])
+                more = len(left_out) - NAMES_LISTED
+                notices.append(
+                    f"`{path.name}`: {len(left_out)} file(s) left out: {listed}"
+                    + (f" and {more} more." if more > 0 else ".")
+                )
             total = sum(info.file_size for info in members)
             if total > limits.max_archive_bytes:
                 notices.append(
@@ -105,18 +138,38 @@ def _archive_members(
             if not members:
                 notices.append(f"`{path.name}` holds no image files.")
             for info in members:
-                try:
-                    content = archive.read(info)  # stops at the declared size, checks the CRC
-                except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as error:
-                    notices.append(f"`{path.name}/{info.filename}` skipped: {error}")
-                    continue
-                yield f"{path.name}/{info.filename}", content
+                yield f"{path.name}/{info.filename}", _spooler(archive, info)
     except zipfile.BadZipFile as error:
         notices.append(f"`{path.name}` skipped: not a readable zip archive ({error}).")
 
 
-def _is_image_member(info: zipfile.ZipInfo) -> bool:
-    """An image file of the archive, not a folder, a macOS resource fork or a hidden file."""
-    member = PurePosixPath(info.filename)
-    hidden = member.name.startswith(".") or "__MACOSX" in member.parts
-    return not info.is_dir() and not hidden and member.suffix.lower() in IMAGE_SUFFIXES
+def _left_out_because(info: zipfile.ZipInfo) -> str | None:
+    """Why a member is not read as an image (``""``: a folder, said nowhere); None to read it."""
+    if info.is_dir():
+        return ""
+    member = PurePosixPath(info.filename.replace("\\", "/"))
+    if "__MACOSX" in member.parts:
+        return "macOS metadata"
+    if ".." in member.parts:
+        return "a path outside the archive's folder"
+    if member.name.startswith("."):
+        return "a hidden file: its name starts with '.'"
+    if member.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file ({', '.join(IMAGE_SUFFIXES)})"
+    if info.compress_type not in READABLE_METHODS:
+        return f"compressed with method {info.compress_type}; re-zip with deflate"
+    return None
+
+
+def _spooler(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[Path], Path]:
+    """A function that decompresses ``info`` into the given file, a chunk at a time."""
+
+    def spool(target: Path) -> Path:
+        try:
+            with archive.open(info) as member, open(target, "wb") as copy:
+                shutil.copyfileobj(member, copy, CHUNK_BYTES)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as error:
+            raise ImageLoadError(f"a damaged archive member ({error})") from error
+        return target
+
+    return spool

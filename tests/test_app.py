@@ -448,8 +448,6 @@ def test_training_endpoint_gives_a_model_its_zip_and_a_push(
 ) -> None:
     """Train through the API, watch the progress, download the zip: it loads with
     from_pretrained and scores as the app does. Then push it to the test Hub."""
-    from gradio_client.utils import Status
-
     from hfr import HFR
 
     client = Client(app_url, verbose=False)
@@ -461,12 +459,7 @@ def test_training_endpoint_gives_a_model_its_zip_and_a_push(
     job = _train(
         client, normal, "Synthetic Part", 20, position="on", good=normal[:3], defective=[odd]
     )
-    descriptions = []
-    while not job.done():
-        update = job.status()
-        if update.code == Status.PROGRESS and update.progress_data:
-            descriptions.append(update.progress_data[0].desc)
-        time.sleep(0.02)
+    descriptions = _progress_until_done(job)
     choice, summary, histogram, download = job.result(timeout=10)  # states stay on the server
     stages = [d.split(" (")[0].split(" ")[0] for d in dict.fromkeys(descriptions)]
     assert stages[0] == "Extracting" and stages[-1] == "Scoring" and "Epoch" in stages
@@ -511,7 +504,89 @@ def test_a_training_can_be_cancelled(app_url: str, tmp_path: Path, mobilenet_wei
     assert summary.startswith("**Training cancelled after") and "epoch(s)" in summary
     done = int(summary.split("after ")[1].split(" ")[0])
     assert 2 <= done < 100
-    assert client.predict(api_name="/cancel") == "No training of yours is running."
+    assert client.predict(api_name="/cancel") == "No training of yours is queued or running."
+
+
+@pytest.mark.slow
+def test_cancel_pressed_while_queued_stops_that_training_before_it_starts(
+    app_url: str, tmp_path: Path, mobilenet_weights: str
+) -> None:
+    """Before, Cancel pressed while a training waited in the queue answered "No training of
+    yours is running." and the training then ran to its end."""
+    from gradio_client.utils import Status
+
+    images = _normal_pngs(tmp_path / "normal", 20, seed=3)
+    first, second = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    running = _train(first, images, "runs", 100)
+    _wait_for(running, lambda update: update.code == Status.PROGRESS)
+    queued = _train(second, images, "waits", 100)
+    _wait_for(queued, lambda update: update.code == Status.IN_QUEUE)
+    assert second.predict(api_name="/cancel") == "Cancelled: your training will not start."
+    assert running.status().code == Status.PROGRESS  # the other visitor's run goes on
+    assert first.predict(api_name="/cancel") == "Cancelling after the current step ..."
+    descriptions = _progress_until_done(queued)
+    _, summary, _, _ = queued.result(timeout=60)
+    assert summary == "**Training cancelled before it started.**"
+    assert not any("Epoch" in text for text in descriptions), descriptions
+    assert running.result(timeout=60)[1].startswith("**Training cancelled after")
+    assert second.predict(api_name="/cancel") == "No training of yours is queued or running."
+
+
+def _progress_until_done(job) -> list[str]:
+    """The progress texts ``job`` sends until it is done."""
+    from gradio_client.utils import Status
+
+    descriptions = []
+    while not job.done():
+        update = job.status()
+        if update.code == Status.PROGRESS and update.progress_data:
+            descriptions.append(update.progress_data[0].desc)
+        time.sleep(0.02)
+    return descriptions
+
+
+def _wait_for(job, reached, timeout: float = 60) -> None:
+    """Poll ``job``'s status until ``reached(status)`` holds."""
+    deadline = time.time() + timeout
+    while not reached(job.status()):
+        assert time.time() < deadline, job.status()
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="reads /proc (Linux)")
+def test_a_zip_member_that_lies_about_its_size_costs_the_app_little(app, tmp_path: Path) -> None:
+    """One member declares 10 MB and inflates to 1 GiB: read whole, it cost the app about 2 GB
+    on /analyze and on /train."""
+    from test_uploads import _lying_zip
+
+    liar = _lying_zip(tmp_path / "liar.zip", "part.png", declared=10 * 2**20, inflated=2**30)
+    client = Client(app.url, verbose=False)
+    status = Path(f"/proc/{app.process.pid}/status")
+    for endpoint in ("/analyze", "/train"):
+        Path(f"/proc/{app.process.pid}/clear_refs").write_text("5")  # peak RSS := current RSS
+        rss_before = _peak_and_current_rss_mb(app.process.pid)[1]
+        if endpoint == "/analyze":
+            with pytest.raises(Exception, match="None of the files is a readable image") as error:
+                analyze(client, [liar])
+        else:
+            with pytest.raises(Exception, match="upload at least 10 normal images") as error:
+                _train(client, [liar], "liar", 1).result(timeout=60)
+        peak = _peak_and_current_rss_mb(app.process.pid)[0]
+        assert peak - rss_before < 300, (endpoint, rss_before, peak, status.read_text())
+        if endpoint == "/analyze":
+            assert "`liar.zip/part.png` skipped: cannot read image liar.zip/part.png" in str(
+                error.value
+            )
+
+
+def test_the_name_box_takes_what_a_name_may_hold(client: Client, tmp_path: Path) -> None:
+    """Before, the box took 60 characters and names were cut to 40 without a word."""
+    from hfr.studio import MAX_NAME_LENGTH
+
+    (box,) = (c for c in client.config["components"] if c["props"].get("elem_id") == "train-name")
+    assert box["props"]["max_length"] == MAX_NAME_LENGTH
+    with pytest.raises(Exception, match="ASCII letter .* '名前' has none"):
+        _train(client, _normal_pngs(tmp_path, 1), "名前", 1).result(timeout=60)
 
 
 def test_training_refuses_too_few_images_with_a_clear_message(client: Client, tmp_path) -> None:
@@ -615,15 +690,15 @@ def test_the_training_reporter_survives_pickling_for_zerogpu() -> None:
     import gradio as gr
 
     calls = []
-    reporter = pickle.loads(pickle.dumps(demo_app.TrainingReporter(gr.Progress(), "session-1")))
+    ticket = demo_app._TRAINING_RUNS.start("session-1")
+    reporter = pickle.loads(pickle.dumps(demo_app.TrainingReporter(gr.Progress(), ticket)))
     reporter.progress = lambda fraction, desc: calls.append((round(fraction, 3), desc))
     reporter(demo_app.TrainingProgress("epochs", 2, 4, 0.5))
     assert calls == [(0.525, "Epoch 2/4, loss 0.5000")]
-    demo_app._TRAINING_RUNS["session-1"] = flag = demo_app.threading.Event()
-    flag.set()
+    assert demo_app._TRAINING_RUNS.cancel("session-1") == "running"
     with pytest.raises(demo_app.TrainingCancelled, match="after 2 epoch"):
         reporter(demo_app.TrainingProgress("epochs", 3, 4, 0.4))
-    del demo_app._TRAINING_RUNS["session-1"]
+    demo_app._TRAINING_RUNS.close(reporter.ticket)
 
 
 @pytest.mark.slow

@@ -7,11 +7,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import tiny_model
 
+from hfr import timing as timing_module
 from hfr.timing import interleaved_medians, time_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,26 +31,35 @@ def test_time_pipeline_measures_each_piece() -> None:
     model.decoder.forward = slow_decode
     timing = time_pipeline(model, 2, repeats=3, warmup=1)
     assert timing.batch_size == 2 and timing.image_size == 64
+    # only the injected delay is asserted: timings of real work depend on the machine's load
     assert timing.decoder_ms_per_image >= 20.0  # 40 ms over a batch of 2
-    assert timing.encoder_ms_per_image < timing.decoder_ms_per_image
-    assert timing.full_ms_per_image >= timing.decoder_ms_per_image
-    assert timing.full_over_encoder > 1.5
-    assert 0 < timing.maps_share_of_full < 0.5
+    assert timing.full_ms_per_image >= 20.0
+    assert timing.full_over_encoder == pytest.approx(
+        timing.full_ms_per_image / timing.encoder_ms_per_image
+    )
+    assert 0 < timing.maps_share_of_full < 1
 
 
-def test_interleaved_medians_time_each_step() -> None:
-    calls = {"a": 0, "b": 0}
+def test_interleaved_medians_time_each_step(monkeypatch) -> None:
+    """Steps that take known times on a fake clock: each median is its step's middle time,
+    and the steps run in turns (a, b, a, b, ...), warm-up included."""
+    now = [0.0]
+    monkeypatch.setattr(timing_module, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    durations = {"a": iter([100.0, 5.0, 1.0, 3.0]), "b": iter([100.0, 2.0, 9.0, 4.0])}
+    order = []
 
     def step(name: str):
         def run() -> None:
-            calls[name] += 1
+            order.append(name)
+            now[0] += next(durations[name])
 
         return run
 
     medians = interleaved_medians(
         {"a": step("a"), "b": step("b")}, torch.device("cpu"), warmup=1, repeats=3
     )
-    assert calls == {"a": 4, "b": 4} and set(medians) == {"a", "b"}
+    assert medians == {"a": 3.0, "b": 4.0}
+    assert order == ["a", "b"] * 4
 
 
 @pytest.mark.slow

@@ -124,10 +124,41 @@ def widget(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root, tmp_path / "model"
 
 
+@pytest.fixture(scope="module")
+def evaluation(widget: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``hfr evaluate`` of the widget model: what a study's row for the model's own setting
+    must reproduce."""
+    root, model = widget
+    output = tmp_path_factory.mktemp("evaluation") / "evaluation.json"
+    command = [sys.executable, "-m", "hfr", "evaluate", "--model", str(model), "--data",
+               str(root), "--category", "widget", "--output", str(output)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    return json.loads(output.read_text())
+
+
+def assert_reproduces(row: dict, evaluation: dict, keys: tuple[str, ...]) -> None:
+    """``row`` holds ``hfr evaluate``'s figures for ``keys`` (a rescoring of the model's own
+    setting)."""
+    assert {key: row[key] for key in keys} == pytest.approx(
+        {key: evaluation[key] for key in keys}, abs=1e-6
+    )
+
+
+def assert_shares_of(count: int, *shares: float) -> None:
+    """Each of ``shares`` is a share of ``count`` images: k / count for a whole k."""
+    for share in shares:
+        assert share * count == pytest.approx(round(share * count), abs=1e-9), (share, count)
+
+
+AUCS = ("image_auroc", "pixel_auroc", "aupro")
+RATES = ("threshold_tpr", "threshold_fpr")
+
+
 def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(
-    widget: tuple[Path, Path], tmp_path: Path
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
 ) -> None:
     root, model = widget
+    own = json.loads((model / "config.json").read_text())
     study, synthetic = tmp_path / "study.json", tmp_path / "synthetic.json"
     run_script(
         "score_study", "--model", model, "--data", root, "--category", "widget", "--output", study
@@ -137,22 +168,24 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(
         synthetic
     )  # fmt: skip
     sigmas = tmp_path / "sigmas.json"
+    own_weights = ",".join(map(str, own["scoring"]["level_weights"]))
     run_script(
-        "sigma_study", "--model", model, "--data", root, "--category", "widget", "--sigmas", "0,4",
-        "--level-weights", "1,1,1;0,0,1", "--position-weights", "0,1", "--memory-weights", "0,1",
-        "--output", sigmas
+        "sigma_study", "--model", model, "--data", root, "--category", "widget", "--sigmas",
+        f"0,{own['sigma']}", "--level-weights", f"{own_weights};0,0,1", "--position-weights",
+        "0,1", "--memory-weights", "0,1", "--output", sigmas
     )  # fmt: skip
     rows = json.loads(sigmas.read_text())["results"]
     keys = ("sigma", "level_weights", "position_weight", "memory_weight")
     settings = [tuple(row[key] for key in keys) for row in rows]
     assert settings == [
         (s, w, p, m)
-        for s in (0.0, 4.0)
-        for w in ([1.0, 1.0, 1.0], [0.0, 0.0, 1.0])
+        for s in (0.0, own["sigma"])
+        for w in (own["scoring"]["level_weights"], [0.0, 0.0, 1.0])
         for p in (0, 1)
         for m in (0, 1)
     ]
-    assert all(0 <= row["pixel_auroc"] <= 1 and 0 <= row["aupro"] <= 1 for row in rows)
+    assert (own["scoring"]["position_weight"], own["scoring"]["memory_weight"]) == (1.0, 1.0)
+    assert_reproduces(rows[8 + 3], evaluation, ("pixel_auroc", "aupro"))  # the model's own
     assert rows[0]["pixel_auroc"] != rows[8]["pixel_auroc"]  # rescored at another sigma
     assert rows[0]["pixel_auroc"] != rows[4]["pixel_auroc"]  # ... with other level weights
     assert rows[0]["pixel_auroc"] != rows[2]["pixel_auroc"]  # ... with the position term
@@ -162,14 +195,19 @@ def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(
         ("sum", "max"),
         ("mean_scaled_sum", "top1"),
     }
-    assert all(0 <= v["image_auroc"] <= 1 and 0 <= v["aupro"] <= 1 for v in variants)
+    for variant in variants:
+        assert_shares_of(3, variant["tpr_at_calibrated"], variant["fpr_at_calibrated"])
+    sum_map = {v["pixel_auroc"] for v in variants if v["map"] == "sum"}
+    scaled = {v["pixel_auroc"] for v in variants if v["map"] == "mean_scaled_sum"}
+    assert len(sum_map) == len(scaled) == 1  # a map's pixel figures do not depend on the score
+    assert sum_map != scaled
     record = json.loads(synthetic.read_text())
-    assert record["num_images"] == 3 and 0 <= record["pixel_auroc"] <= 1
+    assert record["num_images"] == 3 and record["pixel_auroc"] > 0.5
     assert 0.09 <= record["mean_mask_fraction"] <= 0.31
 
 
 def test_sigma_study_with_verdicts_recalibrates_each_setting(
-    widget: tuple[Path, Path], tmp_path: Path
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
 ) -> None:
     trained = json.loads((widget[1] / "config.json").read_text())
     own_weights = ",".join(map(str, trained["scoring"]["level_weights"]))
@@ -182,10 +220,11 @@ def test_sigma_study_with_verdicts_recalibrates_each_setting(
     assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
     assert own["held_out_above_threshold"] == config["calibration"]["num_above"]
     assert other["threshold"] != pytest.approx(own["threshold"], rel=1e-3)
+    assert_reproduces(own, evaluation, ("pixel_auroc", "aupro", *RATES))
+    assert_shares_of(3, other["threshold_tpr"], other["threshold_fpr"])
     for row in (own, other):
-        assert 0 <= row["threshold_tpr"] <= 1 and 0 <= row["threshold_fpr"] <= 1
-        assert 0 <= row["synthetic_pixel_auroc"] <= 1
         assert set(row["synthetic_pixel_auroc_per_change"]) == {"brighter", "darker", "blurred"}
+    assert own["synthetic_pixel_auroc"] != other["synthetic_pixel_auroc"]
 
 
 def widget_study(
@@ -200,7 +239,7 @@ def widget_study(
 
 
 def test_verdict_study_reproduces_the_models_threshold(
-    widget: tuple[Path, Path], tmp_path: Path
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
 ) -> None:
     record, config = widget_study("verdict_study", widget, tmp_path / "verdict.json")
     assert record["parts"] == ["stride4", "stride8", "stride16", "position", "memory", "colour"]
@@ -218,13 +257,17 @@ def test_verdict_study_reproduces_the_models_threshold(
     )
     assert len(record["robust_z_held_out"]) == record["num_held_out_normal"] == 2
     assert len(record["robust_z_good_test"]) == record["num_good_test"] == 3
+    flagged = rules["model"]["targets"]["0.01"]
+    assert (flagged["defective_flagged"], flagged["good_flagged"]) == pytest.approx(
+        (evaluation["threshold_tpr"], evaluation["threshold_fpr"])
+    )
     for rule in rules.values():
         for rates in rule["targets"].values():
-            assert 0 <= rates["defective_flagged"] <= 1 and 0 <= rates["good_flagged"] <= 1
+            assert_shares_of(3, rates["defective_flagged"], rates["good_flagged"])
 
 
 def test_colour_study_rescores_each_distance_and_reproduces_the_model(
-    widget: tuple[Path, Path], tmp_path: Path
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
 ) -> None:
     record, config = widget_study(
         "colour_study", widget, tmp_path / "colour.json",
@@ -238,13 +281,13 @@ def test_colour_study_rescores_each_distance_and_reproduces_the_model(
     assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
     assert own["held_out_above_threshold"] == config["calibration"]["num_above"]
     assert rows[1]["threshold"] != pytest.approx(rows[3]["threshold"], rel=1e-3)
+    assert_reproduces(own, evaluation, (*AUCS, *RATES))
     for row in rows:
-        assert all(0 <= row[name] <= 1 for name in ("image_auroc", "pixel_auroc", "aupro"))
-        assert 0 <= row["threshold_tpr"] <= 1 and 0 <= row["threshold_fpr"] <= 1
+        assert_shares_of(3, row["threshold_tpr"], row["threshold_fpr"])
 
 
 def test_memory_study_reproduces_the_model_with_its_own_memory(
-    widget: tuple[Path, Path], tmp_path: Path
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
 ) -> None:
     from hfr.config import DEFAULT_MEMORY_FRACTION
 
@@ -272,9 +315,10 @@ def test_memory_study_reproduces_the_model_with_its_own_memory(
     cells = record["num_training_cells"]
     assert larger["memory_size"] == round(0.5 * cells) > own["memory_size"]
     assert record["num_training_images"] + record["num_held_out_normal"] == 12
+    assert_reproduces(own, evaluation, (*AUCS, *RATES))
     for row in rows:
-        assert all(0 <= row[name] <= 1 for name in ("image_auroc", "pixel_auroc", "aupro"))
-        assert 0 <= row["synthetic_pixel_auroc"] <= 1 and row["coreset_seconds"] >= 0
+        assert_shares_of(3, row["threshold_tpr"], row["threshold_fpr"])
+        assert row["coreset_seconds"] > 0
         assert set(row["synthetic_pixel_auroc_per_change"]) == {"brighter", "darker", "blurred"}
 
 

@@ -125,3 +125,33 @@ def test_fingerprint_changes_with_any_weight() -> None:
     with torch.no_grad():
         encoder.backbone.layer3[0].conv1.weight[0, 0, 0, 0] += 1e-3
     assert fingerprint(encoder) != before
+
+
+@pytest.mark.parametrize(
+    ("encoder", "weights_fixture", "channels"),
+    [
+        ("mobilenetv2_100", "mobilenet_weights", [24, 32, 96]),
+        ("tf_efficientnet_lite0", "efficientnet_weights", [24, 40, 112]),
+    ],
+)
+def test_the_real_imagenet_weights_load_tensor_for_tensor(
+    encoder: str, weights_fixture: str, channels: list[int], request: pytest.FixtureRequest
+) -> None:
+    """The weights packages CI installs: every tensor of the encoder comes from the file (none
+    left at its random initialisation), and the features have the encoder's channels."""
+    from hfr.encoder import read_state_dict
+
+    weights = request.getfixturevalue(weights_fixture)
+    loaded, _ = build_encoder(encoder, weights)
+    state = read_state_dict(resolve_weights_file(weights))
+    by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    for tensor in state.values():
+        by_shape.setdefault(tuple(tensor.shape), []).append(tensor)
+    for name, tensor in loaded.backbone.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        same_shape = by_shape.get(tuple(tensor.shape), [])
+        assert any(torch.equal(tensor, candidate) for candidate in same_shape), name
+    assert fingerprint(loaded) != fingerprint(build_encoder(encoder, "random")[0])
+    features = loaded(torch.rand(1, 3, 64, 64))
+    assert [f.shape[1] for f in features] == channels == loaded.channels

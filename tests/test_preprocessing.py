@@ -14,7 +14,7 @@ from PIL import Image
 from hfr import HFR, anomaly
 from hfr.cli import build_parser
 from hfr.commands.common import model_settings
-from hfr.config import HFRConfig, Preprocessing, TrainConfig
+from hfr.config import DEFAULT_INPUT_SIZE, HFRConfig, Preprocessing, TrainConfig
 from hfr.data import AnomalyDataset
 from hfr.errors import ConfigError
 from hfr.images import image_shape
@@ -123,6 +123,7 @@ def test_command_line_takes_height_by_width_and_the_resize() -> None:
     settings = model_settings(parser.parse_args([*base, "--image-size", "192x256"]))
     assert (settings.input_size, settings.resize) == ((192, 256), "auto")
     settings = model_settings(parser.parse_args([*base, "--resize", "letterbox"]))
+    assert (settings.input_size, settings.resize) == (DEFAULT_INPUT_SIZE, "letterbox")
     for bad in ("192x", "x256", "192x256x3", "big"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--image-size", bad])

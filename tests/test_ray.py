@@ -59,7 +59,8 @@ def test_two_categories_train_in_parallel_as_ray_tasks(ray_local, tmp_path: Path
     assert sorted(o.category for o in heard) == ["alpha", "beta"]
     first, second = sorted(outcomes, key=lambda o: o.began)
     assert second.began < first.ended, "the two tasks did not overlap"
-    assert first.process != second.process != os.getpid()
+    assert first.process != second.process
+    assert os.getpid() not in (first.process, second.process)
     for job in jobs:
         model = HFR.from_pretrained(job.output)
         assert model.config.calibration is not None and model.config.category == job.category

@@ -68,8 +68,30 @@ def test_too_few_normal_images_or_no_name_are_refused(tmp_path) -> None:
         studio.train_uploaded(
             "x", synthetic_images(9), settings=TINY, epochs=1, output_root=tmp_path
         )
-    with pytest.raises(HFRError, match="at least one letter or digit"):
+    with pytest.raises(HFRError, match=r"at least one ASCII letter \(a-z\) or digit \(0-9\)"):
         studio.model_name(" #! ")
+
+
+def test_names_are_refused_by_the_rule_they_break() -> None:
+    """Before, a Japanese name was told it had no letter, and a long name was cut silently."""
+    with pytest.raises(HFRError, match="ASCII letter .* '名前' has none"):
+        studio.model_name("名前")
+    assert studio.model_name("x" * studio.MAX_NAME_LENGTH) == "x" * 40
+    with pytest.raises(HFRError, match="at most 40 characters: 'x{41}' has 41"):
+        studio.model_name("x" * 41)
+
+
+def test_tiny_training_images_are_said_to_be_enlarged(tmp_path) -> None:
+    """Before, 2x2 training images trained without a word (scoring them gave a note)."""
+    tiny = [np.full((2, 2, 3), 100 + i, np.uint8) for i in range(10)]
+    trained = studio.train_uploaded("tiny", tiny, settings=TINY, epochs=1, output_root=tmp_path)
+    assert trained.notes == (
+        "10 of the 10 normal images were enlarged more than 2x to the model's input (the "
+        "smallest: enlarged 32x from 2x2 to the model's 64x64 input); the network sees "
+        "interpolated pixels there, not detail of the part: upload larger images if you have "
+        "them",
+    )
+    assert studio.enlargement_summary(synthetic_images(3), trained.config.preprocessing) == ()
 
 
 def test_push_goes_to_the_token_owner_and_names_the_repo_in_the_card(
@@ -120,3 +142,19 @@ def test_unset_epochs_leave_the_choice_to_training(tmp_path, monkeypatch) -> Non
         "auto", synthetic_images(10, seed=6), settings=TINY, epochs=None, output_root=tmp_path
     )
     assert trained.config.training["epochs"] == 3  # 8 images at batch 16: one step an epoch
+
+
+def test_training_tickets_reach_a_training_wherever_it_is() -> None:
+    tickets = studio.TrainingTickets()
+    assert tickets.cancel("a") is None  # nothing queued or running
+    first, second = tickets.take("a"), tickets.take("a")
+    other = tickets.take("b")
+    assert tickets.start("a") == first  # a session's trainings start in queue order
+    assert tickets.cancel("a") == "running"  # the running one and the one still queued
+    assert tickets.cancelled(first) and tickets.cancelled(second) and not tickets.cancelled(other)
+    tickets.close(first)
+    assert tickets.start("a") == second and tickets.cancelled(second)
+    tickets.close(second)
+    assert tickets.cancel("a") is None and tickets.cancel("b") == "queued"
+    unqueued = tickets.start("c")  # a training that skipped the queue still gets a ticket
+    assert not tickets.cancelled(unqueued) and tickets.cancel("c") == "running"
