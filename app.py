@@ -677,9 +677,11 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
                 )
                 button = gr.Button("Analyse", variant="primary")
                 if examples:
+                    # the hidden image only gives each example its thumbnail in the table
+                    preview = gr.Image(type="filepath", visible=False)
                     gr.Examples(
-                        examples,
-                        inputs=[files, model_choice],
+                        [[paths[0], paths, label] for paths, label in examples],
+                        inputs=[preview, files, model_choice],
                         label="Examples (MVTec AD, CC BY-NC-SA 4.0): click one, then Analyse",
                     )
             with gr.Column(scale=2):

@@ -24,8 +24,8 @@ MAD_TO_STD = 1.4826  # the standard deviation of a normal distribution per unit 
 _NORMAL_MEAN_LEVEL = 0.05  # normalised value given to the typical normal score
 HELD_OUT_SOURCE = "held-out normal training images"
 TAIL_SIGNIFICANCE = 0.05  # below this chance of so many normal scores above, the fit is doubted
-# How the robust fit reads the normal scores: "lognormal" fits their logarithms (from 0.17: the
-# scores are positive and skewed to the right), "normal" the scores themselves (0.3 to 0.16).
+# How the robust fit reads the normal scores: "lognormal" fits their logarithms (the scores are
+# positive and skewed to the right), "normal" the scores themselves.
 THRESHOLD_FITS = ("lognormal", "normal")
 DEFAULT_THRESHOLD_FIT = "lognormal"
 LEGACY_THRESHOLD_FIT = "normal"  # configs without a recorded fit, and scores not all above 0

@@ -8,22 +8,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 
 from huggingface_hub import HfApi
 
 from hfr.config import CONFIG_FILE, WEIGHTS_FILE
 from hfr.errors import HFRError
-from hfr.hub import hub_reachable
+from hfr.hub import bundled_dir, hub_reachable
 from hfr.model import HFR
 
 logger = logging.getLogger(__name__)
-
-
-def bundled_dir() -> Path:
-    """The folder of the models shipped inside the package (package data)."""
-    return Path(str(files("hfr").joinpath("bundled")))
 
 
 @dataclass(frozen=True)

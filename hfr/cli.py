@@ -235,8 +235,8 @@ def add_model_arguments(
         choices=COLOUR_DISTANCES,
         default=DEFAULT_COLOUR_DISTANCE,
         help="how the colour term measures a cell against the normal colours there: "
-        "mahalanobis (default since 0.14), the root of the mean squared standardised "
-        "difference over channels, or squared, that mean (hfr 0.13)",
+        "mahalanobis (default), the root of the mean squared standardised difference over "
+        "channels, or squared, that mean",
     )
     group.add_argument(
         "--memory-pooling",
@@ -244,7 +244,7 @@ def add_model_arguments(
         choices=MEMORY_POOLINGS,
         default=DEFAULT_MEMORY_POOLING,
         help="side of the local mean taken of each feature before it joins a patch vector: "
-        "1 (default) is none; 3 is PatchCore's and hfr 0.10's",
+        "1 (default) is none; 3 is PatchCore's",
     )
     group.add_argument(
         "--combination",
@@ -307,8 +307,8 @@ def add_model_arguments(
         "--threshold-fit",
         choices=THRESHOLD_FITS,
         default=defaults.threshold_fit,
-        help="read the held-out normal scores for --target-fpr by their logarithms or as they "
-        "are (before 0.17)",
+        help="read the held-out normal scores for --target-fpr by their logarithms (default) or "
+        "as they are",
     )
     group.add_argument(
         "--precision",
@@ -457,7 +457,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         "--threshold-fit",
         choices=THRESHOLD_FITS,
         help="read the scores by their logarithms or as they are (default: as the model was "
-        "calibrated; as they are before 0.17)",
+        "calibrated; as they are for a model that records no fit)",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     _add_device(parser)

@@ -7,11 +7,11 @@ normal. Where the parts are aligned, the colour itself is evidence: each channel
 normalised input, averaged over ``COLOUR_STRIDE`` x ``COLOUR_STRIDE`` cells, gets a mean and
 a variance per cell over the training images, and an image's map is the mean over channels of
 ``(colour - mean)^2 / variance`` (:class:`~hfr.position.PositionStatistics` on the pooled
-input), or its root (``scoring.colour_distance``: ``"mahalanobis"``, the default since 0.14,
-whose tail on normal images is far shorter; :func:`colour_distance`). On parts placed or
-turned at random (screw) every cell sees every colour and the term costs what it finds, so
-``colour_weight="auto"`` (the default of trained models since 0.13) turns it on by the
-alignment rule of :func:`hfr.position.auto_weight`. See the README, "Aligned parts: colour".
+input), or its root (``scoring.colour_distance``: ``"mahalanobis"``, the default, whose tail
+on normal images is far shorter; :func:`colour_distance`). On parts placed or turned at random
+(screw) every cell sees every colour and the term costs what it finds, so
+``colour_weight="auto"`` (the default of trained models) turns it on by the alignment rule of
+:func:`hfr.position.auto_weight`. See docs/method.md, "Colour, for aligned parts".
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ MAX_SIGMA = 64.0
 FEATURE_LOCATIONS = ("stage", "expansion")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 # How an image whose aspect differs from the input's is fitted: "stretch" resizes it to the input
-# (every model before 0.7); "letterbox" keeps its aspect, centres it and pads the rest with the
+# (configs without the key); "letterbox" keeps its aspect, centres it and pads the rest with the
 # mean colour (zero after normalisation). The same for square images into a square input. The
 # training pipeline's "auto" stretches when the training images share one aspect and letterboxes
 # when their aspects differ, where stretching would distort each image differently.
@@ -183,56 +183,53 @@ LEVEL_SCALINGS = ("none", "normal_mean")
 IMAGE_SCORES = ("max", "top_k_mean")
 # How the fine evidence (strides 4 and 8) and the coarse (stride 16, the added terms) make the
 # map: "sum" (the paper's eq. 9, every model) or "product", (fine + 1) x (coarse + 1) - 1, high
-# only where both are (an option since 0.12: sharper maps, blinder to large smooth defects).
+# only where both are (an option: sharper maps, blinder to large smooth defects).
 COMBINATIONS = ("sum", "product")
 DEFAULT_COMBINATION = "sum"
 PAPER_LEVEL_WEIGHTS = (1.0, 1.0, 1.0)
 # The "hfr" preset halves the two finer levels after scaling: their normal residuals spread
 # the most for their mean (std / mean 0.9-1.2 at stride 4 and 0.6-1.1 at stride 8, against
-# 0.4-0.7 at stride 16; docs/results/score_study), so at full weight their stray peaks decide
+# 0.4-0.7 at stride 16; research/results/score_study), so at full weight their stray peaks decide
 # the top 1 % of many normal maps and outrank large smooth defects, which only stride 16 sees.
-# Stride 4 since 0.8 (docs/results/level_weights); stride 8 since 0.19, over five seeds of
-# bottle and screw with MobileNetV2 (docs/results/level_weights_0.19): screw AUPRO +0.0025,
-# defective screws flagged 87 % instead of 80 %, its synthetic check 0.908 instead of 0.901;
-# bottle AUPRO -0.0043. Configs keep the weights they were written with.
+# Chosen over five seeds of bottle and screw (research/results/level_weights_0.19; CHANGELOG,
+# 0.8 and 0.19). Configs keep the weights they were written with.
 HFR_LEVEL_WEIGHTS = (0.5, 0.5, 1.0)
 # The side of the local mean taken of each feature before it joins a patch-memory vector
-# (hfr.memory.patch_vectors): 1 is none (since 0.11); 3, PatchCore's, blurred bottle's maps
-# (docs/results/memory). Configs of 0.10 lack the key and keep 3.
+# (hfr.memory.patch_vectors): 1 is none; 3, PatchCore's, blurred bottle's maps
+# (research/results/memory). Configs without the key load with LEGACY_MEMORY_POOLING.
 MEMORY_POOLINGS = (1, 3)
 DEFAULT_MEMORY_POOLING = 1
 LEGACY_MEMORY_POOLING = 3
-# The weight of the patch memory in models trained by the pipeline and the command line (1 in
-# 0.11, 3 since 0.12; HFRConfig.build keeps 0, since an untrained model has no memory to weigh).
-# Chosen on bottle and screw with two backbones and two seeds, and on MNIST (README, "Patch
+# The weight of the patch memory in models trained by the pipeline and the command line
+# (HFRConfig.build keeps 0, since an untrained model has no memory to weigh). Chosen on bottle
+# and screw with two backbones and two seeds, and on MNIST (research/notebook.md, "Patch
 # memory").
 TRAINED_MEMORY_WEIGHT = 3.0
 # The share of the training images' patch vectors the memory's greedy coreset keeps (hfr.memory):
-# 1 % (PatchCore's smallest) from 0.10 to 0.15, 5 % since 0.16, when five seeds of bottle and
-# screw rescored with scripts/memory_study.py showed screw's image AUROC and verdict rising with
-# it and bottle unmoved (README, "Patch memory"). Saved models keep the memory they were trained
-# with; the fraction is recorded in config.json (training.memory_fraction) from 0.16 on.
+# five seeds of bottle and screw rescored with research/memory_study.py showed screw's image
+# AUROC and verdict rising from PatchCore's smallest, 1 %, to 5 %, and bottle unmoved
+# (research/notebook.md, "Five seeds: the coreset fraction"). Saved models keep the memory they
+# were trained with; config.json records the fraction (training.memory_fraction).
 DEFAULT_MEMORY_FRACTION = 0.05
 LEGACY_MEMORY_FRACTION = 0.01
 # How the colour term (hfr.colour) measures a cell's colour against the normal ones at that
 # cell: "mahalanobis", the root of the mean over channels of the squared standardised
-# difference (PaDiM's distance, with per-channel variances; since 0.14), or "squared", that
-# mean itself (0.13). The square's long tail let a few cells of some normal bottles decide their
-# image score and the threshold (README, "Aligned parts: colour"). Configs of 0.13 lack the key
-# and keep "squared".
+# difference (PaDiM's distance, with per-channel variances), or "squared", that mean itself,
+# whose long tail lets a few cells of some normal bottles decide their image score and the
+# threshold (research/notebook.md, "Aligned parts: colour"). Configs without the key load with
+# LEGACY_COLOUR_DISTANCE.
 COLOUR_DISTANCES = ("mahalanobis", "squared")
 DEFAULT_COLOUR_DISTANCE = "mahalanobis"
 LEGACY_COLOUR_DISTANCE = "squared"
 # The weight of the colour term on aligned parts, where `colour_weight="auto"` (the default of
-# trained models since 0.13) turns it on, for each distance: the largest weight on the grid
+# trained models) turns it on, for each distance: the largest weight on the grid
 # measured (0.25 to 3) that kept bottle's image AUROC at 1.000 with both backbones and seeds;
 # for the distance, preferred to 1 (slightly more AUPRO) because its threshold flagged 2 of the
-# 20 good test bottles in every run (README, "Aligned parts: colour").
+# 20 good test bottles in every run (research/notebook.md, "Aligned parts: colour").
 ALIGNED_COLOUR_WEIGHTS = {"mahalanobis": 1.5, "squared": 0.25}
-# Keys a config may lack (level_weights since 0.8, the position keys since 0.9, the memory
-# keys since 0.10, memory_pooling since 0.11, combination since 0.12, the colour keys since
-# 0.13, colour_distance since 0.14): written before the field existed, they load with its
-# default (memory_pooling: LEGACY_MEMORY_POOLING; colour_distance: LEGACY_COLOUR_DISTANCE).
+# Keys a config may lack: written before the field existed, they load with the value that
+# scores as such a config always did (memory_pooling: LEGACY_MEMORY_POOLING; colour_distance:
+# LEGACY_COLOUR_DISTANCE; the others their default, which is off for every added term).
 _SCORING_KEYS_ADDED = frozenset(
     {
         "level_weights",
@@ -263,14 +260,14 @@ class Scoring:
     ``"max"`` of the map (the paper, eq. 11) or ``"top_k_mean"``, the mean of its highest
     ``top_k_fraction`` of pixels, which one stray bright pixel cannot decide.
 
-    ``position_weight`` (0: off, every model before 0.9) adds a term for parts that sit in the
+    ``position_weight`` (0: off) adds a term for parts that sit in the
     same place in every image: the distance of each stride-8 feature from the normal ones at
     its position (:mod:`hfr.position`), divided by its mean on held-out normal images
     (``position_scale``, set by calibration) and multiplied by the weight. ``memory_weight``
-    (0: off, every model before 0.10) adds in the same way the distance of each stride-16
+    (0: off) adds in the same way the distance of each stride-16
     patch to the nearest normal training patch (:mod:`hfr.memory`, ``memory_scale``), its
     features first averaged over ``memory_pooling`` x ``memory_pooling`` neighbourhoods.
-    ``colour_weight`` (0: off, every model before 0.13) adds the distance of the input's colour
+    ``colour_weight`` (0: off) adds the distance of the input's colour
     in each 4 x 4 cell from the normal colours at that cell (:mod:`hfr.colour`,
     ``colour_scale``), for aligned parts, measured as ``colour_distance`` says (see
     ``COLOUR_DISTANCES``).
@@ -400,8 +397,8 @@ class Scoring:
     @classmethod
     def from_dict(cls, values: object) -> Scoring:
         """Build from ``config.json`` values; a key added after the config was written (see
-        ``_SCORING_KEYS_ADDED``) takes its default: equal level weights, no added terms, the
-        memory pooling of 0.10, the colour distance of 0.13."""
+        ``_SCORING_KEYS_ADDED``) takes the value such a config always scored with: equal level
+        weights, no added terms, ``LEGACY_MEMORY_POOLING``, ``LEGACY_COLOUR_DISTANCE``."""
         _check(isinstance(values, Mapping), "scoring", "a JSON object", values)
         names = {f.name for f in fields(cls)}
         _check(

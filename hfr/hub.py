@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import zipfile
+from importlib.resources import files
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -59,11 +60,14 @@ def download(
     local_files_only: bool = False,
     token: str | bool | None = None,
 ) -> Path:
-    """Path of ``filename`` in a local model folder or a Hub repo (downloaded or cached).
+    """Path of ``filename`` in a local model folder, a bundled model (its bare name, no
+    ``org/``: see :func:`bundled_dir`) or a Hub repo (``org/name``, downloaded or cached).
 
     Raises :class:`ModelNotFoundError` with one sentence saying what is missing and why.
     """
     local = Path(model_id)
+    if not local.is_dir() and "/" not in model_id and (bundled_dir() / model_id).is_dir():
+        local = bundled_dir() / model_id
     if local.is_dir():
         if not (local / filename).is_file():
             raise ModelNotFoundError(_missing_file_message(str(local), filename))
@@ -91,6 +95,12 @@ def download(
         raise ModelNotFoundError(_hub_error_message(model_id, filename, revision, error)) from error
 
 
+def bundled_dir() -> Path:
+    """The folder of the models shipped inside the package (package data); each is found by
+    its bare folder name, such as ``"hfr-mvtec-bottle-mobilenetv2"``."""
+    return Path(str(files("hfr").joinpath("bundled")))
+
+
 def _missing_file_message(model_id: str, filename: str) -> str:
     if filename == WEIGHTS_FILE:
         return (
@@ -102,7 +112,11 @@ def _missing_file_message(model_id: str, filename: str) -> str:
 def _hub_error_message(model_id: str, filename: str, revision: str | None, error: Exception) -> str:
     """One clear sentence for each way a Hub download can fail."""
     if isinstance(error, RepositoryNotFoundError):
-        return f"model repo {model_id!r} not found on the Hub (or private: log in or pass token=)"
+        bundled = ", ".join(sorted(p.name for p in bundled_dir().iterdir() if p.is_dir()))
+        return (
+            f"model repo {model_id!r} not found on the Hub (or private: log in or pass token=)"
+            + ("" if "/" in model_id else f"; the bundled models are {bundled}")
+        )
     if isinstance(error, RevisionNotFoundError):
         return f"{model_id!r} has no revision {revision!r}"
     if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):  # before its base

@@ -5,11 +5,10 @@ cells, or a part bent into a shape the decoder can still continue, leaves small 
 This term asks instead whether any training image held a patch like it, wherever that patch
 was (PatchCore's idea, Roth et al. 2022). Each stride-16 cell is described by its stride-8
 features (pooled to stride 16) and its stride-16 features, a greedy coreset keeps a share of
-the training images' vectors (``TrainConfig.memory_fraction``, 5 % by default since 0.16, 1 %
-before), and a cell's term is the distance to the nearest one. ``scoring.memory_pooling`` says
-whether each feature is first averaged over its ``k`` x ``k`` neighbourhood: 1 (none, since
-0.11) or 3 (PatchCore's, the models of 0.10, whose coarser vectors cost bottle's AUPRO). See
-the README, "Patch memory".
+the training images' vectors (``TrainConfig.memory_fraction``, 5 % by default), and a cell's
+term is the distance to the nearest one. ``scoring.memory_pooling`` says whether each feature
+is first averaged over its ``k`` x ``k`` neighbourhood: 1 (none, the default) or 3
+(PatchCore's, whose coarser vectors cost bottle's AUPRO). See docs/method.md, "Patch memory".
 """
 
 from __future__ import annotations

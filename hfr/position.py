@@ -30,7 +30,7 @@ STATE_PREFIX = "position."
 # screw 0.15-0.18, where it did not (README, "Aligned parts").
 ALIGNED_SHARE = 0.8
 # The weight of the term on aligned parts: the best of 0, 0.5, 1 and 2 on bottle with both
-# backbones (docs/results/position).
+# backbones (research/results/position).
 ALIGNED_WEIGHT = 1.0
 # Statistics from fewer training images are too noisy: with 19 bottles the term gained 0.003
 # AUPRO, with 45 to 188 of them 0.009-0.011 (README, "Aligned parts").

@@ -105,12 +105,6 @@ def training_split(
     return split_for_calibration(images, fraction, training.get("seed", defaults.seed))
 
 
-def held_out_images(model: HFR, images: Sequence[ImageInput]) -> list[ImageInput]:
-    """The images that training ``model`` on ``images`` held out for calibration (the second
-    part of :func:`training_split`)."""
-    return training_split(model, images)[1]
-
-
 def fit(
     model: HFR,
     images: Sequence[ImageInput],

@@ -1,8 +1,8 @@
 """The demo as its users see it: latency per request (cold and warm), and the app under load.
 
-python scripts/app_latency.py --image IMAGE.png --output docs/results/app_latency.json
+python scripts/app_latency.py --image IMAGE.png --output research/results/app_latency.json
 python scripts/app_latency.py --image IMAGE.png --clients 20 --requests 5 \\
-    --output docs/results/app_load.json
+    --output research/results/app_load.json
 
 Starts app.py on a free local port (CPU, bundled model, no Hub) with its own temp folders, then
 times gradio_client calls end to end: upload, model, overlay, encoding, download. The first call

@@ -1,4 +1,4 @@
-"""`hfr evaluate`, kept as a script for the commands recorded in docs/results (same options)."""
+"""`hfr evaluate`, kept as a script for the commands in research/results (same options)."""
 
 import sys
 

@@ -1,7 +1,7 @@
 """Peak memory of ``HFR.predict`` on one large image, above the loaded model.
 
 python scripts/predict_memory.py --width 7300 --height 5480 \
-    --output docs/results/predict_memory.json
+    --output research/results/predict_memory.json
 
 Writes a random RGB PNG of the given size, loads the bundled model, scores a small image (so
 the model's own buffers exist), then the large one, and reports the growth of the process's

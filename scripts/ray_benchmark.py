@@ -3,7 +3,7 @@ with 1 and with 2 predictor actors on a local Ray; images per second of each who
 (start-up, model loads and Ray's start included) and Ray's overhead at 1 worker.
 
 python scripts/ray_benchmark.py --images ../shared/datasets/mvtec_ad/bottle --count 1200 \\
-    --output docs/results/ray_benchmark_cpu.json
+    --output research/results/ray_benchmark_cpu.json
 
 Each run is also timed to its first scored row (start-up: imports, Ray's start, model loads)
 and at its rate after that row, the figure that holds for a long run.

@@ -1,6 +1,6 @@
 """Size of a category repo (decoder-only safetensors) against the full state dict it replaces.
 
-python scripts/repo_sizes.py --output docs/results/repo_sizes.md
+python scripts/repo_sizes.py --output research/results/repo_sizes.md
 """
 
 from __future__ import annotations

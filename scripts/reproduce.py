@@ -1,4 +1,4 @@
-"""`hfr reproduce`, kept as a script for the commands recorded in docs/results (same options)."""
+"""`hfr reproduce`, kept as a script for the commands in research/results (same options)."""
 
 import sys
 

@@ -6,6 +6,8 @@ import gzip
 import importlib.util
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from hfr.train import fit
 
 torch.set_num_threads(2)
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(
     os.environ.get("HFR_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets")
 )
@@ -147,6 +150,22 @@ def write_pngs(
         paths.append(folder / f"{index:0{digits}d}.png")
         Image.fromarray(image).save(paths[-1])
     return paths
+
+
+def random_png(path: Path, shape: tuple[int, int, int], seed: int) -> Path:
+    """Uniform random RGB noise of ``shape`` saved as a PNG at ``path``."""
+    pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def run_repo_script(path: str, *args: object, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the repository's script ``path`` (``scripts/x.py``, ``research/y.py``) with ``args``
+    from the checkout's root, as a user would; raise if it fails."""
+    command = [sys.executable, path, *(str(arg) for arg in args)]
+    return subprocess.run(
+        command, cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture

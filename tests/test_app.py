@@ -411,7 +411,17 @@ def test_an_example_is_one_click_from_a_verdict(app_url: str, tmp_path: Path) ->
         driver.get(app_url)
         wait = WebDriverWait(driver, 90)
         visible_text = "//*[not(self::script)][contains(text(), 'screw_scratch_head.png')]"
-        wait.until(lambda d: d.find_elements(By.XPATH, visible_text))[0].click()
+        wait.until(lambda d: d.find_elements(By.XPATH, visible_text))
+        thumbnails = [
+            Path(image.get_attribute("src")).name
+            for image in driver.find_elements(By.CSS_SELECTOR, "img")
+            if image.is_displayed() and image.size["height"] > 10
+        ]
+        assert {Path(name).stem for name in thumbnails} >= {
+            Path(paths[0]).stem
+            for paths, _ in demo_app.example_rows(ROOT / "examples", [BUNDLED, SCREW])
+        }, thumbnails  # each example shows the image itself, not only its file name
+        driver.find_elements(By.XPATH, visible_text)[0].click()
         wait.until(lambda d: "screw_scratch_head" in d.find_element(By.ID, "files").text)
         button = next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text == "Analyse")
         button.click()

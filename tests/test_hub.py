@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import torch
 from conftest import calibrate, synthetic_images, tiny_model
 from huggingface_hub import HfApi
+from PIL import Image
 
 from hfr import HFR
 from hfr.errors import EncoderWeightsError, ModelFormatError, ModelNotFoundError
@@ -254,3 +256,28 @@ def test_push_all_categories_isolates_failures(hub, tmp_path: Path) -> None:
         [*command, "--category", "good_cat"], cwd=root, env=env, capture_output=True, text=True
     )
     assert "good_cat: skipped" in rerun.stdout
+
+
+BUNDLED_BOTTLE = "hfr-mvtec-bottle-mobilenetv2"
+
+
+@pytest.mark.slow
+def test_a_bare_bundled_name_loads_the_bundled_model_offline(hub, tmp_path: Path) -> None:
+    """The name the app lists works in ``hfr predict`` and ``from_pretrained`` with no Hub:
+    before, the bare name went to the Hub and failed offline."""
+    from hfr.hub import bundled_dir
+
+    image = tmp_path / "part.png"
+    Image.fromarray(IMAGES[0]).save(image)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    command = [sys.executable, "-m", "hfr", "predict", "--model", BUNDLED_BOTTLE, str(image),
+               "--output", str(tmp_path / "out")]  # fmt: skip
+    run = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    (row,) = csv.DictReader((tmp_path / "out" / "scores.csv").open())
+    bundled = HFR.from_pretrained(bundled_dir() / BUNDLED_BOTTLE)
+    assert float(row["score"]) == pytest.approx(bundled.predict(image)[0].score, rel=1e-5)
+    by_name = HFR.from_pretrained(BUNDLED_BOTTLE)
+    assert by_name.config == bundled.config
+    with pytest.raises(ModelNotFoundError, match="not found on the Hub"):
+        HFR.from_pretrained(f"hfr-test/{BUNDLED_BOTTLE}")  # org/name: always the Hub

@@ -1,7 +1,7 @@
 """The default verdict, and the rules it could use, measured on one trained model (no retraining).
 
-python scripts/verdict_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
-    --category screw --output docs/results/verdict_study/screw_mobilenetv2.json
+python research/verdict_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category screw --output research/results/verdict_study/screw_mobilenetv2.json
 
 Reproduces the model's held-out normal training images (the calibration split, from the
 config's seed and fraction) and scores them and the test images with every image-score rule
@@ -41,13 +41,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from splits import held_out_images
 
 from hfr import HFR, anomaly, metrics
 from hfr.calibration import MAD_TO_STD, Calibration
 from hfr.data import load_mvtec
 from hfr.images import ImageInput
 from hfr.outputs import write_json
-from hfr.train import held_out_images
 
 TARGET_FPRS = (0.01, 0.02, 0.05)
 BAR_DEFECTIVE, BAR_GOOD = 0.8, 0.1  # issue 11: flag at least 80 % of defects, at most 10 % of good

@@ -1,10 +1,10 @@
 """The patch memory's coreset fraction, and the input's colour in its vectors, compared on one
 trained model (no retraining).
 
-python scripts/memory_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+python research/memory_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category screw --fractions 0.01,0.03,0.05 --shares 0,0.12 \
-    --output docs/results/memory_study/seed0/screw_mobilenetv2.json
-python scripts/memory_study.py --model MODEL_DIR --data ../shared/datasets/mnist \
+    --output research/results/memory_study/seed0/screw_mobilenetv2.json
+python research/memory_study.py --model MODEL_DIR --data ../shared/datasets/mnist \
     --protocol mnist --category 8 --fractions 0.01,0.05 --output 8.json
 
 For each fraction (the share of the training images' cells the greedy coreset keeps) and each
@@ -72,15 +72,15 @@ class ColouredPatchMemory(PatchMemory):
         return self.distances(torch.cat([vectors, colour], 1))
 
 
-class ColouredMemoryHFR(HFR):
-    """An HFR that hands each batch's images to a :class:`ColouredPatchMemory`."""
+def hand_inputs_to_memory(model: HFR) -> None:
+    """Give each batch the encoder sees (the normalised images) to the model's memory while it
+    is a :class:`ColouredPatchMemory`: a forward pre-hook on the encoder, the model untouched."""
 
-    def term_maps(
-        self, features: list[torch.Tensor], images: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        if isinstance(self.memory, ColouredPatchMemory):
-            self.memory.images = images
-        return super().term_maps(features, images)
+    def hand_over(_encoder: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if isinstance(model.memory, ColouredPatchMemory):
+            model.memory.images = inputs[0]
+
+    model.encoder.register_forward_pre_hook(hand_over)
 
 
 def training_cells(
@@ -144,7 +144,8 @@ def main() -> None:
     )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
-    model = ColouredMemoryHFR.from_pretrained(args.model).eval()
+    model = HFR.from_pretrained(args.model).eval()
+    hand_inputs_to_memory(model)
     if model.memory is None:
         parser.error(f"{args.model} holds no patch memory: train it with a memory weight")
     trained, training = model.config, model.config.training or {}

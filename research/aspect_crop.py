@@ -1,6 +1,6 @@
 """Non-square copies of an MVTec-layout category, to measure how non-square images are fitted.
 
-python scripts/aspect_crop.py --data ../shared/datasets/mvtec_ad --category bottle \
+python research/aspect_crop.py --data ../shared/datasets/mvtec_ad --category bottle \
     --aspect 0.75 --output /tmp/aspect_4x3
 
 Every image and mask is cropped about its centre to ``--aspect`` (height / width; 0.75 is a 4:3

@@ -1,21 +1,21 @@
 """How much the map is smoothed and how its levels are weighted, compared on one trained model
 (no retraining).
 
-python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
-    --category screw --sigmas 0,1,2,3,4,6,8 --output docs/results/sigma_study/screw.json
-python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+python research/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category screw --sigmas 0,1,2,3,4,6,8 --output research/results/sigma_study/screw.json
+python research/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category screw --sigmas 2 --level-weights "1,1,1;0.5,1,1" --output screw_weights.json
-python scripts/sigma_study.py --model MNIST_MODEL_DIR --data ../shared/datasets/mnist \
+python research/sigma_study.py --model MNIST_MODEL_DIR --data ../shared/datasets/mnist \
     --protocol mnist --category 8 --sigmas 4 --level-weights "1,1,1;0.5,1,1" --output 8.json
-python scripts/sigma_study.py --model POSITION_MODEL_DIR --data ../shared/datasets/mvtec_ad \
+python research/sigma_study.py --model POSITION_MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category bottle --sigmas 2 --position-weights 0,0.5,1,2,4 --output bottle_position.json
-python scripts/sigma_study.py --model MEMORY_MODEL_DIR --data ../shared/datasets/mvtec_ad \
+python research/sigma_study.py --model MEMORY_MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category screw --sigmas 2 --memory-weights 0,0.5,1,2 --output screw_memory.json
-python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+python research/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category bottle --sigmas 2 --combinations sum,product --output bottle_product.json
-python scripts/sigma_study.py --model COLOUR_MODEL_DIR --data ../shared/datasets/mvtec_ad \
+python research/sigma_study.py --model COLOUR_MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category bottle --sigmas 2 --colour-weights 0,0.25,0.5,1 --output bottle_colour.json
-python scripts/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+python research/sigma_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category screw --sigmas 2 --level-weights "0.5,1,1;0.5,0.5,1" --verdict --output screw.json
 
 Training never sees sigma, the level weights, the weights of the added terms or how the levels
@@ -39,6 +39,7 @@ import shlex
 import sys
 from dataclasses import replace
 
+from splits import held_out_images
 from synthetic_defects import synthetic_check
 
 from hfr import HFR
@@ -48,7 +49,7 @@ from hfr.data import AnomalyDataset, load_idx_one_class, load_mvtec
 from hfr.evaluate import collect, compute_metrics, threshold_rates
 from hfr.images import load_rgb
 from hfr.outputs import write_json
-from hfr.train import held_out_images, recalibrate
+from hfr.train import recalibrate
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 

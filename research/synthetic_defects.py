@@ -1,8 +1,9 @@
 """The synthetic large-defect check: can a model's map find smooth defects that cover 10-30 %
 of a normal image?
 
-python scripts/synthetic_defects.py --model MODEL_DIR \
-    --images ../shared/datasets/mvtec_ad/screw/test/good --output docs/results/synthetic/screw.json
+python research/synthetic_defects.py --model MODEL_DIR \
+    --images ../shared/datasets/mvtec_ad/screw/test/good \
+    --output research/results/synthetic/screw.json
 
 Each normal image gets one seeded defect: a soft-edged ellipse covering 10-30 % of the image
 inside which the image is changed smoothly (brighter, darker, or its texture blurred away),

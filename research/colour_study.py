@@ -1,9 +1,9 @@
 """The colour term's distance and weight, compared on one trained model, thresholds included
 (no retraining).
 
-python scripts/colour_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+python research/colour_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category bottle --distances squared,mahalanobis --weights 0.25,0.5,1,1.5,2,3 \
-    --output docs/results/colour_distance/bottle_mobilenetv2.json
+    --output research/results/colour_distance/bottle_mobilenetv2.json
 
 The model must hold colour statistics (trained with a colour weight above 0). For each distance
 (``scoring.colour_distance``) and weight, the term's scale (its mean on normal images) and the
@@ -21,13 +21,15 @@ import shlex
 import sys
 from dataclasses import replace
 
+from splits import held_out_images
+
 from hfr import HFR
 from hfr.cli import term_weight
 from hfr.config import COLOUR_DISTANCES, DEFAULT_TARGET_FPR
 from hfr.data import load_mvtec
 from hfr.evaluate import collect, compute_metrics, threshold_rates
 from hfr.outputs import write_json
-from hfr.train import held_out_images, recalibrate
+from hfr.train import recalibrate
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 

@@ -1,7 +1,7 @@
 """How the image score and the map are computed, compared on one trained model (no retraining).
 
-python scripts/score_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
-    --category screw --output docs/results/score_study/screw_mobilenetv2.json
+python research/score_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
+    --category screw --output research/results/score_study/screw_mobilenetv2.json
 
 Reads the model's per-level residual maps for its held-out normal training images (the
 calibration split, reproduced from the config's seed) and for the test images, then scores
@@ -19,12 +19,12 @@ import sys
 
 import numpy as np
 import torch
+from splits import held_out_images
 
 from hfr import HFR, metrics
 from hfr.anomaly import anomaly_map, residual_maps
 from hfr.data import load_mvtec
 from hfr.outputs import write_json
-from hfr.train import held_out_images
 
 
 def level_residuals(model: HFR, images: list, batch_size: int = 16) -> list[torch.Tensor]:

@@ -4,7 +4,7 @@
 # test bottles flagged) are recalibrated on one half of the good test bottles and judged on the
 # other half and every defective bottle, then the halves swap; the original models are judged
 # on the same images. Needs those models in /tmp/d12s1 (`hfr reproduce mvtec ... --seed 1`).
-#   bash scripts/recalibration_check.sh | grep flagged > docs/results/recalibration/bottle_seed1.txt
+#   bash research/recalibration_check.sh | grep flagged > research/results/recalibration/bottle_seed1.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."  # the repository root, beside ../shared
 G=../shared/datasets/mvtec_ad/bottle/test/good

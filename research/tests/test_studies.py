@@ -1,0 +1,320 @@
+"""The studies of research/: each runs on a tiny trained model and a tiny MVTec-layout set, and
+its row for the model's own setting reproduces what `hfr evaluate` and training give."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_png, run_repo_script
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(name: str, *args: object, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``research/<name>.py`` with ``args``; raise if it fails."""
+    return run_repo_script(f"research/{name}.py", *args, timeout=timeout)
+
+
+def _load_script(name: str):
+    """A study of research/ as a module, by its path (research/ is not a package)."""
+    sys.path.insert(0, str(ROOT / "research"))  # the studies import each other by name
+    spec = importlib.util.spec_from_file_location(f"hfr_study_{name}", ROOT / f"research/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_synthetic_defects_are_seeded_large_and_smooth() -> None:
+    module = _load_script("synthetic_defects")
+    image = np.full((120, 160, 3), 100, np.uint8)
+    first, mask, change = module.with_defect(image, seed=3)
+    again, mask_again, _ = module.with_defect(image, seed=3)
+    assert np.array_equal(first, again) and np.array_equal(mask, mask_again)
+    for seed in range(30):
+        _, mask, _ = module.with_defect(image, seed=seed)
+        assert 0.09 <= mask.mean() <= 0.31  # 10-30 % of the image (pixelated ellipse)
+    changed, mask, change = module.with_defect(image, seed=1)  # seed 1: "darker"
+    assert change == "darker" and changed[mask].mean() < 80 and changed[~mask].mean() > 95
+
+
+@pytest.fixture(scope="module")
+def widget(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny MVTec-layout data set ("widget": 12 normal training images, 3 good and 3 dented
+    test images with masks) and a tiny model trained on its training images, with the position,
+    memory and colour terms so that every study can rescore them: (data root, model folder)."""
+    from conftest import synthetic_images, tiny_model
+
+    from hfr.train import TrainConfig, fit
+
+    tmp_path = tmp_path_factory.mktemp("widget")
+    root = tmp_path / "data"
+    for folder, images in (
+        ("widget/train/good", synthetic_images(12)),
+        ("widget/test/good", synthetic_images(3, seed=4)),
+        ("widget/test/dent", synthetic_images(3, seed=5)),
+    ):
+        (root / folder).mkdir(parents=True)
+        for index, image in enumerate(images):
+            Image.fromarray(image).save(root / folder / f"{index:03d}.png")
+    (root / "widget/ground_truth/dent").mkdir(parents=True)
+    for index in range(3):
+        mask = np.zeros((48, 48), np.uint8)
+        mask[10:20, 10:20] = 255
+        Image.fromarray(mask).save(root / f"widget/ground_truth/dent/{index:03d}_mask.png")
+    model = tiny_model(position_weight=1.0, memory_weight=1.0, colour_weight=1.0)
+    fit(model, synthetic_images(12), TrainConfig(epochs=1, batch_size=4), progress=False)
+    model.save_pretrained(tmp_path / "model")
+    return root, tmp_path / "model"
+
+
+@pytest.fixture(scope="module")
+def evaluation(widget: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``hfr evaluate`` of the widget model: what a study's row for the model's own setting
+    must reproduce."""
+    root, model = widget
+    output = tmp_path_factory.mktemp("evaluation") / "evaluation.json"
+    command = [sys.executable, "-m", "hfr", "evaluate", "--model", str(model), "--data",
+               str(root), "--category", "widget", "--output", str(output)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    return json.loads(output.read_text())
+
+
+def assert_reproduces(row: dict, evaluation: dict, keys: tuple[str, ...]) -> None:
+    """``row`` holds ``hfr evaluate``'s figures for ``keys`` (a rescoring of the model's own
+    setting)."""
+    assert {key: row[key] for key in keys} == pytest.approx(
+        {key: evaluation[key] for key in keys}, abs=1e-6
+    )
+
+
+def assert_shares_of(count: int, *shares: float) -> None:
+    """Each of ``shares`` is a share of ``count`` images: k / count for a whole k."""
+    for share in shares:
+        assert share * count == pytest.approx(round(share * count), abs=1e-9), (share, count)
+
+
+AUCS = ("image_auroc", "pixel_auroc", "aupro")
+RATES = ("threshold_tpr", "threshold_fpr")
+
+
+def test_scoring_study_and_synthetic_check_run_on_a_tiny_model(
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
+) -> None:
+    root, model = widget
+    own = json.loads((model / "config.json").read_text())
+    study, synthetic = tmp_path / "study.json", tmp_path / "synthetic.json"
+    run_script(
+        "score_study", "--model", model, "--data", root, "--category", "widget", "--output", study
+    )
+    run_script(
+        "synthetic_defects", "--model", model, "--images", root / "widget/test/good", "--output",
+        synthetic
+    )  # fmt: skip
+    sigmas = tmp_path / "sigmas.json"
+    own_weights = ",".join(map(str, own["scoring"]["level_weights"]))
+    run_script(
+        "sigma_study", "--model", model, "--data", root, "--category", "widget", "--sigmas",
+        f"0,{own['sigma']}", "--level-weights", f"{own_weights};0,0,1", "--position-weights",
+        "0,1", "--memory-weights", "0,1", "--output", sigmas
+    )  # fmt: skip
+    rows = json.loads(sigmas.read_text())["results"]
+    keys = ("sigma", "level_weights", "position_weight", "memory_weight")
+    settings = [tuple(row[key] for key in keys) for row in rows]
+    assert settings == [
+        (s, w, p, m)
+        for s in (0.0, own["sigma"])
+        for w in (own["scoring"]["level_weights"], [0.0, 0.0, 1.0])
+        for p in (0, 1)
+        for m in (0, 1)
+    ]
+    assert (own["scoring"]["position_weight"], own["scoring"]["memory_weight"]) == (1.0, 1.0)
+    assert_reproduces(rows[8 + 3], evaluation, ("pixel_auroc", "aupro"))  # the model's own
+    assert rows[0]["pixel_auroc"] != rows[8]["pixel_auroc"]  # rescored at another sigma
+    assert rows[0]["pixel_auroc"] != rows[4]["pixel_auroc"]  # ... with other level weights
+    assert rows[0]["pixel_auroc"] != rows[2]["pixel_auroc"]  # ... with the position term
+    assert rows[0]["pixel_auroc"] != rows[1]["pixel_auroc"]  # ... and with the patch memory
+    variants = json.loads(study.read_text())["variants"]
+    assert {(v["map"], v["score"]) for v in variants} >= {
+        ("sum", "max"),
+        ("mean_scaled_sum", "top1"),
+    }
+    for variant in variants:
+        assert_shares_of(3, variant["tpr_at_calibrated"], variant["fpr_at_calibrated"])
+    sum_map = {v["pixel_auroc"] for v in variants if v["map"] == "sum"}
+    scaled = {v["pixel_auroc"] for v in variants if v["map"] == "mean_scaled_sum"}
+    assert len(sum_map) == len(scaled) == 1  # a map's pixel figures do not depend on the score
+    assert sum_map != scaled
+    record = json.loads(synthetic.read_text())
+    assert record["num_images"] == 3 and record["pixel_auroc"] > 0.5
+    assert 0.09 <= record["mean_mask_fraction"] <= 0.31
+
+
+def test_sigma_study_with_verdicts_recalibrates_each_setting(
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
+) -> None:
+    trained = json.loads((widget[1] / "config.json").read_text())
+    own_weights = ",".join(map(str, trained["scoring"]["level_weights"]))
+    record, config = widget_study(
+        "sigma_study", widget, tmp_path / "verdicts.json", "--sigmas", trained["sigma"],
+        "--level-weights", f"{own_weights};0,0,1", "--verdict",
+    )  # fmt: skip
+    own, other = record["results"]
+    # the model's own setting, recalibrated on the same held-out images: its own threshold
+    assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
+    assert own["held_out_above_threshold"] == config["calibration"]["num_above"]
+    assert other["threshold"] != pytest.approx(own["threshold"], rel=1e-3)
+    assert_reproduces(own, evaluation, ("pixel_auroc", "aupro", *RATES))
+    assert_shares_of(3, other["threshold_tpr"], other["threshold_fpr"])
+    for row in (own, other):
+        assert set(row["synthetic_pixel_auroc_per_change"]) == {"brighter", "darker", "blurred"}
+    assert own["synthetic_pixel_auroc"] != other["synthetic_pixel_auroc"]
+
+
+def widget_study(
+    name: str, widget: tuple[Path, Path], output: Path, *options: str
+) -> tuple[dict, dict]:
+    """Run the study ``research/<name>.py`` on the widget set and model: (its record, the
+    model's config)."""
+    root, model = widget
+    run_script(name, "--model", model, "--data", root, "--category", "widget", *options,
+               "--output", output)  # fmt: skip
+    return json.loads(output.read_text()), json.loads((model / "config.json").read_text())
+
+
+def test_verdict_study_reproduces_the_models_threshold(
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
+) -> None:
+    record, config = widget_study("verdict_study", widget, tmp_path / "verdict.json")
+    assert record["parts"] == ["stride4", "stride8", "stride16", "position", "memory", "colour"]
+    rules = record["rules"]
+    assert set(rules) == {"model", "standardised_terms", "standardised_max", "features_plus_colour"}
+    # the same held-out split and scores as training: the model's own threshold, to float32
+    own = rules["model"]["targets"]["0.01"]["threshold"]
+    assert own == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
+    above = rules["model"]["targets"]["0.01"]["held_out_above"]
+    assert above == config["calibration"]["num_above"]
+    window = record["bar_window"]
+    assert window is None or (
+        window["from_z"] < window["to_z"]
+        and window["held_out_above_from"] >= window["held_out_above_to"]
+    )
+    assert len(record["robust_z_held_out"]) == record["num_held_out_normal"] == 2
+    assert len(record["robust_z_good_test"]) == record["num_good_test"] == 3
+    flagged = rules["model"]["targets"]["0.01"]
+    assert (flagged["defective_flagged"], flagged["good_flagged"]) == pytest.approx(
+        (evaluation["threshold_tpr"], evaluation["threshold_fpr"])
+    )
+    for rule in rules.values():
+        for rates in rule["targets"].values():
+            assert_shares_of(3, rates["defective_flagged"], rates["good_flagged"])
+
+
+def test_colour_study_rescores_each_distance_and_reproduces_the_model(
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
+) -> None:
+    record, config = widget_study(
+        "colour_study", widget, tmp_path / "colour.json",
+        "--distances", "squared,mahalanobis", "--weights", "0.5,1",
+    )  # fmt: skip
+    rows = record["results"]
+    settings = [(row["colour_distance"], row["colour_weight"]) for row in rows]
+    assert settings == [(d, w) for d in ("squared", "mahalanobis") for w in (0.5, 1.0)]
+    # the model's own setting, rescaled and recalibrated on the same held-out images: its threshold
+    own = rows[settings.index((config["scoring"]["colour_distance"], 1.0))]
+    assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
+    assert own["held_out_above_threshold"] == config["calibration"]["num_above"]
+    assert rows[1]["threshold"] != pytest.approx(rows[3]["threshold"], rel=1e-3)
+    assert_reproduces(own, evaluation, (*AUCS, *RATES))
+    for row in rows:
+        assert_shares_of(3, row["threshold_tpr"], row["threshold_fpr"])
+
+
+def test_memory_study_reproduces_the_model_with_its_own_memory(
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
+) -> None:
+    from hfr.config import DEFAULT_MEMORY_FRACTION
+
+    record, config = widget_study(
+        "memory_study", widget, tmp_path / "memory.json",
+        "--fractions", f"{DEFAULT_MEMORY_FRACTION},0.5", "--shares", "0,0.5",
+        "--threshold-fits", "lognormal,normal",
+    )  # fmt: skip
+    assert config["training"]["memory_fraction"] == DEFAULT_MEMORY_FRACTION
+    rows = record["results"]
+    settings = [(row["fraction"], row["share"]) for row in rows]
+    assert settings == [(f, s) for f in (DEFAULT_MEMORY_FRACTION, 0.5) for s in (0.0, 0.5)]
+    own, coloured, larger = rows[0], rows[1], rows[2]
+    assert own["factor"] == 0.0 and coloured["factor"] > 0
+    # the model's own fraction without colour: its own memory, rebuilt, and its own threshold
+    assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
+    assert own["held_out_above_threshold"] == config["calibration"]["num_above"]
+    assert coloured["threshold"] != pytest.approx(own["threshold"], rel=1e-3)
+    # the model's own fit gives its own threshold; the other fit sets another from the same scores
+    assert config["calibration"]["fit"] == "lognormal"
+    by_fit = own["verdict_by_fit"]
+    assert by_fit["lognormal"]["threshold"] == pytest.approx(own["threshold"], rel=1e-9)
+    assert by_fit["lognormal"]["threshold_tpr"] == own["threshold_tpr"]
+    assert by_fit["normal"]["threshold"] < by_fit["lognormal"]["threshold"]
+    cells = record["num_training_cells"]
+    assert larger["memory_size"] == round(0.5 * cells) > own["memory_size"]
+    assert record["num_training_images"] + record["num_held_out_normal"] == 12
+    assert_reproduces(own, evaluation, (*AUCS, *RATES))
+    for row in rows:
+        assert_shares_of(3, row["threshold_tpr"], row["threshold_fpr"])
+        assert row["coreset_seconds"] > 0
+        assert set(row["synthetic_pixel_auroc_per_change"]) == {"brighter", "darker", "blurred"}
+
+
+def test_the_bar_window_is_the_range_of_thresholds_that_meets_the_bar() -> None:
+    bar_window = _load_script("verdict_study").bar_window
+    good = np.arange(20.0)  # 10 % of 20: two may be flagged, so from the third highest, 17
+    defective = np.array([1.0, 18, 30, 40, 50])  # 80 % of 5: four, so below the fourth, 18
+    assert bar_window(good, defective) == (17.0, 18.0)
+    assert bar_window(good, defective - 1) is None  # the fourth defect at 17: no room left
+    scores = np.r_[good, defective]
+    for threshold in (16.5, 17.0, 17.5, 18.0):
+        flagged = scores > threshold
+        met = flagged[:20].mean() <= 0.1 and flagged[20:].mean() >= 0.8
+        assert met == (17.0 <= threshold < 18.0)
+
+
+def test_aspect_crop_keeps_defects_and_drops_images_that_lose_them(tmp_path: Path) -> None:
+    from hfr.data import load_mvtec
+
+    root = tmp_path / "data"
+    for folder, count in (
+        ("widget/train/good", 4),
+        ("widget/test/good", 2),
+        ("widget/test/dent", 2),
+    ):
+        (root / folder).mkdir(parents=True)
+        for index in range(count):
+            random_png(root / folder / f"{index:03d}.png", (48, 48, 3), seed=index)
+    (root / "widget/ground_truth/dent").mkdir(parents=True)
+    for index, rows in enumerate((slice(20, 30), slice(0, 5))):  # centred; along the top edge
+        mask = np.zeros((48, 48), np.uint8)
+        mask[rows, 10:20] = 255
+        Image.fromarray(mask).save(root / f"widget/ground_truth/dent/{index:03d}_mask.png")
+    for aspect in ("0.75", "mixed"):
+        out = tmp_path / aspect
+        result = run_script(
+            "aspect_crop", "--data", root, "--category", "widget", "--aspect", aspect, "--output",
+            out, timeout=120
+        )  # fmt: skip
+        counts = json.loads(result.stdout)
+        dataset = load_mvtec(out, "widget")
+        sizes = {Image.open(path).size for path in dataset.train}
+        if aspect == "0.75":
+            assert counts["test_defective"] == 1 and counts["dropped_defective"] == 1
+            assert sizes == {(48, 36)}
+            assert dataset.test[0].mask((36, 48)).any()
+        else:
+            assert len(sizes) > 1  # each image its own aspect
