@@ -161,18 +161,19 @@ def predict_on_ray(
     """
     if options.workers < 1:
         raise HFRError(f"workers must be at least 1, got {options.workers}")
-    ray = connect(options.address)
-    cpus = ray.cluster_resources().get("CPU", 0.0)
-    if options.cpus_per_worker is None:
-        share = (cpus - options.decode_cpus) / options.workers
-        options = replace(options, cpus_per_worker=max(0.25, math.floor(share * 4) / 4))
-    _check_room_for_decoding(cpus, options)
     parquet = require("pyarrow.parquet", "ray")
     arrow = require("pyarrow", "ray")
     began = time.perf_counter()
     names = dict(zip(sources, unique_names([Path(s) for s in sources]), strict=True))
     scored = flagged = failed = 0
+    # the output folder is checked (and a finished run refused) before Ray starts
     with ResultsWriter(output, overwrite=overwrite, resume=resume) as writer:
+        ray = connect(options.address)
+        cpus = ray.cluster_resources().get("CPU", 0.0)
+        if options.cpus_per_worker is None:
+            share = (cpus - options.decode_cpus) / options.workers
+            options = replace(options, cpus_per_worker=max(0.25, math.floor(share * 4) / 4))
+        _check_room_for_decoding(cpus, options)
         todo = [s for s in sources if s not in writer.done]
         parts = Path(output) / PARQUET_DIR
         parts.mkdir(exist_ok=True)

@@ -105,11 +105,11 @@ def test_a_killed_run_resumes_with_only_the_missing_categories(tmp_path: Path) -
     pytest.importorskip("ray")
     data = tmp_path / "data"
     for seed, name in enumerate(("c1", "c2", "c3")):
-        _category(data, name, count=40, seed=seed)
+        _category(data, name, count=20, seed=seed)
     command = [
         sys.executable, "-m", "hfr", "train", "--data", str(data), "--all",
         "--output", str(tmp_path / "models"), "--ray", "--cpus-per-task", "2",
-        "--epochs", "60", "--batch-size", "4", *TINY_ARGS,
+        "--epochs", "30", "--batch-size", "4", *TINY_ARGS,
     ]  # fmt: skip
     first = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -263,7 +263,7 @@ def test_a_killed_ray_predict_resumes_with_only_the_missing_images(
     tmp_path: Path, mobilenet_weights: str
 ) -> None:
     pytest.importorskip("ray")
-    _image_set(tmp_path / "images", 240, size=128)
+    _image_set(tmp_path / "images", 120, size=128)
     output = tmp_path / "out"
     command = [
         sys.executable, "-m", "hfr", "predict", "--model", _bundled_bottle(),
@@ -276,20 +276,20 @@ def test_a_killed_ray_predict_resumes_with_only_the_missing_images(
     scores = output / "scores.csv"
     deadline = time.time() + 180
     while time.time() < deadline:
-        if scores.is_file() and len(scores.read_text().splitlines()) > 40:
+        if scores.is_file() and len(scores.read_text().splitlines()) > 20:
             break
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     kept = len(scores.read_text().splitlines()) - 1
-    assert 40 <= kept < 240, kept
+    assert 20 <= kept < 120, kept
     refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "--resume" in refused.stderr  # never mixed by accident
     rerun = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     with open(scores, newline="") as handle:
         images = [row["image"] for row in csv.DictReader(handle)]
-    assert len(images) == len(set(images)) == 240
+    assert len(images) == len(set(images)) == 120
     done_before = int(rerun.stdout.split(" done before")[0].rsplit(", ", 1)[1])
-    assert f"{240 - done_before} images scored" in rerun.stdout
+    assert f"{120 - done_before} images scored" in rerun.stdout
     assert done_before >= kept - 1  # at most the half-written last row was dropped

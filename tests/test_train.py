@@ -17,7 +17,6 @@ from hfr.train import (
     CHECKPOINT_FILE,
     TrainingProgress,
     fit,
-    held_out_images,
     split_for_calibration,
     training_split,
 )
@@ -188,7 +187,7 @@ def test_the_calibration_split_is_the_one_training_recorded() -> None:
     model = tiny_model()
     config = TrainConfig(epochs=1, batch_size=4, seed=3, calibration_fraction=0.25)
     fit(model, IMAGES, config, progress=False)
-    held_out = held_out_images(model, IMAGES)
+    held_out = training_split(model, IMAGES)[1]  # what calibration saw
     expected_training, expected = split_for_calibration(IMAGES, 0.25, 3)
     assert len(held_out) == model.config.calibration.num_images == 3
     assert all(a is b for a, b in zip(held_out, expected, strict=True))
@@ -196,7 +195,7 @@ def test_the_calibration_split_is_the_one_training_recorded() -> None:
     assert len(training) == model.config.training["num_train_images"] == len(IMAGES) - 3
     assert all(a is b for a, b in zip(training, expected_training, strict=True))
     defaults = split_for_calibration(IMAGES, 0.1, 0)[1]  # no record: TrainConfig's defaults
-    unrecorded = held_out_images(tiny_model(), IMAGES)
+    unrecorded = training_split(tiny_model(), IMAGES)[1]
     assert all(a is b for a, b in zip(unrecorded, defaults, strict=True))
 
 
