@@ -65,9 +65,9 @@ def download(
 
     Raises :class:`ModelNotFoundError` with one sentence saying what is missing and why.
     """
-    local = Path(model_id)
-    if not local.is_dir() and "/" not in model_id and (bundled_dir() / model_id).is_dir():
-        local = bundled_dir() / model_id
+    local, bundled = Path(model_id), bundled_dir() / model_id
+    if not local.is_dir() and "/" not in model_id and bundled.is_dir():
+        local = bundled
     if local.is_dir():
         if not (local / filename).is_file():
             raise ModelNotFoundError(_missing_file_message(str(local), filename))
@@ -92,7 +92,11 @@ def download(
             )
         )
     except (HfHubHTTPError, OfflineModeIsEnabled, LocalEntryNotFoundError, OSError) as error:
-        raise ModelNotFoundError(_hub_error_message(model_id, filename, revision, error)) from error
+        message = _hub_error_message(model_id, filename, revision, error)
+        if "/" not in model_id:  # a bare name: perhaps a bundled one was meant
+            names = ", ".join(sorted(p.name for p in bundled_dir().iterdir() if p.is_dir()))
+            message += f"; the bundled models are {names}"
+        raise ModelNotFoundError(message) from error
 
 
 def bundled_dir() -> Path:
@@ -112,11 +116,7 @@ def _missing_file_message(model_id: str, filename: str) -> str:
 def _hub_error_message(model_id: str, filename: str, revision: str | None, error: Exception) -> str:
     """One clear sentence for each way a Hub download can fail."""
     if isinstance(error, RepositoryNotFoundError):
-        bundled = ", ".join(sorted(p.name for p in bundled_dir().iterdir() if p.is_dir()))
-        return (
-            f"model repo {model_id!r} not found on the Hub (or private: log in or pass token=)"
-            + ("" if "/" in model_id else f"; the bundled models are {bundled}")
-        )
+        return f"model repo {model_id!r} not found on the Hub (or private: log in or pass token=)"
     if isinstance(error, RevisionNotFoundError):
         return f"{model_id!r} has no revision {revision!r}"
     if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):  # before its base

@@ -16,11 +16,11 @@ trained with each setting would score.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from dataclasses import replace
 
+from sigma_study import study_parser
 from splits import held_out_images
 
 from hfr import HFR
@@ -35,12 +35,7 @@ METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, help="the MVTec AD root")
-    parser.add_argument("--category", required=True)
+    parser = study_parser(__doc__, one_class=False)
     parser.add_argument("--distances", default=",".join(COLOUR_DISTANCES), help="comma-separated")
     parser.add_argument("--weights", default="0.25,0.5,1,1.5,2,3", help="comma-separated")
     parser.add_argument("--output", required=True)

@@ -61,13 +61,18 @@ def load(protocol: str, data: str, category: str) -> AnomalyDataset:
     return load_mvtec(data, category)
 
 
-def study_parser(description: str) -> argparse.ArgumentParser:
+def study_parser(description: str, *, one_class: bool = True) -> argparse.ArgumentParser:
     """The options of a study that rescores one trained model: ``--model``, ``--data``,
-    ``--protocol`` and ``--category`` (its ``--output`` comes last, after the study's own)."""
+    ``--category`` and, with ``one_class``, ``--protocol`` (MVTec AD or MNIST); its ``--output``
+    comes last, after the study's own."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True)
+    if not one_class:
+        parser.add_argument("--data", required=True, help="the MVTec AD root")
+        parser.add_argument("--category", required=True)
+        return parser
     parser.add_argument("--data", required=True, help="dataset root (MVTec AD or MNIST layout)")
     parser.add_argument("--protocol", choices=("mvtec", "mnist"), default="mvtec")
     parser.add_argument("--category", required=True, help="category, or MNIST's normal class")

@@ -33,7 +33,6 @@ what any threshold set from the held-out scores alone would have had to hit.
 
 from __future__ import annotations
 
-import argparse
 import math
 import shlex
 import sys
@@ -41,6 +40,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from sigma_study import study_parser
 from splits import held_out_images
 
 from hfr import HFR, anomaly, metrics
@@ -146,12 +146,7 @@ def rules(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, help="the MVTec AD root")
-    parser.add_argument("--category", required=True)
+    parser = study_parser(__doc__, one_class=False)
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     model = HFR.from_pretrained(args.model).eval()

@@ -281,3 +281,5 @@ def test_a_bare_bundled_name_loads_the_bundled_model_offline(hub, tmp_path: Path
     assert by_name.config == bundled.config
     with pytest.raises(ModelNotFoundError, match="not found on the Hub"):
         HFR.from_pretrained(f"hfr-test/{BUNDLED_BOTTLE}")  # org/name: always the Hub
+    with pytest.raises(ModelNotFoundError, match=f"the bundled models are {BUNDLED_BOTTLE}"):
+        HFR.from_pretrained("hfr-mvtec-no-such-part", local_files_only=True)  # named: the bundled
