@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from hfr import HFR
+from hfr.cli import main
 from hfr.config import TrainConfig
 from hfr.data import load_mvtec
 from hfr.device import training_precision
@@ -73,15 +74,19 @@ def _subset(bottle: Path, target: Path) -> Path:
 
 
 def test_the_hfr_command_from_outside_the_checkout(
-    bottle: Path, mobilenet_weights: str, tmp_path: Path
+    bottle: Path,
+    mobilenet_weights: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
-    """train, evaluate, predict, export and push --dry-run of the installed ``hfr``, run in a
-    folder outside the repository (so the checkout's files cannot stand in for the package)."""
+    """train of the installed ``hfr`` in a process of its own, run in a folder outside the
+    repository (so the checkout's files cannot stand in for the package); then evaluate,
+    predict and push --dry-run there through the same entry point, :func:`hfr.cli.main`."""
     data = _subset(bottle, tmp_path / "data")
     model_dir, results = tmp_path / "model", tmp_path / "results.json"
-    run = [sys.executable, "-m", "hfr"]
     training_run = subprocess.run(
-        [*run, "train", "--data", data, "--category", "bottle",
+        [sys.executable, "-m", "hfr", "train", "--data", data, "--category", "bottle",
          "--encoder", "mobilenetv2_100", "--encoder-weights", mobilenet_weights,
          "--epochs", "3", "--batch-size", "8", "--image-size", "128", "--output", model_dir],
         cwd=tmp_path, check=True, capture_output=True, text=True,
@@ -92,11 +97,9 @@ def test_the_hfr_command_from_outside_the_checkout(
     assert config["training"]["precision"] == precision
     assert f"s/epoch ({precision}); trained 3 epochs" in training_run.stdout
     assert config["preprocessing"]["input_size"] == [128, 128]
-    subprocess.run(
-        [*run, "evaluate", "--model", model_dir, "--data", data,
-         "--category", "bottle", "--output", results],
-        cwd=tmp_path, check=True,
-    )  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    command = ["evaluate", "--model", model_dir, "--data", data, "--category", "bottle"]
+    assert main([str(arg) for arg in [*command, "--output", results]]) == 0
     metrics = json.loads(results.read_text())
     # the image AUROC, recomputed from the saved model's own predictions, pair by pair
     test = load_mvtec(data, "bottle").test
@@ -110,22 +113,14 @@ def test_the_hfr_command_from_outside_the_checkout(
     junk = tmp_path / "junk.png"
     junk.write_text("not an image")
     out = tmp_path / "predictions"
-    subprocess.run(
-        [*run, "predict", "--model", model_dir,
-         data / "bottle" / "test" / "broken_large", junk, "--output", out],
-        cwd=tmp_path, check=True,
-    )  # fmt: skip
+    broken = data / "bottle" / "test" / "broken_large"
+    predict = ["predict", "--model", model_dir, broken, junk, "--output", out]
+    assert main([str(arg) for arg in predict]) == 0
     rows = list(csv.DictReader((out / "scores.csv").open()))
     assert len(rows) == 4
     assert "cannot read image" in next(r for r in rows if r["image"].endswith("junk.png"))["error"]
     assert len(list((out / "overlays").glob("*.png"))) == 3
-    export = subprocess.run(
-        [*run, "export", "--model", model_dir, "--output", tmp_path / "model.onnx"],
-        cwd=tmp_path, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    assert "max |onnx - torch|" in export.stdout and (tmp_path / "model.onnx").stat().st_size
-    push = subprocess.run(
-        [*run, "push", "--model", model_dir, "--org", "acme", "--dry-run"],
-        cwd=tmp_path, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    assert "dry run:" in push.stdout and "acme/hfr-mvtec-bottle" in push.stdout
+    capsys.readouterr()
+    assert main(["push", "--model", str(model_dir), "--org", "acme", "--dry-run"]) == 0
+    push = capsys.readouterr()
+    assert "dry run:" in push.out and "acme/hfr-mvtec-bottle" in push.out

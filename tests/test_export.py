@@ -55,28 +55,43 @@ def test_onnx_export_of_expansion_features_matches_torch(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "term",
+    "terms",
     [
-        {"position_weight": 1.0},
-        {"memory_weight": 1.0},
-        {"memory_weight": 1.0, "memory_pooling": 3},
+        {"position_weight": 1.0, "memory_weight": 1.0, "memory_pooling": 3, "colour_weight": 0.25},
         {"memory_weight": 1.0, "combination": "product"},
-        {"colour_weight": 0.25},
     ],
 )
-def test_onnx_export_carries_the_added_terms(tmp_path: Path, term: dict) -> None:
+def test_onnx_export_carries_the_added_terms(tmp_path: Path, terms: dict) -> None:
+    """Every added term is in the exported graph: the ONNX maps equal PyTorch's, and PyTorch's
+    maps change when any one of the terms is left out."""
     from conftest import synthetic_images
 
     from hfr.train import TrainConfig, fit
 
-    model = tiny_model(**term)
+    model = tiny_model(**terms)
     fit(model, synthetic_images(12, seed=2), TrainConfig(epochs=1, batch_size=4), progress=False)
     images = torch.randn(2, 3, 64, 64)
     maps, scores = _exported_outputs(model, tmp_path, images)
     with torch.no_grad():
         expected = model(images)
-        without = model.score_residuals(expected.level_maps, (64, 64))[0]
+        features = model.encode(images)
+        term_maps = model.term_maps(features, images)
+    assert sorted(term_maps) == sorted(k.removesuffix("_weight") for k in terms if "weight" in k)
     # random images lie far from the normal ones: the maps reach thousands, so a relative bound
     np.testing.assert_allclose(maps, expected.maps.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(scores, expected.scores.numpy(), rtol=1e-5, atol=1e-5)
-    assert not np.allclose(maps, without.numpy(), atol=1e-3)  # the term is in the graph
+    for left_out in term_maps:
+        others = {name: m for name, m in term_maps.items() if name != left_out}
+        without = model.score_residuals(expected.level_maps, (64, 64), others)[0]
+        assert not np.allclose(maps, without.numpy(), atol=1e-3), left_out
+
+
+def test_the_export_command_writes_a_checked_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from hfr.cli import main
+
+    tiny_model().save_pretrained(tmp_path / "model")
+    output = tmp_path / "model.onnx"
+    assert main(["export", "--model", str(tmp_path / "model"), "--output", str(output)]) == 0
+    assert "max |onnx - torch|" in capsys.readouterr().out and output.stat().st_size

@@ -17,6 +17,7 @@ from huggingface_hub import HfApi
 from PIL import Image
 
 from hfr import HFR
+from hfr.cli import main
 from hfr.errors import EncoderWeightsError, ModelFormatError, ModelNotFoundError
 from hfr.hub import is_pushed, push_folder, repo_name
 
@@ -200,19 +201,22 @@ def test_push_folder_is_idempotent(api: HfApi, tmp_path: Path) -> None:
     assert not is_pushed(api, repo_id, folder)
 
 
-def test_push_script_pushes_then_skips(hub, tmp_path: Path) -> None:
+def test_push_command_pushes_then_skips(
+    hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     folder = tmp_path / "model"
     trained_tiny(seed=9).save_pretrained(folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    command = [sys.executable, "-m", "hfr", "push", "--model", str(folder), "--org", "hfr-script"]
-    env = {**os.environ, "HF_TOKEN": "test-token"}
-    dry = subprocess.run([*command, "--dry-run"], cwd=tmp_path, env=env, capture_output=True)
-    assert dry.returncode == 0 and b"dry run:" in dry.stdout
-    first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
-    assert "pushed:" in first.stdout
-    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert "skipped: hfr-script/hfr-mvtec-widget already holds these weights" in again.stdout
+    command = ["push", "--model", str(folder), "--org", "hfr-script"]
+    monkeypatch.setenv("HF_TOKEN", "test-token")
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--dry-run"]) == 0
+    assert "dry run:" in capsys.readouterr().out
+    assert main(command) == 0
+    assert "pushed:" in capsys.readouterr().out
+    main(command)
+    again = capsys.readouterr().out
+    assert "skipped: hfr-script/hfr-mvtec-widget already holds these weights" in again
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the folder is untouched
     from huggingface_hub import hf_hub_download
 
@@ -222,7 +226,9 @@ def test_push_script_pushes_then_skips(hub, tmp_path: Path) -> None:
     assert loaded.config.encoder_fingerprint == trained_tiny(seed=9).config.encoder_fingerprint
 
 
-def test_push_all_categories_isolates_failures(hub, tmp_path: Path) -> None:
+def test_push_all_categories_isolates_failures(
+    hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from PIL import Image
 
     data = tmp_path / "data"
@@ -237,25 +243,23 @@ def test_push_all_categories_isolates_failures(hub, tmp_path: Path) -> None:
     )
     # broken_cat has no test folder: its layout is wrong
     command = [
-        sys.executable, "-m", "hfr", "push", "--data", str(data), "--org", "hfr-all", "--all",
+        "push", "--data", str(data), "--org", "hfr-all", "--all",
         "--encoder", "resnet18", "--encoder-weights", "random", "--image-size", "64",
         "--epochs", "1", "--batch-size", "2", "--work-dir", str(tmp_path / "work"),
     ]  # fmt: skip
-    root = tmp_path
-    env = {**os.environ, "HF_TOKEN": "test-token"}
-    run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
-    assert run.returncode == 1  # one category failed
-    assert "broken_cat: failed: DatasetLayoutError" in run.stdout
-    assert "good_cat: pushed:" in run.stdout
+    monkeypatch.setenv("HF_TOKEN", "test-token")
+    monkeypatch.chdir(tmp_path)
+    assert main(command) == 1  # one category failed
+    out = capsys.readouterr().out
+    assert "broken_cat: failed: DatasetLayoutError" in out
+    assert "good_cat: pushed:" in out
     from huggingface_hub import hf_hub_download
 
     card = hf_hub_download("hfr-all/hfr-mvtec-good-cat", "README.md", cache_dir=tmp_path / "c")
     assert 'HFR.from_pretrained("hfr-all/hfr-mvtec-good-cat")' in Path(card).read_text()
     HFR.from_pretrained("hfr-all/hfr-mvtec-good-cat", cache_dir=tmp_path / "cache")
-    rerun = subprocess.run(
-        [*command, "--category", "good_cat"], cwd=root, env=env, capture_output=True, text=True
-    )
-    assert "good_cat: skipped" in rerun.stdout
+    main([*command, "--category", "good_cat"])
+    assert "good_cat: skipped" in capsys.readouterr().out
 
 
 BUNDLED_BOTTLE = "hfr-mvtec-bottle-mobilenetv2"

@@ -38,6 +38,13 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def ray_address(ray_local) -> str:
+    """The address of this module's local Ray, which the commands run as subprocesses join
+    (``--ray ADDRESS``) instead of starting a Ray of their own each."""
+    return ray_local.get_runtime_context().gcs_address
+
+
 def _category(root: Path, name: str, count: int = 12, seed: int = 0) -> None:
     write_pngs(root / name / "train" / "good", count, seed=seed)
     test = root / name / "test" / "good"
@@ -98,17 +105,18 @@ def test_mobilenetv2_trains_a_few_bottle_images_on_ray(
     assert model.predict(broken)[0].score > model.config.calibration.normal_max
 
 
-def test_a_killed_run_resumes_with_only_the_missing_categories(tmp_path: Path) -> None:
+def test_a_killed_run_resumes_with_only_the_missing_categories(
+    ray_address: str, tmp_path: Path
+) -> None:
     """The command in its own process group, killed (SIGKILL) once the first category is done;
     run again, it skips that one, resumes the interrupted one from its checkpoint and trains
     the last. One category at a time (2 CPUs per task on 2 CPUs) makes the order certain."""
-    pytest.importorskip("ray")
     data = tmp_path / "data"
     for seed, name in enumerate(("c1", "c2", "c3")):
         _category(data, name, count=20, seed=seed)
     command = [
         sys.executable, "-m", "hfr", "train", "--data", str(data), "--all",
-        "--output", str(tmp_path / "models"), "--ray", "--cpus-per-task", "2",
+        "--output", str(tmp_path / "models"), "--ray", ray_address, "--cpus-per-task", "2",
         "--epochs", "30", "--batch-size", "4", *TINY_ARGS,
     ]  # fmt: skip
     first = subprocess.Popen(
@@ -219,7 +227,7 @@ def _image_set(folder: Path, count: int, size: int = 160) -> list[Path]:
 
 
 def test_lists_of_paths_and_uris_are_scored_like_single_process_predict(
-    ray_local, tmp_path: Path, mobilenet_weights: str
+    ray_address: str, tmp_path: Path, mobilenet_weights: str
 ) -> None:
     import pyarrow as arrow
     import pyarrow.parquet as parquet
@@ -243,7 +251,7 @@ def test_lists_of_paths_and_uris_are_scored_like_single_process_predict(
     assert single.returncode == 0, single.stderr[-2000:]
     on_ray = subprocess.run(
         [sys.executable, "-m", "hfr", "predict", *common, "--output", str(tmp_path / "ray"),
-         "--ray", "--workers", "2", "--cpus-per-worker", "0.75"],
+         "--ray", ray_address, "--workers", "2", "--cpus-per-worker", "0.75"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert on_ray.returncode == 0, on_ray.stderr[-2000:]
@@ -260,15 +268,14 @@ def test_lists_of_paths_and_uris_are_scored_like_single_process_predict(
 
 
 def test_a_killed_ray_predict_resumes_with_only_the_missing_images(
-    tmp_path: Path, mobilenet_weights: str
+    ray_address: str, tmp_path: Path, mobilenet_weights: str
 ) -> None:
-    pytest.importorskip("ray")
     _image_set(tmp_path / "images", 120, size=128)
     output = tmp_path / "out"
     command = [
         sys.executable, "-m", "hfr", "predict", "--model", _bundled_bottle(),
         str(tmp_path / "images"), "--output", str(output), "--no-overlays", "--ray",
-        "--batch-size", "4",
+        ray_address, "--batch-size", "4",
     ]  # fmt: skip
     first = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
