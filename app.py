@@ -33,7 +33,7 @@ from PIL import Image
 
 from hfr import studio
 from hfr.catalog import ModelCache, ModelEntry, discover_models
-from hfr.config import AUTO_WEIGHT
+from hfr.config import AUTO
 from hfr.device import auto_device
 from hfr.errors import HFRError, TrainingCancelled
 from hfr.images import list_images
@@ -74,7 +74,7 @@ MAX_EPOCHS = 100
 AUTO_EPOCHS = 0  # the slider's default: the library's choice (50, more for few images)
 # The training tab's "Per-position statistics" choices: label, value, the weight it trains with.
 POSITION_CHOICES = {
-    "auto": ("Automatic: on when the images look aligned", AUTO_WEIGHT),
+    "auto": ("Automatic: on when the images look aligned", AUTO),
     "on": ("On: every part sits in the same place (a fixed camera and fixture)", ALIGNED_WEIGHT),
     "off": ("Off: parts placed or turned at random", 0.0),
 }

@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.19.1"
+__version__ = "0.20.0"
 
 _EXPORTS = {
     "HFR": "hfr.model",

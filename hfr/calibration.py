@@ -240,8 +240,6 @@ class Calibration:
     def from_dict(cls, values: object) -> Calibration:
         """Validate and build from ``config.json`` values."""
         names = sorted(f.name for f in fields(cls))
-        added = {"target_fpr", "num_above", "fit"}  # since 0.14 and 0.17; absent before
-        known = isinstance(values, dict) and set(values) <= set(names)
-        if not known or set(names) - added - set(values):
+        if not isinstance(values, dict) or set(values) != set(names):
             raise ConfigError(f"calibration must be an object with keys {names}, got {values!r}")
         return cls(**values)

@@ -7,7 +7,7 @@ from importlib.resources import files
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
-from hfr.config import PAPER_LEVEL_WEIGHTS, RANDOM_WEIGHTS, HFRConfig, Scoring
+from hfr.config import AUTO, PAPER_LEVEL_WEIGHTS, RANDOM_WEIGHTS, HFRConfig, Scoring
 from hfr.hub import repo_name
 
 _DATASET_LABELS = {"mvtec_ad": "MVTec AD", "mvtec_3d": "MVTec 3D-AD (RGB)", "visa": "VisA"}
@@ -82,7 +82,7 @@ def scoring_text(scoring: Scoring) -> str:
     if scoring.level_weights != PAPER_LEVEL_WEIGHTS:
         weights = ", ".join(f"{w:g}" for w in scoring.level_weights)
         levels += f", weighted {weights} (strides 4, 8, 16)"
-    if scoring.position_weight > 0:
+    if scoring.position_weight not in (0, AUTO):
         scale = "" if scoring.position_scale is None else f" ({scoring.position_scale:.4f})"
         levels += (
             f", plus {scoring.position_weight:g} x the distance of each stride-8 feature from the "
@@ -99,7 +99,7 @@ def scoring_text(scoring: Scoring) -> str:
             f", plus {scoring.memory_weight:g} x the distance of each stride-16 patch{pooled} to "
             f"the nearest normal training patch, divided by its normal mean{scale}"
         )
-    if scoring.colour_weight > 0:
+    if scoring.colour_weight not in (0, AUTO):
         scale = "" if scoring.colour_scale is None else f" ({scoring.colour_scale:.4f})"
         distance = (
             "the Mahalanobis distance (per-channel variances)"
@@ -111,6 +111,9 @@ def scoring_text(scoring: Scoring) -> str:
             f"4x4-pixel cell from the normal colours at that cell, divided by its normal "
             f"mean{scale}"
         )
+    undecided = [name.removesuffix("_weight") for name in scoring.unresolved]
+    if undecided:
+        levels += f", plus the {' and '.join(undecided)} term where training turns it on"
     if scoring.combination == "product":
         levels += (
             "; the stride-4 and stride-8 evidence and the rest are then multiplied, "

@@ -16,41 +16,36 @@ import importlib
 import logging
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from hfr import __version__
 from hfr.calibration import THRESHOLD_FITS
-from hfr.config import (
-    ALIGNED_COLOUR_WEIGHTS,
-    AUTO_RESIZE,
-    AUTO_WEIGHT,
-    COLOUR_DISTANCES,
-    COMBINATIONS,
-    CONTEXT_MIN_INPUT,
-    CONTEXT_SIGMA,
-    DECODERS,
-    DEFAULT_COLOUR_DISTANCE,
-    DEFAULT_COMBINATION,
-    DEFAULT_ENCODER,
-    DEFAULT_EPOCHS,
+from hfr.config.settings import (
     DEFAULT_INPUT_SIZE,
-    DEFAULT_MEMORY_POOLING,
-    DEFAULT_SCORING,
-    DEFAULT_SIGMA,
+    DEFAULT_MEMORY_WEIGHT,
     DEFAULT_TARGET_FPR,
-    FEATURE_LOCATIONS,
-    HFR_LEVEL_WEIGHTS,
-    MEMORY_POOLINGS,
-    MIN_STEPS,
-    RESIZE_MODES,
-    SCORING_PRESETS,
-    TRAINED_MEMORY_WEIGHT,
-    TRAINING_PRECISIONS,
+    ModelSettings,
     TrainConfig,
+    add_setting_options,
+    image_size,
+    term_weight,
 )
 from hfr.errors import HFRError
 
 PROTOCOLS = ("mvtec", "mnist", "fashion-mnist", "cifar10")
+# Option parsers that moved to the settings they parse (0.20), still found here with a warning.
+_MOVED = {"level_weights", "weight_or_auto"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"hfr.cli.{name} moved to hfr.config.settings.{name}", DeprecationWarning, stacklevel=2
+        )
+        return getattr(importlib.import_module("hfr.config.settings"), name)
+    raise AttributeError(f"module 'hfr.cli' has no attribute {name!r}")
 
 
 class ProtocolDefault:
@@ -63,79 +58,13 @@ class ProtocolDefault:
 PROTOCOL_DEFAULT = ProtocolDefault()
 
 
-def image_size(text: str) -> int | tuple[int, int]:
-    """``--image-size``: one side (``256``) or ``HEIGHTxWIDTH`` (``192x256``).
-
-    Example:
-        >>> image_size("256"), image_size("192x256")
-        (256, (192, 256))
-    """
-    parts = text.lower().split("x")
-    if len(parts) > 2 or not all(part.strip().isdigit() for part in parts):
-        raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH (e.g. 192x256): {text!r}")
-    sides = tuple(int(part) for part in parts)
-    return sides[0] if len(sides) == 1 else sides
-
-
-def level_weights(text: str) -> tuple[float, float, float]:
-    """``--level-weights``: three comma-separated numbers >= 0 for strides 4, 8 and 16.
-
-    Example:
-        >>> level_weights("0.5,1,1")
-        (0.5, 1.0, 1.0)
-    """
-    try:
-        weights = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        weights = ()
-    if len(weights) != 3 or not all(0 <= w < float("inf") for w in weights) or not any(weights):
-        raise argparse.ArgumentTypeError(
-            f"expected three numbers >= 0, not all 0, e.g. 0.5,1,1: {text!r}"
-        )
-    return weights
-
-
-def term_weight(text: str) -> float:
-    """A weight of an added term (per-position, patch memory): a number >= 0 (0: off).
-
-    Example:
-        >>> term_weight("1")
-        1.0
-    """
-    try:
-        weight = float(text)
-    except ValueError:
-        weight = -1.0
-    if not 0 <= weight < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 1: {text!r}")
-    return weight
-
-
-def weight_or_auto(text: str) -> float | str:
-    """``--position-weight``, ``--colour-weight``: ``auto`` (chosen from the training images)
-    or a number >= 0.
-
-    Example:
-        >>> weight_or_auto("auto"), weight_or_auto("0")
-        ('auto', 0.0)
-    """
-    if text == AUTO_WEIGHT:
-        return AUTO_WEIGHT
-    try:
-        return term_weight(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected auto or a number >= 0, e.g. 1: {text!r}"
-        ) from None
-
-
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Shows every option's default (unless None or off) and keeps the descriptions' breaks."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if default in (None, False, argparse.SUPPRESS) or "default" in text:
+        if action.nargs == 0 or default in (None, argparse.SUPPRESS) or "default" in text:
             return text
         return f"{text} (default: %(default)r)" if text else "default: %(default)r"
 
@@ -143,183 +72,15 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def add_model_arguments(
     parser: argparse.ArgumentParser, *, protocol_defaults: bool = False
 ) -> None:
-    """Encoder, input and optimiser options of a new model (train, push, reproduce).
-
-    With ``protocol_defaults``, size, epochs and lr default to the protocol's (see ``reproduce``).
-    """
-    defaults = TrainConfig()
-    per_protocol = PROTOCOL_DEFAULT if protocol_defaults else None
+    """The options of a new model and its training (train, push, reproduce): one per setting
+    of :class:`~hfr.config.ModelSettings` and :class:`~hfr.config.TrainConfig`, as declared
+    there. With ``protocol_defaults``, size, epochs and lr default to the protocol's (see
+    ``reproduce``)."""
     group = parser.add_argument_group("model and training")
-    group.add_argument("--encoder", default=DEFAULT_ENCODER, help="timm model name")
-    group.add_argument(
-        "--encoder-weights",
-        default=None,
-        help="weights file name or path, or 'random' (default: timm's, from the Hub)",
-    )
-    group.add_argument(
-        "--feature-location",
-        choices=FEATURE_LOCATIONS,
-        default="stage",
-        help="stage outputs (paper) or the expansion layers of MobileNet/EfficientNet encoders",
-    )
-    group.add_argument(
-        "--image-size",
-        type=image_size,
-        default=per_protocol or DEFAULT_INPUT_SIZE,
-        help="network input: one side, or HEIGHTxWIDTH (multiples of 16)",
-    )
-    group.add_argument(
-        "--resize",
-        choices=(AUTO_RESIZE, *RESIZE_MODES),
-        default=AUTO_RESIZE,
-        help="how images whose aspect differs from the input's are fitted: stretch (resized "
-        "to it), letterbox (aspect kept, padded with the mean colour), or auto: stretch when "
-        "the training images share one aspect, letterbox when their aspects differ",
-    )
-    group.add_argument(
-        "--sigma",
-        type=float,
-        default=None,
-        help=f"Gaussian smoothing of the map, in input pixels (default: {CONTEXT_SIGMA:g} with "
-        f"the context decoder, {DEFAULT_SIGMA:g}, the paper's, with the paper's)",
-    )
-    group.add_argument(
-        "--scoring",
-        choices=SCORING_PRESETS,
-        default=DEFAULT_SCORING,
-        help="hfr: levels scaled by their normal means and weighted "
-        f"{','.join(f'{w:g}' for w in HFR_LEVEL_WEIGHTS)}, image score the mean of the map's "
-        "top 1 %%; paper: plain sum, image score its maximum",
-    )
-    group.add_argument(
-        "--level-weights",
-        type=level_weights,
-        default=None,
-        metavar="W4,W8,W16",
-        help="weights of the stride-4, 8 and 16 levels in the map (default: the scoring's)",
-    )
-    group.add_argument(
-        "--position-weight",
-        type=weight_or_auto,
-        default=0.0,
-        metavar="W",
-        help="for parts that sit in the same place in every image (a fixed camera and "
-        "fixture): add W x the distance of each stride-8 feature from the normal ones at its "
-        "position; 0 (default) is off, 1 measured best on aligned bottles; auto: 1 when "
-        "position explains at least 80 %% of the training images' feature variance and there "
-        "are 40 or more of them, else 0",
-    )
-    group.add_argument(
-        "--memory-weight",
-        type=term_weight,
-        default=TRAINED_MEMORY_WEIGHT,
-        metavar="W",
-        help="add W x the distance of each stride-16 patch to the nearest normal training "
-        "patch (a coreset of them, --memory-fraction); 0 is off (default: "
-        f"{TRAINED_MEMORY_WEIGHT:g})",
-    )
-    group.add_argument(
-        "--colour-weight",
-        type=weight_or_auto,
-        default=AUTO_WEIGHT,
-        metavar="W",
-        help="add W x the distance of the input's colour in each 4x4-pixel cell from the "
-        "normal colours at that cell: finds brighter, darker or discoloured regions on aligned "
-        "parts; auto (default): "
-        + " or ".join(f"{w:g} ({d})" for d, w in ALIGNED_COLOUR_WEIGHTS.items())
-        + " by --colour-distance where --position-weight auto would find the parts aligned, "
-        "else 0",
-    )
-    group.add_argument(
-        "--colour-distance",
-        choices=COLOUR_DISTANCES,
-        default=DEFAULT_COLOUR_DISTANCE,
-        help="how the colour term measures a cell against the normal colours there: "
-        "mahalanobis (default), the root of the mean squared standardised difference over "
-        "channels, or squared, that mean",
-    )
-    group.add_argument(
-        "--memory-pooling",
-        type=int,
-        choices=MEMORY_POOLINGS,
-        default=DEFAULT_MEMORY_POOLING,
-        help="side of the local mean taken of each feature before it joins a patch vector: "
-        "1 (default) is none; 3 is PatchCore's",
-    )
-    group.add_argument(
-        "--combination",
-        choices=COMBINATIONS,
-        default=DEFAULT_COMBINATION,
-        help="sum (default) adds every level and term into the map; product multiplies the "
-        "fine evidence (strides 4, 8) with the coarse (stride 16, the terms): sharper maps, "
-        "blinder to large smooth defects",
-    )
-    group.add_argument(
-        "--decoder",
-        choices=DECODERS,
-        default=None,
-        help="context: the fine levels of each cell are decoded from the cells around it, so a "
-        "defect cannot be copied through; paper: every level decoded from the cell itself "
-        f"(default: context from {CONTEXT_MIN_INPUT} px a side, paper below)",
-    )
-    group.add_argument(
-        "--epochs",
-        type=int,
-        default=per_protocol or defaults.epochs,
-        help=f"training epochs (default: {DEFAULT_EPOCHS}, more for small sets: at least "
-        f"{MIN_STEPS} SGD steps)",
-    )
-    group.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="images per SGD step"
-    )
-    group.add_argument(
-        "--lr", type=float, default=per_protocol or defaults.lr, help="SGD learning rate"
-    )
-    group.add_argument("--seed", type=int, default=defaults.seed, help="split and init seed")
-    group.add_argument(
-        "--hard-weight",
-        type=float,
-        default=defaults.hard_weight,
-        help="weight of the hard term in the loss, against the mean over all pixels "
-        "(0: the paper's loss)",
-    )
-    group.add_argument(
-        "--hard-fraction",
-        type=float,
-        default=defaults.hard_fraction,
-        help="the hard term: the mean of this share of each level's pixels in a batch, the "
-        "hardest ones",
-    )
-    group.add_argument(
-        "--target-fpr",
-        type=float,
-        default=defaults.target_fpr,
-        help="share of normal images the default verdict may flag, estimated from held-out "
-        "normal images",
-    )
-    group.add_argument(
-        "--memory-fraction",
-        type=float,
-        default=defaults.memory_fraction,
-        help="share of the training images' patch vectors the patch memory keeps",
-    )
-    group.add_argument(
-        "--threshold-fit",
-        choices=THRESHOLD_FITS,
-        default=defaults.threshold_fit,
-        help="read the held-out normal scores for --target-fpr by their logarithms (default) or "
-        "as they are",
-    )
-    group.add_argument(
-        "--precision",
-        choices=TRAINING_PRECISIONS,
-        default=defaults.precision,
-        help="of the decoder's training steps; auto: bf16 where the device has it natively "
-        "(CUDA, CPUs with AMX or AVX512-BF16), fp32 elsewhere",
-    )
-    group.add_argument(
-        "--no-feature-cache", action="store_true", help="re-encode the images every epoch"
-    )
+    per_protocol = dict.fromkeys(("input_size", "epochs", "lr"), PROTOCOL_DEFAULT)
+    defaults = per_protocol if protocol_defaults else None
+    add_setting_options(group, ModelSettings, defaults=defaults)
+    add_setting_options(group, TrainConfig, defaults=defaults)
     _add_device(group)
 
 
@@ -542,10 +303,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--memory-weight",
         type=term_weight,
-        default=TRAINED_MEMORY_WEIGHT,
+        default=DEFAULT_MEMORY_WEIGHT,
         metavar="W",
         help="the patch memory's weight, timed with random vectors, as many as bottle's; 0 is "
-        f"off (default: {TRAINED_MEMORY_WEIGHT:g}, as trained models have)",
+        "off (default: as trained models have)",
     )
     parser.add_argument("--output", required=True, help="JSON list of records")
     parser.add_argument("--markdown", help="also write a markdown table with command and machine")

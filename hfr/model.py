@@ -18,7 +18,15 @@ from torch import nn
 from hfr import anomaly, cards, hub
 from hfr.colour import STATE_PREFIX as COLOUR_PREFIX
 from hfr.colour import ColourStatistics, colour_distance
-from hfr.config import CONFIG_FILE, WEIGHTS_FILE, HFRConfig, read_config, write_config
+from hfr.config import (
+    AUTO,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    HFRConfig,
+    ModelSettings,
+    read_config,
+    write_config,
+)
 from hfr.decoder import HierarchicalDecoder
 from hfr.device import precision_autocast, scoring_precision
 from hfr.encoder import build_encoder
@@ -65,10 +73,13 @@ class HFR(
     distance of the input's colour from the normal colours at each place (:mod:`hfr.colour`).
 
     Args:
-        config: an :class:`~hfr.config.HFRConfig`; or leave it out and pass its fields as
-            keywords (``encoder=``, ``encoder_weights=``, ``input_size=``, ``sigma=``, ...), as
-            :meth:`HFRConfig.build <hfr.config.HFRConfig.build>` takes them. ``encoder_weights``
-            is ``None`` for timm's weights from the Hub, ``"random"``, or a weights file.
+        config: an :class:`~hfr.config.HFRConfig` (a saved model's), or the
+            :class:`~hfr.config.ModelSettings` of a new model; or leave it out and pass the
+            settings as keywords (``encoder=``, ``encoder_weights=``, ``input_size=``, ...).
+            A new model is the one ``hfr train`` builds from the same options; its ``"auto"``
+            settings are decided by :func:`hfr.train.fit`, and until then it scores with its
+            residual levels alone. ``encoder_weights`` is ``None`` for timm's weights from the
+            Hub, ``"random"``, or a weights file.
 
     Example:
         >>> model = HFR(encoder="resnet18", encoder_weights="random", input_size=64)
@@ -77,11 +88,13 @@ class HFR(
         ((2, 64, 64), (2,))
     """
 
-    def __init__(self, config: HFRConfig | None = None, **fields: Any) -> None:
+    def __init__(self, config: HFRConfig | ModelSettings | None = None, **fields: Any) -> None:
         super().__init__()
-        if config is not None and fields:
-            raise ConfigError("pass either a config or its fields as keywords, not both")
-        config = config if config is not None else HFRConfig.build(**fields)
+        if isinstance(config, HFRConfig):
+            if fields:
+                raise ConfigError("pass either a config or its fields as keywords, not both")
+        else:
+            config = HFRConfig.build(config, **fields)
         self.encoder, fingerprint = build_encoder(
             config.encoder, config.encoder_weights, feature_location=config.feature_location
         )
@@ -154,15 +167,16 @@ class HFR(
         """The maps of the terms the scoring weighs, before scaling, from the ``features`` of
         the normalised batch ``images``: ``"position"`` (:mod:`hfr.position`, ``(B, H/8,
         W/8)``), ``"memory"`` (:mod:`hfr.memory`, ``(B, H/16, W/16)``) and ``"colour"``
-        (:mod:`hfr.colour`, ``(B, H/4, W/4)``)."""
+        (:mod:`hfr.colour`, ``(B, H/4, W/4)``). A model not trained yet has none to weigh."""
         scoring, maps = self.config.scoring, {}
+        untrained = self.config.calibration is None
         for term, module, label, inputs in (
             ("position", self.position, "per-position statistics", features[POSITION_LEVEL]),
             ("memory", self.memory, "patch memory", features),
             ("colour", self.colour, "colour statistics", images),
         ):
             weight = getattr(scoring, f"{term}_weight")
-            if weight == 0:
+            if weight in (0, AUTO) or (module is None and untrained):
                 continue
             if module is None:
                 raise ConfigError(

@@ -37,8 +37,9 @@ def fitted_resize(images: Sequence[ImageInput]) -> str:
 def content_box(image_size: tuple[int, int], preprocessing: Preprocessing) -> Box:
     """Where an image of ``image_size`` (height, width) lies in the network input.
 
-    The whole input when stretched; with ``resize="letterbox"`` the largest centred box of the
-    image's aspect, the rest being padding.
+    The whole input when stretched (and with ``"auto"``, before training decides); with
+    ``resize="letterbox"`` the largest centred box of the image's aspect, the rest being
+    padding.
 
     Example:
         >>> content_box((300, 400), Preprocessing((256, 256), resize="letterbox"))
@@ -47,7 +48,7 @@ def content_box(image_size: tuple[int, int], preprocessing: Preprocessing) -> Bo
         (0, 0, 256, 256)
     """
     height, width = preprocessing.input_size
-    if preprocessing.resize == "stretch":
+    if preprocessing.resize != "letterbox":
         return 0, 0, height, width
     scale = min(height / image_size[0], width / image_size[1])
     inner_height = min(height, max(1, round(image_size[0] * scale)))

@@ -29,7 +29,7 @@ from hfr.calibration import (
     check_threshold_fit,
 )
 from hfr.colour import ColourStatistics, chosen_colour_weight, pooled_colour
-from hfr.config import DEFAULT_TARGET_FPR, TrainConfig, default_epochs
+from hfr.config import AUTO, DEFAULT_TARGET_FPR, TrainConfig, default_epochs
 from hfr.device import precision_autocast, scoring_precision, training_precision
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
@@ -42,6 +42,7 @@ from hfr.position import (
     alignment_hint,
     auto_weight,
 )
+from hfr.preprocessing import fitted_resize
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # What `evaluate` measured at the calibrated threshold: stale once the threshold moves.
@@ -113,16 +114,15 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     on_progress: ProgressCallback | None = None,
-    auto_position_weight: bool = False,
-    auto_colour_weight: bool = False,
 ) -> TrainResult:
     """Train ``model.decoder`` on normal ``images`` and set ``model.calibration`` (and
     ``model.position``, ``model.memory`` and ``model.colour``, the per-position statistics, the
     patch memory and the per-position colour statistics, when the scoring weighs them).
 
-    With ``auto_position_weight``, the scoring's ``position_weight`` is replaced by the one
-    :func:`hfr.position.auto_weight` chooses from the training images' features; with
-    ``auto_colour_weight``, its ``colour_weight`` by :func:`hfr.colour.chosen_colour_weight`.
+    The model's ``"auto"`` settings are decided from the training images: ``resize`` by
+    :func:`hfr.preprocessing.fitted_resize`, ``position_weight`` by
+    :func:`hfr.position.auto_weight` and ``colour_weight`` by
+    :func:`hfr.colour.chosen_colour_weight`, from the training images' features.
 
     ``on_progress`` is called with a :class:`TrainingProgress` at the start of each stage, after
     each batch of feature extraction and calibration and after each epoch; an exception it raises
@@ -140,6 +140,7 @@ def fit(
         >>> fit(model, images, TrainConfig(epochs=50))  # doctest: +SKIP
     """
     config = config or TrainConfig()
+    auto_position_weight, auto_colour_weight = _settle_auto_settings(model, images)
     train_images, calibration_images = split_for_calibration(
         images, config.calibration_fraction, config.seed
     )
@@ -248,6 +249,22 @@ def fit(
     logger.info("calibrated on %d held-out normal images", len(calibration_images))
     _warn_of_tail(model.config.calibration)
     return result
+
+
+def _settle_auto_settings(model: HFR, images: Sequence[ImageInput]) -> tuple[bool, bool]:
+    """Decide ``resize`` from ``images`` where it is ``"auto"``, and set the ``"auto"`` term
+    weights to 0 until the training features decide them; return whether the position and the
+    colour weight were ``"auto"``."""
+    config = model.config
+    if config.preprocessing.resize == AUTO:
+        preprocessing = replace(config.preprocessing, resize=fitted_resize(images))
+        config = config.replace(preprocessing=preprocessing)
+        logger.info("images fitted to the input by %s", preprocessing.resize)
+    scoring = config.scoring
+    auto = {name: getattr(scoring, name) == AUTO for name in ("position_weight", "colour_weight")}
+    scoring = replace(scoring, **{name: 0.0 for name, is_auto in auto.items() if is_auto})
+    model.config = config.replace(scoring=scoring)
+    return auto["position_weight"], auto["colour_weight"]
 
 
 def recalibrate(

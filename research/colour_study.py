@@ -24,7 +24,7 @@ from sigma_study import study_parser
 from splits import held_out_images
 
 from hfr import HFR
-from hfr.cli import term_weight
+from hfr.config.settings import term_weight
 from hfr.config import COLOUR_DISTANCES, DEFAULT_TARGET_FPR
 from hfr.data import load_mvtec
 from hfr.evaluate import collect, compute_metrics, threshold_rates

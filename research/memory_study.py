@@ -41,7 +41,8 @@ from sigma_study import load, study_parser
 from synthetic_defects import synthetic_check
 
 from hfr import HFR
-from hfr.config import DEFAULT_TARGET_FPR, LEGACY_MEMORY_FRACTION
+from hfr.config import DEFAULT_TARGET_FPR
+from hfr.config.compat import LEGACY_MEMORY_FRACTION
 from hfr.evaluate import EvaluationMaps, collect, compute_metrics, threshold_rates
 from hfr.images import ImageInput, load_rgb
 from hfr.memory import PatchMemory, kept_vectors, patch_vectors

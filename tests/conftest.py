@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import importlib.util
 import os
@@ -31,7 +32,7 @@ from hub_server import start_hub
 from PIL import Image
 
 from hfr import HFR
-from hfr.config import TrainConfig
+from hfr.config import HFRConfig, Scoring, TrainConfig
 from hfr.train import fit
 
 torch.set_num_threads(2)
@@ -53,13 +54,35 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def tiny_model(seed: int = 0, **kwargs) -> HFR:
-    """ResNet18 with random weights at a 64x64 input: fast enough for any unit test.
+    """ResNet18 with random weights at a 64x64 input: fast enough for any unit test. It scores
+    with the residual levels alone (no patch memory, no colour term, images stretched) unless
+    ``kwargs`` say otherwise.
 
     ``seed`` fixes the decoder's initialisation.
     """
     torch.manual_seed(seed)
-    options = {"encoder": "resnet18", "encoder_weights": "random", "input_size": 64}
+    options = {
+        "encoder": "resnet18",
+        "encoder_weights": "random",
+        "input_size": 64,
+        "memory_weight": 0.0,
+        "colour_weight": 0.0,
+        "resize": "stretch",
+    }
     return HFR(**{**options, **kwargs})
+
+
+def as_format_1(config: dict) -> dict:
+    """``config`` (today's ``config.json`` contents) as 0.1-0.19 wrote it: format 1, without
+    ``hfr_version``; a test then removes the keys that its version lacked."""
+    older = {key: value for key, value in copy.deepcopy(config).items() if key != "hfr_version"}
+    return {**older, "format_version": 1}
+
+
+def older_scoring(values: dict) -> Scoring:
+    """The scoring a format-1 config with the scoring section ``values`` loads with."""
+    config = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=64)
+    return HFRConfig.from_dict(as_format_1({**config.to_dict(), "scoring": values})).scoring
 
 
 def train_options(*options: str) -> TrainConfig:

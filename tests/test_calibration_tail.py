@@ -90,10 +90,12 @@ def test_bad_counts_in_a_config_name_the_field(changes: dict, message: str) -> N
 def test_a_config_written_before_the_count_loads_without_a_verdict_on_its_tail() -> None:
     values = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01).to_dict()
     older = {k: v for k, v in values.items() if k not in ("num_above", "target_fpr")}
-    loaded = Calibration.from_dict(older)
+    config = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=64)
+    format_1 = {**config.to_dict(), "format_version": 1, "calibration": older}
+    del format_1["hfr_version"]
+    loaded = HFRConfig.from_dict(format_1).calibration
     assert loaded.threshold == values["threshold"] and loaded.num_above is None
     assert loaded.tail_warning() is None
-    config = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=64)
     card = str(model_card(config.replace(calibration=loaded), decoder_parameters=1))
     assert "score above it" not in card and "Warning" not in card
 

@@ -11,6 +11,7 @@ import torch
 from conftest import (
     TERM_CONFIG,
     TERM_IMAGES,
+    as_format_1,
     model_from_settings,
     shifted_images,
     synthetic_images,
@@ -94,6 +95,7 @@ def test_a_config_of_0_13_scores_with_the_squared_distance_as_it_did(
 ) -> None:
     trained.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
+    config = as_format_1(config)
     del config["scoring"]["colour_distance"]  # as 0.13 wrote it
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = HFR.from_pretrained(tmp_path)
@@ -119,7 +121,7 @@ def test_the_distance_is_the_root_of_the_squared_one_or_that_itself() -> None:
     assert colour_distance(squared, "squared") is squared
     for bad in ("euclidean", None, 1):
         with pytest.raises(ConfigError, match="scoring.colour_distance must be one of"):
-            Scoring(colour_distance=bad)
+            Scoring.preset("hfr", colour_distance=bad)
 
 
 def test_statistics_are_the_same_without_the_feature_cache(trained: HFR) -> None:

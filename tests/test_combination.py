@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_images, tiny_model
+from conftest import older_scoring, synthetic_images, tiny_model
 
 from hfr import HFR, anomaly
 from hfr.cards import scoring_text
@@ -46,10 +46,10 @@ def test_a_trained_model_scores_with_its_combination_and_keeps_it(tmp_path: Path
 def test_configs_without_the_key_sum_and_bad_values_are_refused() -> None:
     values = Scoring.preset("hfr").to_dict()
     del values["combination"]  # as every config before 0.12
-    assert Scoring.from_dict(values).combination == "sum"
+    assert older_scoring(values).combination == "sum"
     for bad in ("max", "", None, 1):
         with pytest.raises(ConfigError, match=r"scoring.combination must be one of"):
-            Scoring(combination=bad)
+            Scoring.preset("hfr", combination=bad)
 
 
 def test_the_command_line_passes_the_combination() -> None:

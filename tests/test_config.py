@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import model_from_settings, tiny_model
+from conftest import as_format_1, model_from_settings, older_scoring, trained_tiny_model
 
+import hfr
 from hfr.cards import scoring_text
 from hfr.config import HFRConfig, Preprocessing, Scoring, TrainConfig, read_config
 from hfr.errors import ConfigError, TrainingError
@@ -73,8 +74,9 @@ def test_unreadable_files_are_config_errors(tmp_path: Path, content: bytes, mess
 def test_round_trip_and_configs_of_earlier_versions(tmp_path: Path) -> None:
     config = HFRConfig.from_dict(GOOD)
     assert config.to_dict() == GOOD
-    legacy = {**GOOD, "input_size": 64}  # written before the typed config
-    assert HFRConfig.from_dict(legacy) == config
+    assert GOOD["format_version"] == 2 and GOOD["hfr_version"] == hfr.__version__
+    legacy = {**as_format_1(GOOD), "input_size": 64}  # written before the typed config
+    assert HFRConfig.from_dict(legacy) == config.replace(hfr_version=None)
     del legacy["feature_location"]
     assert HFRConfig.from_dict(legacy).feature_location == "stage"
     del legacy["decoder"]  # before 0.6: the paper's decoder
@@ -82,7 +84,9 @@ def test_round_trip_and_configs_of_earlier_versions(tmp_path: Path) -> None:
     legacy["scoring"] = {k: v for k, v in GOOD["scoring"].items() if k != "level_weights"}
     assert HFRConfig.from_dict(legacy).scoring.level_weights == (1.0, 1.0, 1.0)  # before 0.8
     with pytest.raises(ConfigError, match="input_size must be the side"):
-        HFRConfig.from_dict({**GOOD, "input_size": 128})
+        HFRConfig.from_dict({**as_format_1(GOOD), "input_size": 128})
+    with pytest.raises(ConfigError, match=r"a field this hfr knows.*\['input_size'\]"):
+        HFRConfig.from_dict({**GOOD, "input_size": 64})  # format 2 holds today's keys only
     (tmp_path / "config.json").write_text(json.dumps(GOOD))
     assert read_config(tmp_path / "config.json") == config
 
@@ -92,12 +96,14 @@ def test_preprocessing_from_timm() -> None:
 
 
 def test_scoring_presets_and_defaults() -> None:
-    assert GOOD["scoring"] == Scoring.preset("hfr").to_dict()  # new models
-    assert HFRConfig().scoring == Scoring.preset("paper")  # configs without a scoring section
-    assert HFRConfig.build(encoder="resnet18", scoring="paper").scoring == Scoring()
+    trained_terms = {"memory_weight": 3.0, "colour_weight": "auto"}  # as hfr train's
+    assert GOOD["scoring"] == Scoring.preset("hfr", **trained_terms).to_dict()  # new models
+    without_scoring = {k: v for k, v in as_format_1(GOOD).items() if k != "scoring"}
+    assert HFRConfig.from_dict(without_scoring).scoring == Scoring.preset("paper")
+    paper = HFRConfig.build(encoder="resnet18", scoring="paper").scoring
+    assert paper == Scoring.preset("paper", **trained_terms)
     assert HFRConfig.build(encoder="resnet18").decoder == "context"
     assert HFRConfig.build(encoder="resnet18", input_size=32).decoder == "paper"  # 2x2 at stride 16
-    assert HFRConfig().decoder == "paper"  # configs without a decoder key
     assert HFRConfig.build(encoder="resnet18").sigma == 2.0  # context decoder: less smoothing
     assert HFRConfig.build(encoder="resnet18", decoder="paper").sigma == 4.0  # the paper's
     assert HFRConfig.build(encoder="resnet18", input_size=32).sigma == 4.0
@@ -109,7 +115,7 @@ def test_scoring_presets_and_defaults() -> None:
     assert Scoring.preset("hfr").level_weights == (0.5, 0.5, 1.0)
     assert Scoring.preset("paper").level_weights == (1.0, 1.0, 1.0)
     chosen = HFRConfig.build(encoder="resnet18", level_weights=(1, 1, 2)).scoring
-    assert chosen == replace(Scoring.preset("hfr"), level_weights=(1.0, 1.0, 2.0))
+    assert chosen == Scoring.preset("hfr", level_weights=(1.0, 1.0, 2.0), **trained_terms)
     text = scoring_text(replace(Scoring.preset("paper"), level_weights=(1, 1, 2)))
     assert text.startswith("Each level enters the sum unscaled, weighted 1, 1, 2 (strides 4,")
     assert "(the paper)," in scoring_text(Scoring.preset("paper"))
@@ -160,7 +166,7 @@ def test_command_line_level_weights_reach_the_model() -> None:
     ],
 )
 def test_a_term_weighed_without_its_tensors_names_the_fix(term: str, label: str) -> None:
-    model = tiny_model()
+    model = trained_tiny_model()
     scoring = replace(model.config.scoring, **{f"{term}_weight": 1.0, f"{term}_scale": 1.0})
     model.config = model.config.replace(scoring=scoring)
     with pytest.raises(ConfigError, match=f"no {label}.*--{term}-weight"):
@@ -172,10 +178,10 @@ def test_configs_without_a_terms_keys_load_without_it(term: str) -> None:
     values = Scoring.preset("hfr").to_dict()
     assert values[f"{term}_weight"] == 0.0 and values[f"{term}_scale"] is None
     del values[f"{term}_weight"], values[f"{term}_scale"]  # as written before the term existed
-    assert Scoring.from_dict(values) == Scoring.preset("hfr")
+    assert older_scoring(values) == Scoring.preset("hfr")
     for bad in (-1, float("inf"), float("nan"), "1", None, True):
         with pytest.raises(ConfigError, match=f"scoring.{term}_weight must be a number >= 0"):
-            Scoring(**{f"{term}_weight": bad})
+            Scoring.preset("hfr", **{f"{term}_weight": bad})
     for bad in (0, -1.0, float("nan"), "1"):
         with pytest.raises(ConfigError, match=f"scoring.{term}_scale must be null or a number"):
-            Scoring(**{f"{term}_scale": bad})
+            Scoring.preset("hfr", **{f"{term}_scale": bad})

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import calibrate, synthetic_images, tiny_model
+from conftest import as_format_1, calibrate, synthetic_images, tiny_model
 
+import hfr
 from hfr import HFR, anomaly
 from hfr.config import Scoring
 from hfr.errors import ConfigError, EncoderWeightsError, ModelFormatError, ModelNotFoundError
@@ -54,6 +55,7 @@ def test_configs_without_scoring_score_exactly_as_before(model: HFR, tmp_path: P
     """A config.json written before the scoring section: the paper's max of the plain sum."""
     model.save_pretrained(tmp_path)
     data = json.loads((tmp_path / "config.json").read_text())
+    data = as_format_1(data)
     del data["scoring"]
     (tmp_path / "config.json").write_text(json.dumps(data))
     loaded = HFR.from_pretrained(tmp_path)
@@ -81,6 +83,7 @@ def test_configs_without_level_weights_score_exactly_as_before(tmp_path: Path) -
     model.config = model.config.replace(scoring=scoring)
     model.save_pretrained(tmp_path)
     data = json.loads((tmp_path / "config.json").read_text())
+    data = as_format_1(data)
     del data["scoring"]["level_weights"]
     (tmp_path / "config.json").write_text(json.dumps(data))
     loaded = HFR.from_pretrained(tmp_path)
@@ -96,6 +99,7 @@ def test_configs_without_decoder_key_load_the_papers_decoder(tmp_path: Path) -> 
     paper = tiny_model(decoder="paper")
     paper.save_pretrained(tmp_path / "paper")
     config = json.loads((tmp_path / "paper" / "config.json").read_text())
+    config = as_format_1(config)
     del config["decoder"]  # as written before 0.6
     (tmp_path / "paper" / "config.json").write_text(json.dumps(config))
     loaded = HFR.from_pretrained(tmp_path / "paper")
@@ -176,7 +180,7 @@ def test_config_describes_encoder_preprocessing_and_calibration(model: HFR, tmp_
     assert config["encoder_fingerprint"] == model.config.encoder_fingerprint
     assert config["preprocessing"]["input_size"] == [64, 64]
     assert config["calibration"]["threshold"] == model.config.calibration.threshold
-    assert config["format_version"] == 1
+    assert config["format_version"] == 2 and config["hfr_version"] == hfr.__version__
 
 
 def _edit_config(folder: Path, **changes) -> None:
@@ -195,7 +199,7 @@ def test_loading_refuses_other_encoder_weights(model: HFR, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"format_version": 99}, "format_version must be 1"),
+        ({"format_version": 99}, "format_version must be 1 or 2"),
         ({"sigma": -1}, "sigma"),
         ({"preprocessing": {"input_size": [50, 50]}}, "preprocessing must be an object"),
         ({"calibration": {"threshold": "high"}}, "calibration"),
@@ -223,6 +227,7 @@ def test_feature_location_travels_in_the_config(tmp_path: Path) -> None:
 def test_configs_without_feature_location_load_stage_features(model, tmp_path) -> None:
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
+    config = as_format_1(config)
     del config["feature_location"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert HFR.from_pretrained(tmp_path).config.feature_location == "stage"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, tiny_model
+from conftest import as_format_1, synthetic_images, tiny_model
 from PIL import Image
 
 from hfr import HFR, anomaly
@@ -98,6 +98,7 @@ def test_configs_without_resize_load_stretched_and_score_as_before(tmp_path: Pat
     stretched = tiny_model(resize="stretch")
     stretched.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
+    config = as_format_1(config)
     del config["preprocessing"]["resize"]  # as written before 0.7
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = HFR.from_pretrained(tmp_path)

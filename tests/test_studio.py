@@ -136,8 +136,8 @@ def _only_random(weights: str) -> Path:
 
 def test_unset_epochs_leave_the_choice_to_training(tmp_path, monkeypatch) -> None:
     # Smaller constants than the real ones (50 epochs, 600 steps), so the run stays short.
-    monkeypatch.setattr("hfr.config.DEFAULT_EPOCHS", 1)
-    monkeypatch.setattr("hfr.config.MIN_STEPS", 3)
+    monkeypatch.setattr("hfr.config.settings.DEFAULT_EPOCHS", 1)
+    monkeypatch.setattr("hfr.config.settings.MIN_STEPS", 3)
     trained = studio.train_uploaded(
         "auto", synthetic_images(10, seed=6), settings=TINY, epochs=None, output_root=tmp_path
     )

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, tiny_model, train_options
+from conftest import as_format_1, synthetic_images, tiny_model, train_options
 from PIL import Image
 from scipy.stats import t
 
 from hfr import HFR
 from hfr.calibration import DEFAULT_THRESHOLD_FIT, Calibration
 from hfr.cli import main
-from hfr.config import TrainConfig
+from hfr.config import HFRConfig, TrainConfig
 from hfr.errors import ConfigError, TrainingError
 from hfr.pipeline import save_model
 from hfr.train import fit, recalibrate
@@ -103,7 +103,8 @@ def test_an_unknown_fit_is_refused_everywhere(bad: object) -> None:
 def test_a_config_without_a_fit_loads_as_before_and_a_new_one_round_trips() -> None:
     values = Calibration.from_normal_scores(SKEWED, target_fpr=0.01, fit="normal").to_dict()
     older = {key: value for key, value in values.items() if key != "fit"}  # written by 0.14-0.16
-    loaded = Calibration.from_dict(older)
+    config = tiny_model().config.to_dict()
+    loaded = HFRConfig.from_dict(as_format_1({**config, "calibration": older})).calibration
     assert loaded.fit is None and loaded.threshold == values["threshold"]
     new = Calibration.from_normal_scores(SKEWED, target_fpr=0.01)
     assert Calibration.from_dict(json.loads(json.dumps(new.to_dict()))) == new
@@ -122,6 +123,7 @@ def test_training_records_the_fit_and_recalibration_keeps_the_models_own(tmp_pat
     fit(older, images, replace(CONFIG, threshold_fit="normal"), progress=False)
     save_model(older, tmp_path / "older")
     config = json.loads((tmp_path / "older" / "config.json").read_text())
+    config = as_format_1(config)
     del config["calibration"]["fit"]  # as a 0.16 model wrote it
     (tmp_path / "older" / "config.json").write_text(json.dumps(config))
     loaded = HFR.from_pretrained(tmp_path / "older")

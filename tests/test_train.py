@@ -242,8 +242,8 @@ def test_default_epochs_give_small_sets_enough_steps() -> None:
 
 def test_unset_epochs_are_chosen_from_the_training_set_and_recorded(monkeypatch) -> None:
     # Smaller constants than the real ones (50 epochs, 600 steps), so the run stays short.
-    monkeypatch.setattr("hfr.config.DEFAULT_EPOCHS", 2)
-    monkeypatch.setattr("hfr.config.MIN_STEPS", 12)
+    monkeypatch.setattr("hfr.config.settings.DEFAULT_EPOCHS", 2)
+    monkeypatch.setattr("hfr.config.settings.MIN_STEPS", 12)
     model = tiny_model()
     result = fit(model, IMAGES, TrainConfig(epochs=None, batch_size=4), progress=False)
     assert len(result.losses) == 4  # 10 training images: 3 steps an epoch, 4 epochs for 12

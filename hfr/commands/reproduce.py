@@ -52,9 +52,9 @@ CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 DEFAULT_DATA = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
-ONE_CLASS_DEFAULTS = {"image_size": 32, "epochs": 10, "lr": 0.04}
+ONE_CLASS_DEFAULTS = {"input_size": 32, "epochs": 10, "lr": 0.04}
 PROTOCOL_DEFAULTS = {  # training options each protocol uses unless given on the command line
-    "mvtec": {"image_size": 256, "epochs": None, "lr": 0.4},  # epochs: the library default
+    "mvtec": {"input_size": 256, "epochs": None, "lr": 0.4},  # epochs: the library default
     "mnist": ONE_CLASS_DEFAULTS,
     "fashion-mnist": ONE_CLASS_DEFAULTS,
     "cifar10": ONE_CLASS_DEFAULTS,
@@ -96,7 +96,7 @@ def run_one(
         "encoder_weights": args.encoder_weights,
         "feature_location": args.feature_location,
         "decoder": args.decoder,
-        "image_size": args.image_size,
+        "image_size": args.input_size,
         "resize": model.config.preprocessing.resize,
         "sigma": model.config.sigma,
         "level_weights": list(model.config.scoring.level_weights),

@@ -1,0 +1,114 @@
+"""Configs written by earlier versions, read as today's schema.
+
+Every ``config.json`` from 0.1 to 0.19 says ``format_version`` 1 and lacks the keys added after
+it was written; each missing key gets the value such a config always scored with. From 0.20 on,
+configs say ``format_version`` 2 and record the ``hfr_version`` that wrote them, with every key.
+Only this module knows the old forms: the rest of the code sees today's schema.
+
+Example:
+    >>> old = {"format_version": 1, "encoder": "resnet18", "encoder_fingerprint": None,
+    ...        "preprocessing": {"input_size": [256, 256], "interpolation": "bilinear",
+    ...                          "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}}
+    >>> new = upgrade(old)
+    >>> new["format_version"], new["decoder"], new["sigma"], new["scoring"]["image_score"]
+    (2, 'paper', 4.0, 'max')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hfr.errors import ConfigError
+
+FORMAT_VERSION = 2
+# Keys a format-1 config may lack, and the values it scored with: the paper's decoder, sigma
+# and scoring (before 0.3 every model scored so), stage features, stretched images.
+_FORMAT_1_DEFAULTS = {
+    "encoder_weights": None,
+    "feature_location": "stage",
+    "decoder": "paper",
+    "sigma": 4.0,
+    "calibration": None,
+    "dataset": None,
+    "category": None,
+    "training": None,
+    "evaluation": None,
+    "hfr_version": None,
+}
+_PAPER_SCORING = {
+    "level_scaling": "none",
+    "image_score": "max",
+    "top_k_fraction": 0.01,
+    "level_scales": None,
+    "level_weights": [1.0, 1.0, 1.0],
+    "position_weight": 0.0,
+    "position_scale": None,
+    "memory_weight": 0.0,
+    "memory_scale": None,
+    "memory_pooling": 1,
+    "combination": "sum",
+    "colour_weight": 0.0,
+    "colour_scale": None,
+    "colour_distance": "mahalanobis",
+}
+# Scoring keys added after a config could have been written: each added term off, equal level
+# weights, the levels summed; the patch memory's features pooled 3 x 3 (its setting before the
+# key existed) and the colour term's squared distance (likewise).
+_SCORING_ADDED = {
+    "level_weights": [1.0, 1.0, 1.0],
+    "position_weight": 0.0,
+    "position_scale": None,
+    "memory_weight": 0.0,
+    "memory_scale": None,
+    "memory_pooling": 3,
+    "combination": "sum",
+    "colour_weight": 0.0,
+    "colour_scale": None,
+    "colour_distance": "squared",
+}
+_CALIBRATION_ADDED = {"target_fpr": None, "num_above": None, "fit": None}
+# The patch memory's coreset share in models whose training record has no memory_fraction.
+LEGACY_MEMORY_FRACTION = 0.01
+
+
+def upgrade(data: object) -> dict[str, Any]:
+    """The contents of a ``config.json`` of any version as today's schema (a new dict); a
+    config of a later format, or not a config at all, raises :class:`ConfigError`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"the config must be a JSON object, got {type(data).__name__!r}")
+    version = data.get("format_version")
+    if version == FORMAT_VERSION:
+        return dict(data)
+    if version != 1 or isinstance(version, bool):
+        raise ConfigError(
+            f"format_version must be 1 or {FORMAT_VERSION} (this hfr reads formats up to "
+            f"{FORMAT_VERSION}; upgrade hfr for others), got {version!r}"
+        )
+    required = ("encoder", "encoder_fingerprint", "preprocessing")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ConfigError(f"the config must be an HFR config with keys {list(required)}")
+    values = {**_FORMAT_1_DEFAULTS, **data, "format_version": FORMAT_VERSION}
+    _drop_input_size(values)
+    preprocessing = values["preprocessing"]
+    if isinstance(preprocessing, Mapping):
+        values["preprocessing"] = {"resize": "stretch", **preprocessing}
+    scoring = values.get("scoring", _PAPER_SCORING)
+    if isinstance(scoring, Mapping):
+        values["scoring"] = {**_SCORING_ADDED, **scoring}
+    calibration = values["calibration"]
+    if isinstance(calibration, Mapping):
+        values["calibration"] = {**_CALIBRATION_ADDED, **calibration}
+    return values
+
+
+def _drop_input_size(values: dict[str, Any]) -> None:
+    """Configs before 0.2 held ``input_size`` beside the preprocessing's: it must agree."""
+    side = values.pop("input_size", None)
+    if side is None:
+        return
+    preprocessing = values["preprocessing"]
+    size = preprocessing.get("input_size") if isinstance(preprocessing, Mapping) else None
+    if not size or side != size[0]:
+        raise ConfigError(f"input_size must be the side of preprocessing.input_size, got {side!r}")

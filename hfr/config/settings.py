@@ -1,0 +1,476 @@
+"""The settings a new model is built and trained from, each declared once.
+
+A setting is a field of :class:`ModelSettings` (the encoder, the input and how the maps are
+made) or of :class:`TrainConfig` (the optimiser, the loss and calibration): its type, default
+and help text are written there and nowhere else. ``HFR(...)``, ``HFRConfig.build``,
+``train_category``, the ``hfr`` command's options (:func:`add_setting_options`) and the app all
+read these declarations, so every entry point builds the same model from the same arguments.
+Nothing here imports torch: the command line shows these defaults at once.
+
+Example:
+    >>> ModelSettings().memory_weight, ModelSettings().colour_weight, ModelSettings().resize
+    (3.0, 'auto', 'auto')
+    >>> TrainConfig().target_fpr
+    0.01
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
+
+from hfr.calibration import DEFAULT_THRESHOLD_FIT, THRESHOLD_FITS
+from hfr.errors import TrainingError
+
+DEFAULT_ENCODER = "resnet18.tv_in1k"
+DEFAULT_INPUT_SIZE = 256
+AUTO = "auto"  # a setting that training decides from the training images
+# Where in each stage the features are taken: "stage" is the stage's output (the paper's choice);
+# "expansion" is timm's inverted-residual expansion (MobileNet / EfficientNet families): the wide,
+# activated output of the depthwise conv in each stage's last block, before its linear projection.
+FEATURE_LOCATIONS = ("stage", "expansion")
+# How an image whose aspect differs from the input's is fitted: "stretch" resizes it to the
+# input; "letterbox" keeps its aspect, centres it and pads the rest with the mean colour (zero
+# after normalisation). "auto" stretches when the training images share one aspect and
+# letterboxes when their aspects differ, where stretching would distort each image differently.
+RESIZE_MODES = ("stretch", "letterbox")
+SCORING_PRESETS = ("hfr", "paper")
+DEFAULT_SCORING = "hfr"
+# How the fine levels are decoded: "paper" from d3 (eq. 3-4); "context" from a blind-spot
+# description of f3, each cell predicted from the cells two away (hfr.decoder.ContextInput).
+# That needs a stride-16 map of 4x4 or more: "context" from CONTEXT_MIN_INPUT px a side on.
+DECODERS = ("paper", "context")
+CONTEXT_MIN_INPUT = 64
+DEFAULT_SIGMA = 4.0  # the paper's; kept with its decoder
+# The context decoder smooths less: its fine levels are predicted from a 5x5 neighbourhood, so
+# its maps are spread already, and sigma 4 blurred small defects away.
+CONTEXT_SIGMA = 2.0
+# The "hfr" preset halves the two finer levels after scaling: their normal residuals spread
+# the most for their mean (std / mean 0.9-1.2 at stride 4 and 0.6-1.1 at stride 8, against
+# 0.4-0.7 at stride 16; research/results/score_study), so at full weight their stray peaks decide
+# the top 1 % of many normal maps and outrank large smooth defects, which only stride 16 sees.
+# Chosen over five seeds of bottle and screw (research/results/level_weights_0.19).
+HFR_LEVEL_WEIGHTS = (0.5, 0.5, 1.0)
+# How the fine evidence (strides 4 and 8) and the coarse (stride 16, the added terms) make the
+# map: "sum" (the paper's eq. 9) or "product", (fine + 1) x (coarse + 1) - 1, high only where
+# both are (sharper maps, blinder to large smooth defects).
+COMBINATIONS = ("sum", "product")
+DEFAULT_COMBINATION = "sum"
+# The weight of the patch memory (hfr.memory), chosen on bottle and screw with two backbones
+# and two seeds, and on MNIST (research/notebook.md, "Patch memory").
+DEFAULT_MEMORY_WEIGHT = 3.0
+# The side of the local mean taken of each feature before it joins a patch-memory vector
+# (hfr.memory.patch_vectors): 1 is none; 3, PatchCore's, blurred bottle's maps
+# (research/results/memory).
+MEMORY_POOLINGS = (1, 3)
+DEFAULT_MEMORY_POOLING = 1
+# The share of the training images' patch vectors the memory's greedy coreset keeps: five seeds
+# of bottle and screw showed screw's image AUROC and verdict rising from PatchCore's smallest,
+# 1 %, to 5 %, and bottle unmoved (research/notebook.md, "Five seeds: the coreset fraction").
+DEFAULT_MEMORY_FRACTION = 0.05
+# How the colour term (hfr.colour) measures a cell's colour against the normal ones at that
+# cell: "mahalanobis", the root of the mean over channels of the squared standardised
+# difference (PaDiM's distance), or "squared", that mean itself, whose long tail lets a few
+# cells of some normal bottles decide their image score (research/notebook.md, "Aligned parts:
+# colour").
+COLOUR_DISTANCES = ("mahalanobis", "squared")
+DEFAULT_COLOUR_DISTANCE = "mahalanobis"
+# The colour term's weight on aligned parts, where colour_weight "auto" turns it on, for each
+# distance: the largest weight on the grid measured (0.25 to 3) that kept bottle's image AUROC
+# at 1.000 with both backbones and seeds; for the distance, preferred to 1 (slightly more
+# AUPRO) because its threshold flagged 2 of the 20 good test bottles in every run.
+ALIGNED_COLOUR_WEIGHTS = {"mahalanobis": 1.5, "squared": 0.25}
+DEFAULT_TARGET_FPR = 0.01
+DEFAULT_EPOCHS = 50
+# Small training sets get more epochs, so that the decoder makes at least this many SGD steps:
+# MVTec AD bottle's 188 training images at batch 16 give 12 steps an epoch, 600 in 50 epochs.
+MIN_STEPS = 600
+DEFAULT_HARD_FRACTION = 0.01  # the hard term of the loss: the hardest 1 % of each level's pixels
+DEFAULT_HARD_WEIGHT = 0.5  # ... weighs as much as the mean over all pixels
+TRAINING_PRECISIONS = ("auto", "bf16", "fp32")  # of the decoder's training steps
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a setting appears on the command line: its flag and what argparse needs."""
+
+    flag: str
+    help: str
+    parse: Callable[[str], Any] | None = None
+    choices: tuple | None = None
+    metavar: str | None = None
+    negated: bool = False  # a true/false setting that the flag turns off
+
+
+def setting(default: Any, flag: str | None = None, help: str = "", **option: Any) -> Any:
+    """A settings field with ``default``, shown on the command line as ``flag`` (none: the
+    setting is Python-only) with ``help`` and the :class:`Option` keywords ``option``."""
+    metadata = {"option": Option(flag, help, **option)} if flag else {}
+    return field(default=default, metadata=metadata)
+
+
+def image_size(text: str) -> int | tuple[int, int]:
+    """``--image-size``: one side (``256``) or ``HEIGHTxWIDTH`` (``192x256``).
+
+    Example:
+        >>> image_size("256"), image_size("192x256")
+        (256, (192, 256))
+    """
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH (e.g. 192x256): {text!r}")
+    sides = tuple(int(part) for part in parts)
+    return sides[0] if len(sides) == 1 else sides
+
+
+def level_weights(text: str) -> tuple[float, float, float]:
+    """``--level-weights``: three comma-separated numbers >= 0 for strides 4, 8 and 16.
+
+    Example:
+        >>> level_weights("0.5,1,1")
+        (0.5, 1.0, 1.0)
+    """
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or not all(0 <= w < math.inf for w in weights) or not any(weights):
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers >= 0, not all 0, e.g. 0.5,1,1: {text!r}"
+        )
+    return weights
+
+
+def term_weight(text: str) -> float:
+    """The weight of an added scoring term: a number >= 0 (0: off).
+
+    Example:
+        >>> term_weight("1")
+        1.0
+    """
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = -1.0
+    if not 0 <= weight < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 1: {text!r}")
+    return weight
+
+
+def weight_or_auto(text: str) -> float | str:
+    """A term's weight or ``auto`` (chosen by training from the training images).
+
+    Example:
+        >>> weight_or_auto("auto"), weight_or_auto("0")
+        ('auto', 0.0)
+    """
+    if text == AUTO:
+        return AUTO
+    try:
+        return term_weight(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a number >= 0, e.g. 1: {text!r}"
+        ) from None
+
+
+def _weights(values: tuple[float, ...]) -> str:
+    return ",".join(f"{w:g}" for w in values)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What a new model is built from: the encoder, its input and how its maps are made.
+
+    ``None`` and ``"auto"`` are decided when the model is built (``sigma``, ``decoder``,
+    ``level_weights``: from the input size and the scoring) or trained (``resize``,
+    ``position_weight``, ``colour_weight``: from the training images). Checked when the model's
+    config is built (:meth:`HFRConfig.build <hfr.config.HFRConfig.build>`).
+    """
+
+    encoder: str = setting(DEFAULT_ENCODER, "--encoder", "timm model name")
+    encoder_weights: str | None = setting(
+        None,
+        "--encoder-weights",
+        "weights file name or path, or 'random' (default: timm's, from the Hub)",
+    )
+    feature_location: str = setting(
+        "stage",
+        "--feature-location",
+        "stage outputs (paper) or the expansion layers of MobileNet/EfficientNet encoders",
+        choices=FEATURE_LOCATIONS,
+    )
+    input_size: int | tuple[int, int] = setting(
+        DEFAULT_INPUT_SIZE,
+        "--image-size",
+        "network input: one side, or HEIGHTxWIDTH (multiples of 16)",
+        parse=image_size,
+    )
+    resize: str = setting(
+        AUTO,
+        "--resize",
+        "how images whose aspect differs from the input's are fitted: stretch (resized to "
+        "it), letterbox (aspect kept, padded with the mean colour), or auto: stretch when the "
+        "training images share one aspect, letterbox when their aspects differ",
+        choices=(AUTO, *RESIZE_MODES),
+    )
+    sigma: float | None = setting(
+        None,
+        "--sigma",
+        f"Gaussian smoothing of the map, in input pixels (default: {CONTEXT_SIGMA:g} with the "
+        f"context decoder, {DEFAULT_SIGMA:g}, the paper's, with the paper's)",
+        parse=float,
+    )
+    scoring: str = setting(
+        DEFAULT_SCORING,
+        "--scoring",
+        f"hfr: levels scaled by their normal means and weighted {_weights(HFR_LEVEL_WEIGHTS)}, "
+        "image score the mean of the map's top 1 %%; paper: plain sum, image score its maximum",
+        choices=SCORING_PRESETS,
+    )
+    level_weights: tuple[float, float, float] | None = setting(
+        None,
+        "--level-weights",
+        "weights of the stride-4, 8 and 16 levels in the map (default: the scoring's)",
+        parse=level_weights,
+        metavar="W4,W8,W16",
+    )
+    position_weight: float | str = setting(
+        0.0,
+        "--position-weight",
+        "for parts that sit in the same place in every image (a fixed camera and fixture): add "
+        "W x the distance of each stride-8 feature from the normal ones at its position; 0 "
+        "(default) is off, 1 measured best on aligned bottles; auto: 1 when position explains "
+        "at least 80 %% of the training images' feature variance and there are 40 or more of "
+        "them, else 0",
+        parse=weight_or_auto,
+        metavar="W",
+    )
+    memory_weight: float = setting(
+        DEFAULT_MEMORY_WEIGHT,
+        "--memory-weight",
+        "add W x the distance of each stride-16 patch to the nearest normal training patch (a "
+        "coreset of them, --memory-fraction); 0 is off",
+        parse=term_weight,
+        metavar="W",
+    )
+    colour_weight: float | str = setting(
+        AUTO,
+        "--colour-weight",
+        "add W x the distance of the input's colour in each 4x4-pixel cell from the normal "
+        "colours at that cell: finds brighter, darker or discoloured regions on aligned parts; "
+        "auto: "
+        + " or ".join(f"{w:g} ({d})" for d, w in ALIGNED_COLOUR_WEIGHTS.items())
+        + " by --colour-distance where --position-weight auto would find the parts aligned, "
+        "else 0",
+        parse=weight_or_auto,
+        metavar="W",
+    )
+    colour_distance: str = setting(
+        DEFAULT_COLOUR_DISTANCE,
+        "--colour-distance",
+        "how the colour term measures a cell against the normal colours there: mahalanobis, "
+        "the root of the mean squared standardised difference over channels, or squared, that "
+        "mean",
+        choices=COLOUR_DISTANCES,
+    )
+    memory_pooling: int = setting(
+        DEFAULT_MEMORY_POOLING,
+        "--memory-pooling",
+        "side of the local mean taken of each feature before it joins a patch vector: 1 is "
+        "none; 3 is PatchCore's",
+        parse=int,
+        choices=MEMORY_POOLINGS,
+    )
+    combination: str = setting(
+        DEFAULT_COMBINATION,
+        "--combination",
+        "sum adds every level and term into the map; product multiplies the fine evidence "
+        "(strides 4, 8) with the coarse (stride 16, the terms): sharper maps, blinder to large "
+        "smooth defects",
+        choices=COMBINATIONS,
+    )
+    decoder: str | None = setting(
+        None,
+        "--decoder",
+        "context: the fine levels of each cell are decoded from the cells around it, so a "
+        "defect cannot be copied through; paper: every level decoded from the cell itself "
+        f"(default: context from {CONTEXT_MIN_INPUT} px a side, paper below)",
+        choices=DECODERS,
+    )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, loss, schedule and calibration. SGD settings are the paper's (STFPM's).
+
+    ``epochs=None`` trains ``DEFAULT_EPOCHS``, or more when there are too few images for
+    ``MIN_STEPS`` SGD steps in that many (:func:`default_epochs`). The loss of each level mixes
+    the mean residual of all pixels (the paper's, eq. 7-8) with weight ``1 - hard_weight`` and
+    the mean of the hardest ``hard_fraction`` of the batch's pixels with ``hard_weight``.
+    ``target_fpr`` is the share of normal images the verdict may flag, estimated from the
+    held-out normal scores read as ``threshold_fit`` says (``None``: mean + 3 std, at least the
+    maximum). ``precision`` is that of the decoder's training steps; ``"auto"`` is bf16 where
+    the device computes it natively (:func:`hfr.device.training_precision`). Scoring runs in
+    fp32 on CPU and in bf16 autocast on CUDA, whatever the training precision.
+    """
+
+    epochs: int | None = setting(
+        None,
+        "--epochs",
+        f"training epochs (default: {DEFAULT_EPOCHS}, more for small sets: at least "
+        f"{MIN_STEPS} SGD steps)",
+        parse=int,
+    )
+    batch_size: int = setting(16, "--batch-size", "images per SGD step", parse=int)
+    lr: float = setting(0.4, "--lr", "SGD learning rate", parse=float)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = setting(0, "--seed", "split and init seed", parse=int)
+    calibration_fraction: float = 0.1
+    cache_features: bool = setting(
+        True, "--no-feature-cache", "re-encode the images every epoch", negated=True
+    )
+    target_fpr: float | None = setting(
+        DEFAULT_TARGET_FPR,
+        "--target-fpr",
+        "share of normal images the default verdict may flag, estimated from held-out normal "
+        "images",
+        parse=float,
+    )
+    hard_fraction: float = setting(
+        DEFAULT_HARD_FRACTION,
+        "--hard-fraction",
+        "the hard term: the mean of this share of each level's pixels in a batch, the hardest ones",
+        parse=float,
+    )
+    hard_weight: float = setting(
+        DEFAULT_HARD_WEIGHT,
+        "--hard-weight",
+        "weight of the hard term in the loss, against the mean over all pixels (0: the "
+        "paper's loss)",
+        parse=float,
+    )
+    memory_fraction: float = setting(
+        DEFAULT_MEMORY_FRACTION,
+        "--memory-fraction",
+        "share of the training images' patch vectors the patch memory keeps",
+        parse=float,
+    )
+    threshold_fit: str = setting(
+        DEFAULT_THRESHOLD_FIT,
+        "--threshold-fit",
+        "read the held-out normal scores for --target-fpr by their logarithms (lognormal) or "
+        "as they are (normal)",
+        choices=THRESHOLD_FITS,
+    )
+    precision: str = setting(
+        "auto",
+        "--precision",
+        "of the decoder's training steps; auto: bf16 where the device has it natively (CUDA, "
+        "CPUs with AMX or AVX512-BF16), fp32 elsewhere",
+        choices=TRAINING_PRECISIONS,
+    )
+
+    def __post_init__(self) -> None:
+        epochs_ok = self.epochs is None or (_is_int(self.epochs) and self.epochs >= 1)
+        checks = (
+            ("epochs", epochs_ok, "null or an integer >= 1"),
+            ("batch_size", _is_int(self.batch_size) and self.batch_size >= 2, "an integer >= 2"),
+            ("lr", _is_number(self.lr) and self.lr > 0, "a number > 0"),
+            ("momentum", _is_number(self.momentum) and 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", _is_number(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
+            ("seed", _is_int(self.seed), "an integer"),
+            (
+                "calibration_fraction",
+                _is_number(self.calibration_fraction) and 0 < self.calibration_fraction < 1,
+                "a number in (0, 1)",
+            ),
+            ("cache_features", isinstance(self.cache_features, bool), "true or false"),
+            (
+                "hard_fraction",
+                _is_number(self.hard_fraction) and 0 < self.hard_fraction <= 1,
+                "a number in (0, 1]",
+            ),
+            (
+                "hard_weight",
+                _is_number(self.hard_weight) and 0 <= self.hard_weight <= 1,
+                "a number in [0, 1]",
+            ),
+            (
+                "target_fpr",
+                self.target_fpr is None
+                or (_is_number(self.target_fpr) and 0 < self.target_fpr < 0.5),
+                "null or a number in (0, 0.5)",
+            ),
+            (
+                "memory_fraction",
+                _is_number(self.memory_fraction) and 0 < self.memory_fraction <= 1,
+                "a number in (0, 1]",
+            ),
+            ("threshold_fit", self.threshold_fit in THRESHOLD_FITS, f"one of {THRESHOLD_FITS}"),
+            ("precision", self.precision in TRAINING_PRECISIONS, f"one of {TRAINING_PRECISIONS}"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise TrainingError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+
+def default_epochs(num_train_images: int, batch_size: int) -> int:
+    """``DEFAULT_EPOCHS``, or as many more as ``num_train_images`` need for ``MIN_STEPS`` SGD
+    steps (a last batch of one image is skipped, as training does).
+
+    Example:
+        >>> default_epochs(188, 16), default_epochs(288, 16), default_epochs(19, 16)
+        (50, 50, 300)
+    """
+    steps = num_train_images // batch_size + (num_train_images % batch_size >= 2)
+    return max(DEFAULT_EPOCHS, math.ceil(MIN_STEPS / max(1, steps)))
+
+
+def add_setting_options(
+    group: argparse._ArgumentGroup, settings: type, *, defaults: dict[str, Any] | None = None
+) -> None:
+    """One option per field of the settings class ``settings`` that declares a flag, its
+    destination the field's name; ``defaults`` replaces a field's default by name."""
+    for item in fields(settings):
+        option: Option | None = item.metadata.get("option")
+        if option is None:
+            continue
+        default = (defaults or {}).get(item.name, _default(item))
+        if option.negated:
+            group.add_argument(option.flag, dest=item.name, action="store_false", help=option.help)
+            continue
+        extra = {"choices": option.choices, "metavar": option.metavar}
+        if option.parse is not None:
+            extra["type"] = option.parse
+        group.add_argument(
+            option.flag,
+            dest=item.name,
+            default=default,
+            help=option.help,
+            **{k: v for k, v in extra.items() if v is not None},
+        )
+
+
+def settings_from_options(settings: type, args: argparse.Namespace) -> Any:
+    """An instance of the settings class ``settings`` from the options that
+    :func:`add_setting_options` added (fields without a flag keep their defaults)."""
+    return settings(
+        **{item.name: getattr(args, item.name) for item in fields(settings) if item.metadata}
+    )
+
+
+def _default(item: Field) -> Any:
+    return item.default if item.default is not MISSING else item.default_factory()
