@@ -38,8 +38,8 @@ from hfr.device import auto_device
 from hfr.errors import HFRError, TrainingCancelled
 from hfr.images import list_images
 from hfr.pipeline import ModelSettings
-from hfr.position import ALIGNED_WEIGHT, alignment_hint, auto_weight
 from hfr.postprocess import Prediction
+from hfr.scoring.terms.position import ALIGNED_WEIGHT
 from hfr.train import ProgressCallback, TrainingProgress
 from hfr.uploads import UploadLimits, read_uploads
 from hfr.viz import colormap, overlay
@@ -457,18 +457,7 @@ def training_summary(trained: studio.TrainedModel, notices: list[str]) -> str:
     warning = calibration.tail_warning()
     if warning:
         lines.append(f"Warning: {warning[0].upper()}{warning[1:]}.")
-    share, count = training.get("position_share"), training["num_train_images"]
-    if share is not None and training.get("auto_position_weight"):
-        weight, reason = auto_weight(share, count)
-        state = "on" if weight else "off"
-        lines.append(f"Per-position statistics **{state}**: {reason}.")
-    elif share is not None:
-        hint = alignment_hint(share, trained.config.scoring.position_weight, count)
-        if hint:
-            lines.append(f"Note: {hint[0].upper()}{hint[1:]} (*Per-position statistics*).")
-    if share is not None and training.get("auto_colour_weight"):
-        state = "on" if trained.config.scoring.colour_weight else "off"
-        lines.append(f"Colour term **{state}**: on where the parts look aligned.")
+    lines += [f"{note}." for note in training.get("term_notes", [])]
     return "\n\n".join(lines + list(trained.notes) + notices[:10])
 
 

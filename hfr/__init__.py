@@ -5,16 +5,20 @@ torch loads only when a model is needed.
 
 Example:
     >>> import hfr
-    >>> hfr.HFRConfig().sigma
-    4.0
+    >>> hfr.HFRConfig.build(encoder="resnet18").sigma
+    2.0
 """
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from hfr._moved import MovedModules
+
 __version__ = "0.20.0"
+sys.meta_path.append(MovedModules())
 
 _EXPORTS = {
     "HFR": "hfr.model",

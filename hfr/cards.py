@@ -7,8 +7,9 @@ from importlib.resources import files
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
-from hfr.config import AUTO, PAPER_LEVEL_WEIGHTS, RANDOM_WEIGHTS, HFRConfig, Scoring
+from hfr.config import AUTO, PAPER_LEVEL_WEIGHTS, RANDOM_WEIGHTS, TERMS, HFRConfig, Scoring
 from hfr.hub import repo_name
+from hfr.scoring.terms import term_type
 
 _DATASET_LABELS = {"mvtec_ad": "MVTec AD", "mvtec_3d": "MVTec 3D-AD (RGB)", "visa": "VisA"}
 _NON_COMMERCIAL = ("mvtec_ad", "mvtec_3d")
@@ -82,35 +83,14 @@ def scoring_text(scoring: Scoring) -> str:
     if scoring.level_weights != PAPER_LEVEL_WEIGHTS:
         weights = ", ".join(f"{w:g}" for w in scoring.level_weights)
         levels += f", weighted {weights} (strides 4, 8, 16)"
-    if scoring.position_weight not in (0, AUTO):
-        scale = "" if scoring.position_scale is None else f" ({scoring.position_scale:.4f})"
-        levels += (
-            f", plus {scoring.position_weight:g} x the distance of each stride-8 feature from the "
-            f"normal ones at its position, divided by its normal mean{scale}"
-        )
-    if scoring.memory_weight > 0:
-        scale = "" if scoring.memory_scale is None else f" ({scoring.memory_scale:.4f})"
-        pooled = (
-            ""
-            if scoring.memory_pooling == 1
-            else f" (features averaged {scoring.memory_pooling}x{scoring.memory_pooling})"
-        )
-        levels += (
-            f", plus {scoring.memory_weight:g} x the distance of each stride-16 patch{pooled} to "
-            f"the nearest normal training patch, divided by its normal mean{scale}"
-        )
-    if scoring.colour_weight not in (0, AUTO):
-        scale = "" if scoring.colour_scale is None else f" ({scoring.colour_scale:.4f})"
-        distance = (
-            "the Mahalanobis distance (per-channel variances)"
-            if scoring.colour_distance == "mahalanobis"
-            else "the squared standardised distance"
-        )
-        levels += (
-            f", plus {scoring.colour_weight:g} x {distance} of the input's colour in each "
-            f"4x4-pixel cell from the normal colours at that cell, divided by its normal "
-            f"mean{scale}"
-        )
+    for name in TERMS:
+        weight = getattr(scoring, f"{name}_weight")
+        if weight in (0, AUTO):
+            continue
+        scale = getattr(scoring, f"{name}_scale")
+        scale = "" if scale is None else f" ({scale:.4f})"
+        described = term_type(name).describe(scoring)
+        levels += f", plus {weight:g} x {described}, divided by its normal mean{scale}"
     undecided = [name.removesuffix("_weight") for name in scoring.unresolved]
     if undecided:
         levels += f", plus the {' and '.join(undecided)} term where training turns it on"

@@ -22,9 +22,10 @@ from typing import Any
 
 from hfr import __version__
 from hfr.calibration import THRESHOLD_FITS
+from hfr.config.schema import TERMS
 from hfr.config.settings import (
+    AUTO,
     DEFAULT_INPUT_SIZE,
-    DEFAULT_MEMORY_WEIGHT,
     DEFAULT_TARGET_FPR,
     ModelSettings,
     TrainConfig,
@@ -285,29 +286,16 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last tensors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
-    parser.add_argument(
-        "--position-weight",
-        type=term_weight,
-        default=0.0,
-        metavar="W",
-        help="time the per-position term too (statistics of random images); 0 (default) is off",
-    )
-    parser.add_argument(
-        "--colour-weight",
-        type=term_weight,
-        default=0.0,
-        metavar="W",
-        help="time the colour term too (statistics of random images; on for aligned parts by "
-        "default); 0 (default) is off",
-    )
-    parser.add_argument(
-        "--memory-weight",
-        type=term_weight,
-        default=DEFAULT_MEMORY_WEIGHT,
-        metavar="W",
-        help="the patch memory's weight, timed with random vectors, as many as bottle's; 0 is "
-        "off (default: as trained models have)",
-    )
+    for name in TERMS:
+        trained = getattr(ModelSettings(), f"{name}_weight")
+        parser.add_argument(
+            f"--{name}-weight",
+            type=term_weight,
+            default=0.0 if trained == AUTO else trained,
+            metavar="W",
+            help=f"time the {name} term too, fitted to random features and images; 0 is off "
+            "(default: hfr train's weight, 0 where training decides)",
+        )
     parser.add_argument("--output", required=True, help="JSON list of records")
     parser.add_argument("--markdown", help="also write a markdown table with command and machine")
 

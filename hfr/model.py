@@ -1,10 +1,10 @@
 """``HFR``: the frozen encoder and the decoder as one module, batched prediction, and the Hub
-mixin hooks (safetensors of the decoder and any per-position statistics, patch memory or
-colour statistics, never the encoder; strict and pickle-free loading)."""
+mixin hooks (safetensors of the decoder and of the fitted scoring terms, never the encoder;
+strict and pickle-free loading)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hfr import anomaly, cards, hub
-from hfr.colour import STATE_PREFIX as COLOUR_PREFIX
-from hfr.colour import ColourStatistics, colour_distance
 from hfr.config import (
     AUTO,
     CONFIG_FILE,
+    TERMS,
     WEIGHTS_FILE,
     HFRConfig,
     ModelSettings,
@@ -32,12 +31,9 @@ from hfr.device import precision_autocast, scoring_precision
 from hfr.encoder import build_encoder
 from hfr.errors import ConfigError, EncoderWeightsError, HFRError, ModelFormatError
 from hfr.images import ImageInput, load_rgb, read_image
-from hfr.memory import STATE_PREFIX as MEMORY_PREFIX
-from hfr.memory import PatchMemory
-from hfr.position import POSITION_LEVEL, PositionStatistics
-from hfr.position import STATE_PREFIX as POSITION_PREFIX
 from hfr.postprocess import Prediction, check_threshold, to_predictions
 from hfr.preprocessing import content_box, enlargement_notes, to_batch
+from hfr.scoring.terms import ScoringTerm, term_type
 
 PAPER_URL = "https://arxiv.org/abs/2405.09148"
 # Fields fixed by the network the weights belong to: a config change may not touch them.
@@ -66,11 +62,8 @@ class HFR(
     the anomaly map, and its maximum is the image score (the paper). New models by default scale
     each level by its mean on normal images first, weigh the stride-4 and stride-8 levels half,
     and score the mean of the map's top 1 % (``config.scoring``,
-    :class:`~hfr.config.Scoring`). For parts that sit in the same place in every image,
-    ``position_weight=1`` adds the distance of each stride-8 feature from the normal ones at
-    its position (:mod:`hfr.position`); ``memory_weight=1`` the distance of each stride-16
-    patch to the nearest normal training patch (:mod:`hfr.memory`); ``colour_weight`` the
-    distance of the input's colour from the normal colours at each place (:mod:`hfr.colour`).
+    :class:`~hfr.config.Scoring`), and add the scoring terms it weighs
+    (:mod:`hfr.scoring.terms`), each fitted from the training images.
 
     Args:
         config: an :class:`~hfr.config.HFRConfig` (a saved model's), or the
@@ -111,10 +104,9 @@ class HFR(
         self._config = config.replace(
             encoder_weights=config.weights_file_name, encoder_fingerprint=fingerprint
         )
-        # Set by training (or loaded with the weights) when the scoring uses them.
-        self.position: PositionStatistics | None = None
-        self.memory: PatchMemory | None = None
-        self.colour: ColourStatistics | None = None
+        # The added scoring terms by name, fitted by training (or loaded with the weights)
+        # when the scoring weighs them.
+        self.terms = nn.ModuleDict()
         self.eval()
 
     @property
@@ -164,29 +156,28 @@ class HFR(
     def term_maps(
         self, features: list[torch.Tensor], images: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """The maps of the terms the scoring weighs, before scaling, from the ``features`` of
-        the normalised batch ``images``: ``"position"`` (:mod:`hfr.position`, ``(B, H/8,
-        W/8)``), ``"memory"`` (:mod:`hfr.memory`, ``(B, H/16, W/16)``) and ``"colour"``
-        (:mod:`hfr.colour`, ``(B, H/4, W/4)``). A model not trained yet has none to weigh."""
+        """The maps of the terms the scoring weighs (:mod:`hfr.scoring.terms`), by name, before
+        scaling, from the ``features`` of the normalised batch ``images``. A model not trained
+        yet has none to weigh."""
         scoring, maps = self.config.scoring, {}
         untrained = self.config.calibration is None
-        for term, module, label, inputs in (
-            ("position", self.position, "per-position statistics", features[POSITION_LEVEL]),
-            ("memory", self.memory, "patch memory", features),
-            ("colour", self.colour, "colour statistics", images),
-        ):
-            weight = getattr(scoring, f"{term}_weight")
-            if weight in (0, AUTO) or (module is None and untrained):
+        for name in TERMS:
+            weight = getattr(scoring, f"{name}_weight")
+            term = self.term(name)
+            if weight in (0, AUTO) or (term is None and untrained):
                 continue
-            if module is None:
+            if term is None:
                 raise ConfigError(
-                    f"scoring.{term}_weight is {weight:g} but this model has no {label}: train "
-                    f"it with that weight (--{term}-weight), or set it to 0"
+                    f"scoring.{name}_weight is {weight:g} but this model has no "
+                    f"{term_type(name).label}: train it with that weight (--{name}-weight), or "
+                    "set it to 0"
                 )
-            maps[term] = module(inputs)
-        if "colour" in maps:
-            maps["colour"] = colour_distance(maps["colour"], scoring.colour_distance)
+            maps[name] = term.term_map(features, images, scoring)
         return maps
+
+    def term(self, name: str) -> ScoringTerm | None:
+        """The fitted term ``name``, or None."""
+        return self.terms[name] if name in self.terms else None  # noqa: SIM401 (no .get)
 
     def score_residuals(
         self,
@@ -282,9 +273,8 @@ class HFR(
 
     def _save_pretrained(self, save_directory: Path) -> None:
         state = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
-        for module in (self.position, self.memory, self.colour):
-            if module is not None:
-                state.update(module.state())
+        for term in self.terms.values():
+            state.update(term.state())
         state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         save_file(state, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt"})
         write_config(self.config, save_directory / CONFIG_FILE)
@@ -331,39 +321,15 @@ class HFR(
 
     def load_decoder_weights(self, path: str | Path) -> None:
         """Load ``model.safetensors`` strictly: the decoder's names, shapes, dtypes and values,
-        and the per-position statistics, patch memory and colour statistics, each required when
-        the scoring weighs it."""
+        and the tensors of each scoring term, required when the scoring weighs it."""
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as error:
             raise ModelFormatError(f"{path} is not a readable safetensors file: {error}") from error
-        channels = self.encoder.channels
-        position = _term_from_state(
-            path,
-            state,
-            POSITION_PREFIX,
-            "per-position statistics",
-            self.config.scoring.position_weight,
-            lambda tensors: PositionStatistics.from_state(tensors, channels[1]),
-        )
-        memory = _term_from_state(
-            path,
-            state,
-            MEMORY_PREFIX,
-            "patch memory",
-            self.config.scoring.memory_weight,
-            lambda tensors: PatchMemory.from_state(
-                tensors, channels[1] + channels[2], pooling=self.config.scoring.memory_pooling
-            ),
-        )
-        colour = _term_from_state(
-            path,
-            state,
-            COLOUR_PREFIX,
-            "colour statistics",
-            self.config.scoring.colour_weight,
-            lambda tensors: ColourStatistics.from_state(tensors, 3),
-        )
+        terms = {
+            name: _term_from_state(path, state, name, self.encoder.channels, self.config)
+            for name in TERMS
+        }
         expected = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -382,31 +348,31 @@ class HFR(
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise ModelFormatError(f"{path}: {key} holds NaN or infinite values")
         self.decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in state.items()})
-        self.position = None if position is None else position.to(self.device)
-        self.memory = None if memory is None else memory.to(self.device)
-        self.colour = None if colour is None else colour.to(self.device)
+        self.terms = nn.ModuleDict(
+            {name: term.to(self.device) for name, term in terms.items() if term is not None}
+        )
 
 
 def _term_from_state(
     path: str | Path,
     state: dict[str, torch.Tensor],
-    prefix: str,
-    label: str,
-    weight: float,
-    build: Callable[[dict[str, torch.Tensor]], nn.Module],
-) -> nn.Module | None:
-    """Take the ``prefix`` tensors out of ``state`` and ``build`` the term from them, checked;
-    ``None`` when there are none, which a ``weight`` above 0 refuses."""
-    tensors = {k: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    name: str,
+    channels: tuple[int, ...],
+    config: HFRConfig,
+) -> ScoringTerm | None:
+    """Take the ``<name>.`` tensors out of ``state`` and rebuild the term from them, checked;
+    ``None`` when there are none, which a weight above 0 refuses."""
+    tensors = {k: state.pop(k) for k in list(state) if k.startswith(f"{name}.")}
+    weight = getattr(config.scoring, f"{name}_weight")
     if not tensors:
-        if weight > 0:
+        if weight not in (0, AUTO):
             raise ModelFormatError(
-                f"{path} holds no {label}, but config.json weighs it "
-                f"(scoring.{prefix.rstrip('.')}_weight {weight:g})"
+                f"{path} holds no {term_type(name).label}, but config.json weighs it "
+                f"(scoring.{name}_weight {weight:g})"
             )
         return None
     try:
-        return build(tensors)
+        return term_type(name).from_weights(tensors, channels, config.scoring)
     except ModelFormatError as error:
         raise ModelFormatError(f"{path}: {error}") from error
 

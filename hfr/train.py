@@ -28,21 +28,14 @@ from hfr.calibration import (
     check_target_fpr,
     check_threshold_fit,
 )
-from hfr.colour import ColourStatistics, chosen_colour_weight, pooled_colour
-from hfr.config import AUTO, DEFAULT_TARGET_FPR, TrainConfig, default_epochs
+from hfr.config import AUTO, DEFAULT_TARGET_FPR, TERMS, TrainConfig, default_epochs
 from hfr.device import precision_autocast, scoring_precision, training_precision
 from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.images import ImageInput
-from hfr.memory import PatchMemory
 from hfr.model import HFR
-from hfr.position import (
-    POSITION_LEVEL,
-    FeatureMoments,
-    PositionStatistics,
-    alignment_hint,
-    auto_weight,
-)
 from hfr.preprocessing import fitted_resize
+from hfr.scoring.terms import TrainingEvidence, term_type
+from hfr.scoring.terms.colour import pooled_colour
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # What `evaluate` measured at the calibrated threshold: stale once the threshold moves.
@@ -120,9 +113,9 @@ def fit(
     patch memory and the per-position colour statistics, when the scoring weighs them).
 
     The model's ``"auto"`` settings are decided from the training images: ``resize`` by
-    :func:`hfr.preprocessing.fitted_resize`, ``position_weight`` by
-    :func:`hfr.position.auto_weight` and ``colour_weight`` by
-    :func:`hfr.colour.chosen_colour_weight`, from the training images' features.
+    :func:`hfr.preprocessing.fitted_resize`, a term's weight by its rule
+    (:meth:`~hfr.scoring.terms.base.ScoringTerm.chosen_weight`), from the training images'
+    features.
 
     ``on_progress`` is called with a :class:`TrainingProgress` at the start of each stage, after
     each batch of feature extraction and calibration and after each epoch; an exception it raises
@@ -140,7 +133,7 @@ def fit(
         >>> fit(model, images, TrainConfig(epochs=50))  # doctest: +SKIP
     """
     config = config or TrainConfig()
-    auto_position_weight, auto_colour_weight = _settle_auto_settings(model, images)
+    auto_terms = _settle_auto_settings(model, images)
     train_images, calibration_images = split_for_calibration(
         images, config.calibration_fraction, config.seed
     )
@@ -197,39 +190,18 @@ def fit(
 
     started = time.perf_counter()
     model.eval()
-    position_weight = model.config.scoring.position_weight
-    moments = share = None  # from the cache, or by one more pass when a term may need them
-    if cache is not None or position_weight > 0 or auto_position_weight or auto_colour_weight:
-        batches = _feature_batches(model, train_images, cache, config.batch_size, progress, report)
-        moments = FeatureMoments.of(levels[POSITION_LEVEL] for levels in batches)
-        share = round(moments.position_share(), 4)
-        if auto_colour_weight:
-            colour_weight, reason = chosen_colour_weight(
-                share, len(train_images), model.config.scoring.colour_distance
-            )
-            scoring = replace(model.config.scoring, colour_weight=colour_weight)
-            model.config = model.config.replace(scoring=scoring)
-            logger.info("%s: colour term %s", reason, "on" if colour_weight else "off")
-        if auto_position_weight:
-            position_weight, reason = auto_weight(share, len(train_images))
-            scoring = replace(model.config.scoring, position_weight=position_weight)
-            model.config = model.config.replace(scoring=scoring)
-            logger.info("%s: per-position term %s", reason, "on" if position_weight else "off")
-        else:
-            hint = alignment_hint(share, position_weight, len(train_images))
-            if hint:
-                logger.info("%s (--position-weight; README, 'Aligned parts')", hint)
-    model.position = PositionStatistics.from_moments(moments) if position_weight > 0 else None
-    model.memory = None
-    if model.config.scoring.memory_weight > 0:
-        batches = _feature_batches(model, train_images, cache, config.batch_size, progress, report)
-        model.memory = PatchMemory.from_features(
-            batches, pooling=model.config.scoring.memory_pooling, fraction=config.memory_fraction
-        )
-        logger.info("patch memory: %d of the training patches", len(model.memory.bank))
-    model.colour = None
-    if model.config.scoring.colour_weight > 0:
-        model.colour = _colour_statistics(model, train_images, colours, config, progress, report)
+    evidence = TrainingEvidence(
+        features=lambda: _feature_batches(
+            model, train_images, cache, config.batch_size, progress, report
+        ),
+        images=lambda: _image_batches(model, train_images, config.batch_size, progress, report),
+        colours=colours,
+        count=len(train_images),
+        training=config,
+    )
+    if cache is not None:  # the alignment is recorded whenever it costs no extra pass
+        evidence.measured_share()
+    notes = _fit_terms(model, evidence, auto_terms)
     scores = _calibration_scores(model, calibration_images, config.batch_size, progress, report)
     result.calibration_seconds = time.perf_counter() - started
     model.config = model.config.replace(
@@ -241,9 +213,9 @@ def fit(
             "final_loss": result.losses[-1] if result.losses else None,
             "num_train_images": result.num_train_images,
             "num_calibration_images": result.num_calibration_images,
-            "position_share": share,
-            "auto_position_weight": auto_position_weight,
-            "auto_colour_weight": auto_colour_weight,
+            "position_share": evidence.position_share,
+            **{f"auto_{name}_weight": name in auto_terms for name in TERMS},
+            "term_notes": notes,
         },
     )
     logger.info("calibrated on %d held-out normal images", len(calibration_images))
@@ -251,20 +223,42 @@ def fit(
     return result
 
 
-def _settle_auto_settings(model: HFR, images: Sequence[ImageInput]) -> tuple[bool, bool]:
+def _settle_auto_settings(model: HFR, images: Sequence[ImageInput]) -> list[str]:
     """Decide ``resize`` from ``images`` where it is ``"auto"``, and set the ``"auto"`` term
-    weights to 0 until the training features decide them; return whether the position and the
-    colour weight were ``"auto"``."""
+    weights to 0 until the training features decide them; return those terms' names."""
     config = model.config
     if config.preprocessing.resize == AUTO:
         preprocessing = replace(config.preprocessing, resize=fitted_resize(images))
         config = config.replace(preprocessing=preprocessing)
         logger.info("images fitted to the input by %s", preprocessing.resize)
-    scoring = config.scoring
-    auto = {name: getattr(scoring, name) == AUTO for name in ("position_weight", "colour_weight")}
-    scoring = replace(scoring, **{name: 0.0 for name, is_auto in auto.items() if is_auto})
+    auto_terms = [name for name in TERMS if getattr(config.scoring, f"{name}_weight") == AUTO]
+    scoring = replace(config.scoring, **{f"{name}_weight": 0.0 for name in auto_terms})
     model.config = config.replace(scoring=scoring)
-    return auto["position_weight"], auto["colour_weight"]
+    return auto_terms
+
+
+def _fit_terms(model: HFR, evidence: TrainingEvidence, auto_terms: list[str]) -> list[str]:
+    """Choose the ``auto_terms``' weights from ``evidence``, then fit every term the scoring
+    weighs into ``model.terms``; return the sentences that say what was chosen or advised."""
+    notes = []
+    for name in auto_terms:
+        term = term_type(name)
+        weight, reason = term.chosen_weight(evidence, model.config.scoring)
+        scoring = replace(model.config.scoring, **{f"{name}_weight": weight})
+        model.config = model.config.replace(scoring=scoring)
+        notes.append(f"{term.label.capitalize()} {'on' if weight else 'off'}: {reason}")
+    for name in TERMS:
+        advice = name not in auto_terms and term_type(name).advice(evidence, model.config.scoring)
+        if advice:
+            notes.append(f"Note: {advice[0].upper()}{advice[1:]} (--{name}-weight)")
+    for note in notes:
+        logger.info("%s", note)
+    model.terms.clear()
+    for name in TERMS:
+        if getattr(model.config.scoring, f"{name}_weight") > 0:
+            term = term_type(name).fit(evidence, model.config.scoring)
+            model.terms[name] = term.to(model.device)
+    return notes
 
 
 def recalibrate(
@@ -370,7 +364,7 @@ def _encode_all(
     report: ProgressCallback,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Encoder features of every image, ``[f1, f2, f3]`` each ``(N, C_k, H_k, W_k)``, on device,
-    and the mean colour of each of its cells (:func:`hfr.colour.pooled_colour`), from the same
+    and the mean colour of each of its cells (:func:`~.colour.pooled_colour`), from the same
     pass, so that the colour statistics need not read the images again."""
     levels: list[list[torch.Tensor]] = [[], [], []]
     colours = []
@@ -384,21 +378,17 @@ def _encode_all(
     return [torch.cat(level) for level in levels], torch.cat(colours)
 
 
-def _colour_statistics(
+def _image_batches(
     model: HFR,
     images: Sequence[ImageInput],
-    colours: torch.Tensor | None,
-    config: TrainConfig,
+    batch_size: int,
     progress: bool,
     report: ProgressCallback,
-) -> ColourStatistics:
-    """The colour statistics of the training images: from the cell colours that the feature
-    cache pass kept, or by one more pass over the images without it."""
-    if colours is not None:
-        return ColourStatistics.from_pooled([colours])
-    chunks = _batches(images, config.batch_size, "colour statistics", progress, report)
-    with torch.inference_mode():
-        return ColourStatistics.from_images(model.preprocess(chunk) for chunk in chunks)
+) -> Iterator[torch.Tensor]:
+    """The training images as normalised input batches, in one more pass over them."""
+    for chunk in _batches(images, batch_size, "training statistics", progress, report):
+        with torch.inference_mode():
+            yield model.preprocess(chunk)
 
 
 def _feature_batches(

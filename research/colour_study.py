@@ -24,8 +24,8 @@ from sigma_study import study_parser
 from splits import held_out_images
 
 from hfr import HFR
-from hfr.config.settings import term_weight
 from hfr.config import COLOUR_DISTANCES, DEFAULT_TARGET_FPR
+from hfr.config.settings import term_weight
 from hfr.data import load_mvtec
 from hfr.evaluate import collect, compute_metrics, threshold_rates
 from hfr.outputs import write_json
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     model = HFR.from_pretrained(args.model)
-    if model.colour is None:
+    if model.term("colour") is None:
         parser.error(f"{args.model} holds no colour statistics: train it with a colour weight")
     trained, training = model.config, model.config.training or {}
     dataset = load_mvtec(args.data, args.category)

@@ -45,8 +45,8 @@ from hfr.config import DEFAULT_TARGET_FPR
 from hfr.config.compat import LEGACY_MEMORY_FRACTION
 from hfr.evaluate import EvaluationMaps, collect, compute_metrics, threshold_rates
 from hfr.images import ImageInput, load_rgb
-from hfr.memory import PatchMemory, kept_vectors, patch_vectors
 from hfr.outputs import write_json
+from hfr.scoring.terms.memory import PatchMemory, kept_vectors, patch_vectors
 from hfr.train import recalibrate, training_split
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -78,8 +78,8 @@ def hand_inputs_to_memory(model: HFR) -> None:
     is a :class:`ColouredPatchMemory`: a forward pre-hook on the encoder, the model untouched."""
 
     def hand_over(_encoder: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        if isinstance(model.memory, ColouredPatchMemory):
-            model.memory.images = inputs[0]
+        if isinstance(model.term("memory"), ColouredPatchMemory):
+            model.term("memory").images = inputs[0]
 
     model.encoder.register_forward_pre_hook(hand_over)
 
@@ -102,7 +102,7 @@ def coloured_memory(
     vectors: torch.Tensor, colours: torch.Tensor, *, fraction: float, share: float, pooling: int
 ) -> ColouredPatchMemory:
     """The coreset memory of ``fraction`` of the cells, with their colour at ``share`` of the
-    features' total variance, kept as :class:`~hfr.memory.PatchMemory` keeps it."""
+    features' total variance, kept as :class:`~hfr.scoring.terms.memory.PatchMemory` keeps it."""
     factor = (share * vectors.var(0).sum() / colours.var(0).sum()).sqrt().item()
     cells = torch.cat([vectors, factor * colours], 1)
     return ColouredPatchMemory(kept_vectors(cells, fraction), pooling=pooling, factor=factor)
@@ -147,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     model = HFR.from_pretrained(args.model).eval()
     hand_inputs_to_memory(model)
-    if model.memory is None:
+    if model.term("memory") is None:
         parser.error(f"{args.model} holds no patch memory: train it with a memory weight")
     trained, training = model.config, model.config.training or {}
     dataset = load(args.protocol, args.data, args.category)
@@ -165,7 +165,7 @@ def main() -> None:
         for share in args.shares.split(",")
     ):
         started = time.perf_counter()
-        model.memory = coloured_memory(
+        model.terms["memory"] = coloured_memory(
             vectors, colours, fraction=fraction, share=share, pooling=trained.scoring.memory_pooling
         )
         coreset_seconds = time.perf_counter() - started
@@ -173,8 +173,12 @@ def main() -> None:
         recalibrate(model, held_out, target_fpr=target_fpr, progress=False)
         maps, _ = collect(model, dataset, progress=False)
         values = {**compute_metrics(maps), **threshold_rates(model, maps)}
-        row = {"fraction": fraction, "memory_size": len(model.memory.bank)}
-        row |= {"coreset_seconds": coreset_seconds, "share": share, "factor": model.memory.factor}
+        row = {"fraction": fraction, "memory_size": len(model.term("memory").bank)}
+        row |= {
+            "coreset_seconds": coreset_seconds,
+            "share": share,
+            "factor": model.term("memory").factor,
+        }
         row |= {name: values.get(name) for name in (*METRICS, "threshold_tpr", "threshold_fpr")}
         row["threshold"] = model.config.calibration.threshold
         row["held_out_above_threshold"] = model.config.calibration.num_above

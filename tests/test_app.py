@@ -482,7 +482,9 @@ def test_training_endpoint_gives_a_model_its_zip_and_a_push(
     with zipfile.ZipFile(archive) as bundle:
         bundle.extractall(tmp_path / "unzipped")
     model = HFR.from_pretrained(tmp_path / "unzipped" / "hfr-synthetic-part")
-    assert model.config.scoring.position_weight == 1.0 and model.position is not None  # "on"
+    assert (
+        model.config.scoring.position_weight == 1.0 and model.term("position") is not None
+    )  # "on"
     _, table, _, _, _ = analyze(client, [odd], model=choice["value"])
     assert table["data"][0][2] == pytest.approx(model.predict(odd)[0].score, abs=1e-4)
 

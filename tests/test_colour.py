@@ -22,18 +22,18 @@ from safetensors.torch import load_file, save_file
 
 from hfr import HFR, anomaly
 from hfr.cards import scoring_text
-from hfr.colour import (
+from hfr.config import ALIGNED_COLOUR_WEIGHTS, Scoring
+from hfr.data import AnomalyDataset
+from hfr.errors import ConfigError, ModelFormatError
+from hfr.pipeline import ModelSettings, RunOptions, train_category
+from hfr.scoring.terms.colour import (
     COLOUR_STRIDE,
     ColourStatistics,
     chosen_colour_weight,
     colour_distance,
     pooled_colour,
 )
-from hfr.config import ALIGNED_COLOUR_WEIGHTS, Scoring
-from hfr.data import AnomalyDataset
-from hfr.errors import ConfigError, ModelFormatError
-from hfr.pipeline import ModelSettings, RunOptions, train_category
-from hfr.position import PositionStatistics
+from hfr.scoring.terms.position import PositionStatistics
 from hfr.train import TrainConfig, fit, split_for_calibration
 
 IMAGES, CONFIG = TERM_IMAGES, TERM_CONFIG
@@ -72,13 +72,13 @@ def test_training_measures_statistics_and_scale_and_the_map_adds_the_term(traine
     assert scoring.colour_weight == 0.5 and scoring.colour_scale > 0
     train_images, _ = split_for_calibration(IMAGES, CONFIG.calibration_fraction, CONFIG.seed)
     expected = ColourStatistics.from_images([trained.preprocess(train_images)])
-    torch.testing.assert_close(trained.colour.mean, expected.mean)
-    torch.testing.assert_close(trained.colour.variance, expected.variance)
+    torch.testing.assert_close(trained.term("colour").mean, expected.mean)
+    torch.testing.assert_close(trained.term("colour").variance, expected.variance)
     assert scoring.colour_distance == "mahalanobis"  # the default since 0.14
     images = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         out = trained(images)
-        colour = trained.colour(images).sqrt()
+        colour = trained.term("colour")(images).sqrt()
     levels = anomaly.weigh_levels(
         out.level_maps, scales=scoring.level_scales, weights=scoring.level_weights
     )
@@ -104,7 +104,7 @@ def test_a_config_of_0_13_scores_with_the_squared_distance_as_it_did(
     images = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         out = loaded(images)
-        colour = loaded.colour(images)  # the mean squared standardised difference, no root
+        colour = loaded.term("colour")(images)  # the mean squared standardised difference, no root
     levels = anomaly.weigh_levels(
         out.level_maps, scales=scoring.level_scales, weights=scoring.level_weights
     )
@@ -127,8 +127,8 @@ def test_the_distance_is_the_root_of_the_squared_one_or_that_itself() -> None:
 def test_statistics_are_the_same_without_the_feature_cache(trained: HFR) -> None:
     model = tiny_model(colour_weight=0.5)
     fit(model, IMAGES, replace(CONFIG, cache_features=False), progress=False)
-    torch.testing.assert_close(model.colour.mean, trained.colour.mean)
-    torch.testing.assert_close(model.colour.variance, trained.colour.variance)
+    torch.testing.assert_close(model.term("colour").mean, trained.term("colour").mean)
+    torch.testing.assert_close(model.term("colour").variance, trained.term("colour").variance)
 
 
 def test_statistics_travel_with_the_weights_and_score_the_same(
@@ -230,7 +230,7 @@ def test_the_default_settings_choose_the_weight_from_the_training_images(
     loaded = HFR.from_pretrained(tmp_path / "m")
     assert loaded.config.scoring.colour_weight == weight
     assert loaded.config.scoring.colour_distance == distance
-    assert (loaded.colour is not None) == (weight > 0)
+    assert (loaded.term("colour") is not None) == (weight > 0)
     assert loaded.config.scoring.position_weight == 0.0  # the feature term stays off
     assert loaded.config.training["auto_colour_weight"] is True
     card = (tmp_path / "m" / "README.md").read_text()

@@ -66,9 +66,15 @@ def test_the_added_terms_travel_through_the_hub(api: HfApi, tmp_path: Path) -> N
     repo_id = "hfr-test/hfr-mvtec-aligned"
     model.push_to_hub(repo_id, token="test-token")
     loaded = HFR.from_pretrained(repo_id, cache_dir=tmp_path / "cache")
-    torch.testing.assert_close(loaded.position.variance, model.position.variance, rtol=0, atol=0)
-    torch.testing.assert_close(loaded.memory.bank, model.memory.bank, rtol=0, atol=0)
-    torch.testing.assert_close(loaded.colour.mean, model.colour.mean, rtol=0, atol=0)
+    torch.testing.assert_close(
+        loaded.term("position").variance, model.term("position").variance, rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        loaded.term("memory").bank, model.term("memory").bank, rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        loaded.term("colour").mean, model.term("colour").mean, rtol=0, atol=0
+    )
     assert loaded.config.scoring == model.config.scoring
     assert [p.score for p in loaded.predict(IMAGES)] == [p.score for p in model.predict(IMAGES)]
     card = Path(api.hf_hub_download(repo_id, "README.md", cache_dir=tmp_path / "cache"))

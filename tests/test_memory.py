@@ -24,7 +24,7 @@ from hfr import HFR, anomaly
 from hfr.cards import scoring_text
 from hfr.config import Scoring
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
-from hfr.memory import MIN_MEMORY, PatchMemory, greedy_coreset, patch_vectors
+from hfr.scoring.terms.memory import MIN_MEMORY, PatchMemory, greedy_coreset, patch_vectors
 from hfr.train import fit, split_for_calibration
 
 IMAGES, CONFIG = TERM_IMAGES, TERM_CONFIG
@@ -74,14 +74,14 @@ def test_training_keeps_a_coreset_of_the_training_patches_and_the_map_adds_the_t
     train_images, _ = split_for_calibration(IMAGES, CONFIG.calibration_fraction, CONFIG.seed)
     with torch.inference_mode():
         vectors = patch_vectors(trained.encode(trained.preprocess(train_images)))
-    assert len(trained.memory.bank) == MIN_MEMORY  # 5 % of 7 x 16 patches is fewer
+    assert len(trained.term("memory").bank) == MIN_MEMORY  # 5 % of 7 x 16 patches is fewer
     all_patches = vectors.permute(0, 2, 3, 1).reshape(-1, vectors.shape[1])
-    nearest = (trained.memory.bank[:, None] - all_patches[None]).pow(2).sum(2).min(1).values
+    nearest = (trained.term("memory").bank[:, None] - all_patches[None]).pow(2).sum(2).min(1).values
     assert nearest.max() < 1e-6  # every kept vector is a training patch
     images = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         out = trained(images)
-        memory = trained.memory(trained.encode(images))
+        memory = trained.term("memory")(trained.encode(images))
     levels = anomaly.weigh_levels(
         out.level_maps, scales=scoring.level_scales, weights=scoring.level_weights
     )
@@ -93,7 +93,7 @@ def test_training_keeps_a_coreset_of_the_training_patches_and_the_map_adds_the_t
 def test_the_memory_is_the_same_without_the_feature_cache(trained: HFR) -> None:
     model = tiny_model(memory_weight=2.0)
     fit(model, IMAGES, replace(CONFIG, cache_features=False), progress=False)
-    torch.testing.assert_close(model.memory.bank, trained.memory.bank)
+    torch.testing.assert_close(model.term("memory").bank, trained.term("memory").bank)
 
 
 def test_the_memory_travels_with_the_weights_and_scores_the_same(
@@ -140,7 +140,7 @@ def test_a_zero_weight_scores_without_the_term_and_a_weight_without_memory_names
     config["scoring"]["memory_weight"] = 0
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = HFR.from_pretrained(tmp_path)
-    assert loaded.memory is not None  # kept, but not weighed
+    assert loaded.term("memory") is not None  # kept, but not weighed
     plain = tiny_model()
     plain.decoder.load_state_dict(loaded.decoder.state_dict())
     plain.config = loaded.config
@@ -188,11 +188,11 @@ def test_a_config_of_0_10_keeps_its_pooling_and_its_scores(tmp_path: Path) -> No
     del config["scoring"]["memory_pooling"]  # as 0.10 wrote it
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = HFR.from_pretrained(tmp_path)
-    assert loaded.config.scoring.memory_pooling == 3 and loaded.memory.pooling == 3
+    assert loaded.config.scoring.memory_pooling == 3 and loaded.term("memory").pooling == 3
     image = synthetic_images(1, seed=9)[0]
     assert loaded.predict(image)[0].score == model.predict(image)[0].score
     repooled = HFR.from_pretrained(tmp_path)
-    repooled.memory.pooling = 1
+    repooled.term("memory").pooling = 1
     assert repooled.predict(image)[0].score != model.predict(image)[0].score
 
 
@@ -224,7 +224,7 @@ def test_the_memory_keeps_the_fraction_training_was_given_and_the_card_says_so(
         model = tiny_model(memory_weight=1.0)
         fit(model, IMAGES, replace(CONFIG, memory_fraction=fraction), progress=False)
         assert model.config.training["memory_fraction"] == fraction
-        sizes[fraction] = len(model.memory.bank)
+        sizes[fraction] = len(model.term("memory").bank)
         model.save_pretrained(tmp_path / str(fraction))
         card = (tmp_path / str(fraction) / "README.md").read_text()
         assert f"The patch memory keeps {100 * fraction:g} % of the training images'" in card

@@ -26,7 +26,7 @@ from hfr.cards import scoring_text
 from hfr.data import AnomalyDataset
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
 from hfr.pipeline import ModelSettings, RunOptions, train_category
-from hfr.position import (
+from hfr.scoring.terms.position import (
     MIN_ALIGNED_IMAGES,
     VARIANCE_FLOOR,
     FeatureMoments,
@@ -74,12 +74,12 @@ def test_training_measures_statistics_and_scale_and_the_map_adds_the_term(traine
     with torch.inference_mode():
         f2 = trained.encode(trained.preprocess(train_images))[1]
     expected = PositionStatistics.from_features([f2])
-    torch.testing.assert_close(trained.position.mean, expected.mean)
-    torch.testing.assert_close(trained.position.variance, expected.variance)
+    torch.testing.assert_close(trained.term("position").mean, expected.mean)
+    torch.testing.assert_close(trained.term("position").variance, expected.variance)
     images = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         out = trained(images)
-        position = trained.position(trained.encode(images)[1])
+        position = trained.term("position")(trained.encode(images)[1])
     levels = anomaly.weigh_levels(
         out.level_maps, scales=scoring.level_scales, weights=scoring.level_weights
     )
@@ -91,8 +91,8 @@ def test_training_measures_statistics_and_scale_and_the_map_adds_the_term(traine
 def test_statistics_are_the_same_without_the_feature_cache(trained: HFR) -> None:
     model = tiny_model(position_weight=1.5)
     fit(model, IMAGES, replace(CONFIG, cache_features=False), progress=False)
-    torch.testing.assert_close(model.position.mean, trained.position.mean)
-    torch.testing.assert_close(model.position.variance, trained.position.variance)
+    torch.testing.assert_close(model.term("position").mean, trained.term("position").mean)
+    torch.testing.assert_close(model.term("position").variance, trained.term("position").variance)
 
 
 def test_statistics_travel_with_the_weights_and_score_the_same(
@@ -220,7 +220,7 @@ def test_auto_weight_is_chosen_from_the_training_images(
     assert expected == weight, share  # the images are what the case says
     loaded = HFR.from_pretrained(tmp_path / "m")
     assert loaded.config.scoring.position_weight == weight
-    assert (loaded.position is not None) == (weight > 0)
+    assert (loaded.term("position") is not None) == (weight > 0)
     assert loaded.config.training["auto_position_weight"] is True
     card = (tmp_path / "m" / "README.md").read_text()
     assert "chosen from the training images (`--position-weight auto`" in card

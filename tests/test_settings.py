@@ -59,7 +59,7 @@ def test_the_command_line_and_the_python_api_train_the_same_model(
     assert _settled(bare.config.to_dict()) == informed["cli"]
     scoring = informed["cli"]["scoring"]
     assert scoring["memory_weight"] == ModelSettings().memory_weight > 0  # as hfr train's
-    assert scoring["colour_weight"] in (0.0, 1.5) and bare.memory is not None
+    assert scoring["colour_weight"] in (0.0, 1.5) and bare.term("memory") is not None
     assert informed["cli"]["preprocessing"]["resize"] == "stretch"  # decided by training
 
 

@@ -3,12 +3,13 @@
     hfr benchmark --device cpu --encoders mobilenetv2_100,resnet18 --batch-size 16 \
         --output bench.json
 
-Random-init encoders (timing does not depend on the weight values); with ``--position-weight``
-and ``--colour-weight``, per-position statistics from two random images, and with
-``--memory-weight`` a memory of random vectors, for the same reason. Each encoder runs in its own
-process, so on CPU ``peak_memory_mb`` is that process's peak RSS (torch itself included); on CUDA
-it is torch's peak allocation. Training time per epoch uses cached features, as training does,
-in the default precision (``train_precision``) and, when that is not fp32, in fp32 as well.
+Random-init encoders (timing does not depend on the weight values); each scoring term weighed
+(``--<term>-weight``) is fitted to random features and images, for the same reason, as many
+of them as the term keeps of bottle's training images (:func:`add_random_terms`). Each encoder
+runs in its own process, so on CPU ``peak_memory_mb`` is that process's peak RSS (torch itself
+included); on CUDA it is torch's peak allocation. Training time per epoch uses cached features,
+as training does, in the default precision (``train_precision``) and, when that is not fp32, in
+fp32 as well.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import multiprocessing
 import platform
 import time
@@ -24,13 +26,11 @@ from pathlib import Path
 
 import torch
 
-from hfr.colour import ColourStatistics
-from hfr.config import DEFAULT_MEMORY_FRACTION, TrainConfig
+from hfr.config import DEFAULT_MEMORY_FRACTION, TERMS, TrainConfig
 from hfr.device import training_precision
-from hfr.memory import PatchMemory
 from hfr.model import HFR
 from hfr.outputs import write_json
-from hfr.position import POSITION_LEVEL, PositionStatistics
+from hfr.scoring.terms import TrainingEvidence, term_type
 from hfr.timing import median_seconds, time_pipeline
 from hfr.train import training_layout, training_step
 
@@ -83,20 +83,11 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
     """All batch sizes for one encoder (run in a child process)."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    weights = {f"{name}_weight": getattr(args, f"{name}_weight") for name in TERMS}
     model = HFR(
-        encoder=encoder,
-        encoder_weights="random",
-        input_size=args.image_size,
-        position_weight=args.position_weight,
-        memory_weight=args.memory_weight,
-        colour_weight=args.colour_weight,
+        encoder=encoder, encoder_weights="random", input_size=args.image_size, **weights
     ).to(device)
-    if args.position_weight > 0:
-        add_random_position_statistics(model)
-    if args.colour_weight > 0:
-        add_random_colour_statistics(model)
-    if args.memory_weight > 0:
-        add_random_patch_memory(model)
+    add_random_terms(model)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.compile:
@@ -110,9 +101,7 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
                 "threads": args.threads,
                 "channels_last": args.channels_last,
                 "compiled": args.compile,
-                "position_weight": args.position_weight,
-                "memory_weight": args.memory_weight,
-                "colour_weight": args.colour_weight,
+                **weights,
                 "autocast": "bf16" if device.type == "cuda" else "off",
             }
         )
@@ -133,37 +122,30 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
     return records
 
 
-def add_random_position_statistics(model: HFR) -> None:
-    """Per-position statistics from two random images and a scale of 1: what the term costs,
-    not what it finds."""
-    size = model.config.preprocessing.input_size
-    with torch.inference_mode():
-        features = model.encode(torch.randn(2, 3, *size, device=model.device))
-    model.position = PositionStatistics.from_features([features[POSITION_LEVEL]])
-    scoring = replace(model.config.scoring, position_scale=1.0)
-    model.config = model.config.replace(scoring=scoring)
-
-
-def add_random_colour_statistics(model: HFR) -> None:
-    """Colour statistics from two random images and a scale of 1: what the term costs, not
-    what it finds."""
-    size = model.config.preprocessing.input_size
-    model.colour = ColourStatistics.from_images([torch.randn(2, 3, *size, device=model.device)])
-    scoring = replace(model.config.scoring, colour_scale=1.0)
-    model.config = model.config.replace(scoring=scoring)
-
-
-def add_random_patch_memory(model: HFR) -> None:
-    """A patch memory of random vectors, as many as the default coreset of bottle's training
-    images keeps, and a scale of 1: what the term costs, not what it finds."""
+def add_random_terms(model: HFR) -> None:
+    """Fit each term the scoring weighs to random evidence, with a scale of 1: what the term
+    costs, not what it finds. The features are those of as many images as the patch memory's
+    default coreset keeps of bottle's training images, all kept (``memory_fraction`` 1): a
+    memory of that size without the coreset search; the images, two."""
     height, width = model.config.preprocessing.input_size
-    channels = model.encoder.channels[1] + model.encoder.channels[2]
-    count = round(DEFAULT_MEMORY_FRACTION * BOTTLE_TRAIN_IMAGES * (height // 16) * (width // 16))
-    model.memory = PatchMemory(
-        torch.randn(count, channels, device=model.device),
-        pooling=model.config.scoring.memory_pooling,
+    count = math.ceil(DEFAULT_MEMORY_FRACTION * BOTTLE_TRAIN_IMAGES)
+    strides, device = (4, 8, 16), model.device
+    features = [
+        torch.randn(count, channels, height // stride, width // stride, device=device)
+        for channels, stride in zip(model.encoder.channels, strides, strict=True)
+    ]
+    evidence = TrainingEvidence(
+        features=lambda: iter([features]),
+        images=lambda: iter([torch.randn(2, 3, height, width, device=device)]),
+        colours=None,
+        count=count,
+        training=TrainConfig(memory_fraction=1.0),
     )
-    scoring = replace(model.config.scoring, memory_scale=1.0)
+    scoring = model.config.scoring
+    for name in TERMS:
+        if getattr(scoring, f"{name}_weight") > 0:
+            model.terms[name] = term_type(name).fit(evidence, scoring).to(device)
+            scoring = replace(scoring, **{f"{name}_scale": 1.0})
     model.config = model.config.replace(scoring=scoring)
 
 

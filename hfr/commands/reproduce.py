@@ -26,6 +26,7 @@ from pathlib import Path
 
 from hfr.cli import ProtocolDefault
 from hfr.commands.common import model_settings, run_options
+from hfr.config import TERMS
 from hfr.data import (
     AnomalyDataset,
     categories,
@@ -52,6 +53,8 @@ CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 DEFAULT_DATA = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
+# What calibration measured, left out of a run's settings.
+MEASURED = frozenset({"level_scales", *(f"{name}_scale" for name in TERMS)})
 ONE_CLASS_DEFAULTS = {"input_size": 32, "epochs": 10, "lr": 0.04}
 PROTOCOL_DEFAULTS = {  # training options each protocol uses unless given on the command line
     "mvtec": {"input_size": 256, "epochs": None, "lr": 0.4},  # epochs: the library default
@@ -99,16 +102,9 @@ def run_one(
         "image_size": args.input_size,
         "resize": model.config.preprocessing.resize,
         "sigma": model.config.sigma,
-        "level_weights": list(model.config.scoring.level_weights),
-        "position_weight": model.config.scoring.position_weight,
+        **{k: v for k, v in model.config.scoring.to_dict().items() if k not in MEASURED},
         "position_share": model.config.training.get("position_share"),
-        "auto_position_weight": model.config.training.get("auto_position_weight"),
-        "memory_weight": model.config.scoring.memory_weight,
-        "memory_pooling": model.config.scoring.memory_pooling,
-        "combination": model.config.scoring.combination,
-        "colour_weight": model.config.scoring.colour_weight,
-        "colour_distance": model.config.scoring.colour_distance,
-        "auto_colour_weight": model.config.training.get("auto_colour_weight"),
+        **{k: v for k, v in model.config.training.items() if k.startswith("auto_")},
         "lr": args.lr,
         "hard_fraction": args.hard_fraction,
         "hard_weight": args.hard_weight,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hfr.config.settings import TERMS
 from hfr.errors import ConfigError
 
 FORMAT_VERSION = 2
@@ -36,36 +37,28 @@ _FORMAT_1_DEFAULTS = {
     "evaluation": None,
     "hfr_version": None,
 }
-_PAPER_SCORING = {
-    "level_scaling": "none",
-    "image_score": "max",
-    "top_k_fraction": 0.01,
-    "level_scales": None,
-    "level_weights": [1.0, 1.0, 1.0],
-    "position_weight": 0.0,
-    "position_scale": None,
-    "memory_weight": 0.0,
-    "memory_scale": None,
-    "memory_pooling": 1,
-    "combination": "sum",
-    "colour_weight": 0.0,
-    "colour_scale": None,
-    "colour_distance": "mahalanobis",
-}
 # Scoring keys added after a config could have been written: each added term off, equal level
 # weights, the levels summed; the patch memory's features pooled 3 x 3 (its setting before the
 # key existed) and the colour term's squared distance (likewise).
 _SCORING_ADDED = {
     "level_weights": [1.0, 1.0, 1.0],
-    "position_weight": 0.0,
-    "position_scale": None,
-    "memory_weight": 0.0,
-    "memory_scale": None,
+    **{
+        f"{term}_{key}": value
+        for term in TERMS
+        for key, value in (("weight", 0.0), ("scale", None))
+    },
     "memory_pooling": 3,
     "combination": "sum",
-    "colour_weight": 0.0,
-    "colour_scale": None,
     "colour_distance": "squared",
+}
+_PAPER_SCORING = {
+    **_SCORING_ADDED,
+    "level_scaling": "none",
+    "image_score": "max",
+    "top_k_fraction": 0.01,
+    "level_scales": None,
+    "memory_pooling": 1,
+    "colour_distance": "mahalanobis",
 }
 _CALIBRATION_ADDED = {"target_fpr": None, "num_above": None, "fit": None}
 # The patch memory's coreset share in models whose training record has no memory_fraction.

@@ -41,6 +41,7 @@ from hfr.config.settings import (
     MEMORY_POOLINGS,
     RESIZE_MODES,
     SCORING_PRESETS,
+    TERMS,
     ModelSettings,
 )
 from hfr.errors import ConfigError
@@ -55,9 +56,6 @@ RANDOM_WEIGHTS = "random"
 LEVEL_SCALINGS = ("none", "normal_mean")
 IMAGE_SCORES = ("max", "top_k_mean")
 PAPER_LEVEL_WEIGHTS = (1.0, 1.0, 1.0)
-# The terms added to the residual levels: each has a weight (0: off) and a scale, its mean on
-# held-out normal images, measured by calibration.
-TERMS = ("position", "memory", "colour")
 
 
 def _is_number(value: object) -> bool:
@@ -177,11 +175,11 @@ class Scoring:
 
     Each added term (``TERMS``) has a weight (0: off; ``"auto"``: chosen by training) and a
     scale, its mean on held-out normal images, set by calibration: ``position``, the distance of
-    each stride-8 feature from the normal ones at its position (:mod:`hfr.position`);
+    each stride-8 feature from the normal ones at its position (:mod:`hfr.scoring.terms.position`);
     ``memory``, the distance of each stride-16 patch to the nearest normal training patch
-    (:mod:`hfr.memory`), its features first averaged over ``memory_pooling`` x
+    (:mod:`hfr.scoring.terms.memory`), its features first averaged over ``memory_pooling`` x
     ``memory_pooling`` neighbourhoods; ``colour``, the distance of the input's colour in each
-    4 x 4 cell from the normal colours at that cell (:mod:`hfr.colour`), measured as
+    4 x 4 cell from the normal colours at that cell (:mod:`hfr.scoring.terms.colour`), measured as
     ``colour_distance`` says. ``combination`` sums everything (``"sum"``) or multiplies the fine
     evidence, strides 4 and 8, with the coarse, stride 16 and the added terms (``"product"``).
 

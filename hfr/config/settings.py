@@ -28,6 +28,9 @@ from hfr.errors import TrainingError
 DEFAULT_ENCODER = "resnet18.tv_in1k"
 DEFAULT_INPUT_SIZE = 256
 AUTO = "auto"  # a setting that training decides from the training images
+# The scoring terms added to the residual levels, each a module of hfr.scoring.terms with a
+# weight setting (``<name>_weight``) and a scale that calibration measures.
+TERMS = ("position", "memory", "colour")
 # Where in each stage the features are taken: "stage" is the stage's output (the paper's choice);
 # "expansion" is timm's inverted-residual expansion (MobileNet / EfficientNet families): the wide,
 # activated output of the depthwise conv in each stage's last block, before its linear projection.
@@ -59,11 +62,11 @@ HFR_LEVEL_WEIGHTS = (0.5, 0.5, 1.0)
 # both are (sharper maps, blinder to large smooth defects).
 COMBINATIONS = ("sum", "product")
 DEFAULT_COMBINATION = "sum"
-# The weight of the patch memory (hfr.memory), chosen on bottle and screw with two backbones
+# The patch memory's weight (scoring.terms.memory), chosen on bottle and screw with two backbones
 # and two seeds, and on MNIST (research/notebook.md, "Patch memory").
 DEFAULT_MEMORY_WEIGHT = 3.0
 # The side of the local mean taken of each feature before it joins a patch-memory vector
-# (hfr.memory.patch_vectors): 1 is none; 3, PatchCore's, blurred bottle's maps
+# (hfr.scoring.terms.memory.patch_vectors): 1 is none; 3, PatchCore's, blurred bottle's maps
 # (research/results/memory).
 MEMORY_POOLINGS = (1, 3)
 DEFAULT_MEMORY_POOLING = 1
@@ -71,7 +74,7 @@ DEFAULT_MEMORY_POOLING = 1
 # of bottle and screw showed screw's image AUROC and verdict rising from PatchCore's smallest,
 # 1 %, to 5 %, and bottle unmoved (research/notebook.md, "Five seeds: the coreset fraction").
 DEFAULT_MEMORY_FRACTION = 0.05
-# How the colour term (hfr.colour) measures a cell's colour against the normal ones at that
+# How the colour term (terms.colour) measures a cell's colour against the normal ones at that
 # cell: "mahalanobis", the root of the mean over channels of the squared standardised
 # difference (PaDiM's distance), or "squared", that mean itself, whose long tail lets a few
 # cells of some normal bottles decide their image score (research/notebook.md, "Aligned parts:

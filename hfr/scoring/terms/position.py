@@ -13,14 +13,18 @@ training choose from the training images (:func:`auto_weight`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from hfr.errors import ConfigError, ModelFormatError, TrainingError
+from hfr.errors import ConfigError, ModelFormatError
+from hfr.scoring.terms.base import ALIGNMENT_LEVEL, FeatureMoments, TrainingEvidence
 
-POSITION_LEVEL = 1  # index of the stride-8 level in [f1, f2, f3]
+if TYPE_CHECKING:
+    from hfr.config import Scoring
+
+POSITION_LEVEL = ALIGNMENT_LEVEL  # index of the stride-8 level in [f1, f2, f3]
 # Added to every variance, as a share of the mean variance: a channel that never varies at a
 # position (a letterbox border, a saturated background) must not turn noise into a defect.
 VARIANCE_FLOOR = 0.01
@@ -37,51 +41,6 @@ ALIGNED_WEIGHT = 1.0
 MIN_ALIGNED_IMAGES = 40
 
 
-@dataclass(frozen=True)
-class FeatureMoments:
-    """Mean and mean square of each channel at each position of normal features, ``(C, H, W)``
-    float64."""
-
-    mean: torch.Tensor
-    mean_square: torch.Tensor
-
-    @classmethod
-    def of(cls, batches: Iterable[torch.Tensor]) -> FeatureMoments:
-        """Moments of ``(N, C, H, W)`` feature batches, accumulated in float64."""
-        total = squares = None
-        count = 0
-        for batch in batches:
-            values = batch.detach().double()
-            total = values.sum(0) if total is None else total + values.sum(0)
-            squares = (values**2).sum(0) if squares is None else squares + (values**2).sum(0)
-            count += values.shape[0]
-        if count < 2:
-            raise TrainingError("per-position statistics need the features of two images or more")
-        return cls(total / count, squares / count)
-
-    @property
-    def variance(self) -> torch.Tensor:
-        """Each channel's variance at each position."""
-        return (self.mean_square - self.mean**2).clamp_min(0.0)
-
-    def position_share(self) -> float:
-        """The share of the features' variance that their position explains: 1 minus the
-        variance at a position over the variance across all positions (summed over channels).
-        Near 0 when every position looks alike (a texture, a part placed at random); measured
-        0.88 on MVTec AD bottle, 0.55-0.68 on MNIST digits and 0.15-0.18 on screw (README,
-        "Aligned parts").
-
-        Example:
-            >>> still = torch.arange(4.0).view(1, 1, 2, 2).repeat(5, 1, 1, 1)
-            >>> FeatureMoments.of([still]).position_share()  # position decides everything
-            1.0
-        """
-        within = self.variance.mean((1, 2)).sum()
-        grand_mean = self.mean.mean((1, 2))
-        across = (self.mean_square.mean((1, 2)) - grand_mean**2).clamp_min(0.0).sum()
-        return float(1.0 - within / across) if across > 0 else 0.0
-
-
 class PositionStatistics(nn.Module):
     """Mean and floored variance of each channel at each position, ``(C, H, W)`` buffers.
 
@@ -91,6 +50,8 @@ class PositionStatistics(nn.Module):
         (3, 2, 2)
     """
 
+    name = "position"
+    label = "per-position statistics"
     prefix = STATE_PREFIX  # of the tensors in a weights file
     inputs = "features"  # what forward takes, for its error message
 
@@ -135,6 +96,44 @@ class PositionStatistics(nn.Module):
     def state(self) -> dict[str, torch.Tensor]:
         """The tensors a weights file stores, under ``position.`` (``self.prefix``)."""
         return {self.prefix + "mean": self.mean, self.prefix + "variance": self.variance}
+
+    # --- the scoring-term protocol (hfr.scoring.terms.base.ScoringTerm) ---
+
+    def term_map(
+        self, features: list[torch.Tensor], images: torch.Tensor, scoring: Scoring
+    ) -> torch.Tensor:
+        """The ``(B, H/8, W/8)`` map of the stride-8 features."""
+        return self(features[POSITION_LEVEL])
+
+    @classmethod
+    def fit(cls, evidence: TrainingEvidence, scoring: Scoring) -> PositionStatistics:
+        """The statistics of the training images' stride-8 features."""
+        return cls.from_moments(evidence.moments)
+
+    @classmethod
+    def from_weights(
+        cls, tensors: dict[str, torch.Tensor], channels: tuple[int, ...], scoring: Scoring
+    ) -> PositionStatistics:
+        """Rebuild from a weights file for an encoder of ``channels``, checked."""
+        return cls.from_state(tensors, channels[POSITION_LEVEL])
+
+    @staticmethod
+    def describe(scoring: Scoring) -> str:
+        """The card's phrase."""
+        return "the distance of each stride-8 feature from the normal ones at its position"
+
+    @staticmethod
+    def chosen_weight(evidence: TrainingEvidence, scoring: Scoring) -> tuple[float, str]:
+        """:func:`auto_weight` of the training images."""
+        return auto_weight(evidence.measured_share(), evidence.count)
+
+    @staticmethod
+    def advice(evidence: TrainingEvidence, scoring: Scoring) -> str | None:
+        """:func:`alignment_hint` for the weight set by hand, once the alignment is measured."""
+        share = evidence.position_share
+        if share is None:
+            return None
+        return alignment_hint(share, scoring.position_weight, evidence.count)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """The ``(B, H, W)`` map of ``(B, C, H, W)`` stride-8 features."""
@@ -186,3 +185,6 @@ def alignment_hint(share: float, position_weight: float, num_images: int) -> str
     if chosen > 0:
         return f"{reason}, and the per-position term may help"
     return f"{reason}, and there the per-position term measured worse"
+
+
+TERM = PositionStatistics

@@ -13,7 +13,9 @@ is first averaged over its ``k`` x ``k`` neighbourhood: 1 (none, the default) or
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,12 @@ from torch import nn
 
 from hfr.config import DEFAULT_MEMORY_FRACTION, DEFAULT_MEMORY_POOLING
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
+from hfr.scoring.terms.base import TrainingEvidence
+
+if TYPE_CHECKING:
+    from hfr.config import Scoring
+
+logger = logging.getLogger(__name__)
 
 MIN_MEMORY = 16  # patches kept at least, however few the training images
 STATE_PREFIX = "memory."
@@ -96,6 +104,9 @@ class PatchMemory(nn.Module):
         ((32, 5), (8, 4, 4))
     """
 
+    name = "memory"
+    label = "patch memory"
+
     def __init__(self, bank: torch.Tensor, *, pooling: int = DEFAULT_MEMORY_POOLING) -> None:
         super().__init__()
         self.register_buffer("bank", bank.float())
@@ -159,3 +170,49 @@ class PatchMemory(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The ``(B, H/16, W/16)`` map of encoder features ``[f1, f2, f3]``."""
         return self.distances(patch_vectors(features, self.pooling))
+
+    # --- the scoring-term protocol (hfr.scoring.terms.base.ScoringTerm) ---
+
+    def term_map(
+        self, features: list[torch.Tensor], images: torch.Tensor, scoring: Scoring
+    ) -> torch.Tensor:
+        """The ``(B, H/16, W/16)`` map of the encoder features."""
+        return self(features)
+
+    @classmethod
+    def fit(cls, evidence: TrainingEvidence, scoring: Scoring) -> PatchMemory:
+        """The coreset of the training images' patch vectors."""
+        memory = cls.from_features(
+            evidence.features(),
+            pooling=scoring.memory_pooling,
+            fraction=evidence.training.memory_fraction,
+        )
+        logger.info("patch memory: %d of the training patches", len(memory.bank))
+        return memory
+
+    @classmethod
+    def from_weights(
+        cls, tensors: dict[str, torch.Tensor], channels: tuple[int, ...], scoring: Scoring
+    ) -> PatchMemory:
+        """Rebuild from a weights file for an encoder of ``channels``, checked."""
+        return cls.from_state(tensors, channels[1] + channels[2], pooling=scoring.memory_pooling)
+
+    @staticmethod
+    def describe(scoring: Scoring) -> str:
+        """The card's phrase."""
+        pooling = scoring.memory_pooling
+        pooled = "" if pooling == 1 else f" (features averaged {pooling}x{pooling})"
+        return f"the distance of each stride-16 patch{pooled} to the nearest normal training patch"
+
+    @staticmethod
+    def chosen_weight(evidence: TrainingEvidence, scoring: Scoring) -> None:
+        """No rule: the memory's weight is a number."""
+        return None
+
+    @staticmethod
+    def advice(evidence: TrainingEvidence, scoring: Scoring) -> None:
+        """Nothing to advise."""
+        return None
+
+
+TERM = PatchMemory
