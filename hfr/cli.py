@@ -22,17 +22,9 @@ from typing import Any
 
 from hfr import __version__
 from hfr.calibration import THRESHOLD_FITS
+from hfr.config.options import AUTO, add_setting_options, image_size, term_weight
 from hfr.config.schema import TERMS
-from hfr.config.settings import (
-    AUTO,
-    DEFAULT_INPUT_SIZE,
-    DEFAULT_TARGET_FPR,
-    ModelSettings,
-    TrainConfig,
-    add_setting_options,
-    image_size,
-    term_weight,
-)
+from hfr.config.settings import DEFAULT_INPUT_SIZE, DEFAULT_TARGET_FPR, ModelSettings, TrainConfig
 from hfr.errors import HFRError
 
 PROTOCOLS = ("mvtec", "mnist", "fashion-mnist", "cifar10")
@@ -43,9 +35,9 @@ _MOVED = {"level_weights", "weight_or_auto"}
 def __getattr__(name: str) -> Any:
     if name in _MOVED:
         warnings.warn(
-            f"hfr.cli.{name} moved to hfr.config.settings.{name}", DeprecationWarning, stacklevel=2
+            f"hfr.cli.{name} moved to hfr.config.options.{name}", DeprecationWarning, stacklevel=2
         )
-        return getattr(importlib.import_module("hfr.config.settings"), name)
+        return getattr(importlib.import_module("hfr.config.options"), name)
     raise AttributeError(f"module 'hfr.cli' has no attribute {name!r}")
 
 

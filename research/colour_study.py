@@ -25,7 +25,7 @@ from splits import held_out_images
 
 from hfr import HFR
 from hfr.config import COLOUR_DISTANCES, DEFAULT_TARGET_FPR
-from hfr.config.settings import term_weight
+from hfr.config.options import term_weight
 from hfr.data import load_mvtec
 from hfr.evaluate import collect, compute_metrics, threshold_rates
 from hfr.outputs import write_json

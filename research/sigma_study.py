@@ -44,7 +44,7 @@ from synthetic_defects import synthetic_check
 
 from hfr import HFR
 from hfr.config import DEFAULT_TARGET_FPR
-from hfr.config.settings import level_weights, term_weight
+from hfr.config.options import level_weights, term_weight
 from hfr.data import AnomalyDataset, load_idx_one_class, load_mvtec
 from hfr.evaluate import collect, compute_metrics, threshold_rates
 from hfr.images import load_rgb

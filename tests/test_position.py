@@ -157,7 +157,7 @@ def test_a_zero_weight_scores_without_the_term(trained: HFR, tmp_path: Path) -> 
 def test_command_line_position_weight_reaches_the_model() -> None:
     from hfr.cli import build_parser
     from hfr.commands.common import model_settings
-    from hfr.config.settings import weight_or_auto
+    from hfr.config.options import weight_or_auto
 
     parser = build_parser()
     base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]

@@ -14,7 +14,7 @@ from conftest import write_pngs
 from hfr import HFR
 from hfr.cli import build_parser, main
 from hfr.config import ModelSettings, TrainConfig
-from hfr.config.settings import add_setting_options
+from hfr.config.options import add_setting_options
 from hfr.data import load_folder
 from hfr.pipeline import RunOptions, train_category
 from hfr.train import fit

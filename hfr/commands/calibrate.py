@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from hfr.calibrate import recalibrate
 from hfr.commands.common import load_model
 from hfr.pipeline import save_model
 from hfr.sources import expand_sources, read_source
-from hfr.train import recalibrate
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

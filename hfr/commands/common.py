@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hfr.config import ModelSettings, TrainConfig
-from hfr.config.settings import settings_from_options
+from hfr.config.options import settings_from_options
 from hfr.data import AnomalyDataset, load_folder, load_mvtec
 from hfr.device import auto_device
 from hfr.model import HFR

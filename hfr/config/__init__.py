@@ -1,27 +1,26 @@
 """The settings and the saved config, apart from torch.
 
 ``settings`` declares every setting a new model is built and trained from, once
-(:class:`ModelSettings`, :class:`TrainConfig`): the Python API, the ``hfr`` command's options and
-the app read them there. ``schema`` is what a model's ``config.json`` holds today
-(:class:`HFRConfig` with its :class:`Preprocessing` and :class:`Scoring`), checked field by field;
-``compat`` reads the configs of earlier versions as today's schema. Nothing here imports torch,
-so ``hfr --help`` answers at once.
+(:class:`ModelSettings`, :class:`TrainConfig`), in the form ``options`` defines, from which the
+``hfr`` command's options are made: the Python API, the command line and the app read them
+there. ``schema`` is what a model's ``config.json`` holds today (:class:`HFRConfig` with its
+:class:`Preprocessing` and the :class:`Scoring` of ``scoring``), checked field by field with the
+checks of ``checks``; ``compat`` reads the configs of earlier versions as today's schema.
+Nothing here imports torch, so ``hfr --help`` answers at once.
 """
 
 from hfr.config.compat import FORMAT_VERSION
 from hfr.config.schema import (
     CONFIG_FILE,
     INTERPOLATIONS,
-    PAPER_LEVEL_WEIGHTS,
     RANDOM_WEIGHTS,
-    TERMS,
     WEIGHTS_FILE,
     HFRConfig,
     Preprocessing,
-    Scoring,
     read_config,
     write_config,
 )
+from hfr.config.scoring import PAPER_LEVEL_WEIGHTS, Scoring
 from hfr.config.settings import (
     ALIGNED_COLOUR_WEIGHTS,
     AUTO,
@@ -46,6 +45,7 @@ from hfr.config.settings import (
     MIN_STEPS,
     RESIZE_MODES,
     SCORING_PRESETS,
+    TERMS,
     TRAINING_PRECISIONS,
     ModelSettings,
     TrainConfig,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -28,19 +28,22 @@ from typing import Any
 from hfr import __version__
 from hfr.calibration import Calibration
 from hfr.config import compat
+from hfr.config.checks import (
+    check,
+    exact_keys,
+    is_number,
+    optional_object,
+    optional_str,
+)
+from hfr.config.scoring import Scoring
 from hfr.config.settings import (
     AUTO,
-    COLOUR_DISTANCES,
-    COMBINATIONS,
     CONTEXT_MIN_INPUT,
     CONTEXT_SIGMA,
     DECODERS,
     DEFAULT_SIGMA,
     FEATURE_LOCATIONS,
-    HFR_LEVEL_WEIGHTS,
-    MEMORY_POOLINGS,
     RESIZE_MODES,
-    SCORING_PRESETS,
     TERMS,
     ModelSettings,
 )
@@ -53,36 +56,6 @@ MAX_INPUT_SIDE = 1024
 MAX_SIGMA = 64.0
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 RANDOM_WEIGHTS = "random"
-LEVEL_SCALINGS = ("none", "normal_mean")
-IMAGE_SCORES = ("max", "top_k_mean")
-PAPER_LEVEL_WEIGHTS = (1.0, 1.0, 1.0)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check(ok: bool, name: str, expected: str, value: object) -> None:
-    if not ok:
-        raise ConfigError(f"{name} must be {expected}, got {value!r}")
-
-
-def _optional_str(name: str, value: object) -> None:
-    _check(value is None or isinstance(value, str), name, "a string or null", value)
-
-
-def _optional_object(name: str, value: object) -> None:
-    _check(value is None or isinstance(value, Mapping), name, "a JSON object or null", value)
-
-
-def _keys(name: str, values: object, cls: type) -> None:
-    names = sorted(f.name for f in fields(cls))
-    _check(
-        isinstance(values, Mapping) and set(values) == set(names),
-        name,
-        f"an object with keys {names}",
-        values,
-    )
 
 
 @dataclass(frozen=True)
@@ -101,7 +74,7 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         size = self.input_size
-        _check(
+        check(
             isinstance(size, Sequence)
             and not isinstance(size, str)
             and len(size) == 2
@@ -111,19 +84,22 @@ class Preprocessing:
             f"two integers, multiples of 16 in [32, {MAX_INPUT_SIDE}]",
             size,
         )
-        _check(
+        check(
             self.interpolation in INTERPOLATIONS,
             "preprocessing.interpolation",
             f"one of {INTERPOLATIONS}",
             self.interpolation,
         )
         modes = (*RESIZE_MODES, AUTO)
-        _check(self.resize in modes, "preprocessing.resize", f"one of {modes}", self.resize)
-        for name, values, low in (("mean", self.mean, -math.inf), ("std", self.std, 0.0)):
-            _check(
+        check(self.resize in modes, "preprocessing.resize", f"one of {modes}", self.resize)
+        for name, values, low in (
+            ("mean", self.mean, -math.inf),
+            ("std", self.std, 0.0),
+        ):
+            check(
                 isinstance(values, Sequence)
                 and len(values) == 3
-                and all(_is_number(v) and v > low for v in values),
+                and all(is_number(v) and v > low for v in values),
                 f"preprocessing.{name}",
                 "three finite numbers" + (" above 0" if low == 0.0 else ""),
                 values,
@@ -149,170 +125,22 @@ class Preprocessing:
             return cls(input_size=size, resize=resize)
         interpolation = cfg.interpolation if cfg.interpolation in INTERPOLATIONS else "bilinear"
         return cls(
-            input_size=size, interpolation=interpolation, mean=cfg.mean, std=cfg.std, resize=resize
+            input_size=size,
+            interpolation=interpolation,
+            mean=cfg.mean,
+            std=cfg.std,
+            resize=resize,
         )
 
     @classmethod
     def from_dict(cls, values: object) -> Preprocessing:
         """Build from ``config.json`` values."""
-        _keys("preprocessing", values, cls)
+        exact_keys("preprocessing", values, cls)
         return cls(**values)
 
     def to_dict(self) -> dict:
         """JSON-ready form for ``config.json``."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-@dataclass(frozen=True)
-class Scoring:
-    """How the three residual levels become the map, and the map the image score.
-
-    ``level_scaling``: ``"none"`` sums the levels as they are (the paper, eq. 9); ``"normal_mean"``
-    divides each level by its mean over held-out normal images first (``level_scales``, set by
-    calibration). Each level is then multiplied by its ``level_weights`` entry (strides 4, 8,
-    16). ``image_score``: ``"max"`` of the map (the paper, eq. 11) or ``"top_k_mean"``, the mean
-    of its highest ``top_k_fraction`` of pixels.
-
-    Each added term (``TERMS``) has a weight (0: off; ``"auto"``: chosen by training) and a
-    scale, its mean on held-out normal images, set by calibration: ``position``, the distance of
-    each stride-8 feature from the normal ones at its position (:mod:`hfr.scoring.terms.position`);
-    ``memory``, the distance of each stride-16 patch to the nearest normal training patch
-    (:mod:`hfr.scoring.terms.memory`), its features first averaged over ``memory_pooling`` x
-    ``memory_pooling`` neighbourhoods; ``colour``, the distance of the input's colour in each
-    4 x 4 cell from the normal colours at that cell (:mod:`hfr.scoring.terms.colour`), measured as
-    ``colour_distance`` says. ``combination`` sums everything (``"sum"``) or multiplies the fine
-    evidence, strides 4 and 8, with the coarse, stride 16 and the added terms (``"product"``).
-
-    Example:
-        >>> Scoring.preset("hfr").image_score, Scoring.preset("hfr").level_weights
-        ('top_k_mean', (0.5, 0.5, 1.0))
-    """
-
-    level_scaling: str
-    image_score: str
-    top_k_fraction: float
-    level_scales: tuple[float, ...] | None
-    level_weights: tuple[float, float, float]
-    position_weight: float | str
-    position_scale: float | None
-    memory_weight: float
-    memory_scale: float | None
-    memory_pooling: int
-    combination: str
-    colour_weight: float | str
-    colour_scale: float | None
-    colour_distance: str
-
-    def __post_init__(self) -> None:
-        self._check_levels()
-        for term in TERMS:
-            weight, scale = getattr(self, f"{term}_weight"), getattr(self, f"{term}_scale")
-            auto = term != "memory" and weight == AUTO
-            _check(
-                auto or (_is_number(weight) and weight >= 0),
-                f"scoring.{term}_weight",
-                "a number >= 0" if term == "memory" else "a number >= 0 or 'auto'",
-                weight,
-            )
-            if not auto:
-                object.__setattr__(self, f"{term}_weight", float(weight))
-            _check(
-                scale is None or (_is_number(scale) and scale > 0),
-                f"scoring.{term}_scale",
-                "null or a number above 0",
-                scale,
-            )
-            if scale is not None:
-                object.__setattr__(self, f"{term}_scale", float(scale))
-        for name, allowed in (
-            ("memory_pooling", MEMORY_POOLINGS),
-            ("combination", COMBINATIONS),
-            ("colour_distance", COLOUR_DISTANCES),
-        ):
-            value = getattr(self, name)
-            ok = value in allowed and type(value) is type(allowed[0])
-            _check(ok, f"scoring.{name}", f"one of {allowed}", value)
-
-    def _check_levels(self) -> None:
-        for name, allowed in (("level_scaling", LEVEL_SCALINGS), ("image_score", IMAGE_SCORES)):
-            value = getattr(self, name)
-            _check(value in allowed, f"scoring.{name}", f"one of {allowed}", value)
-        _check(
-            _is_number(self.top_k_fraction) and 0 < self.top_k_fraction <= 1,
-            "scoring.top_k_fraction",
-            "a number in (0, 1]",
-            self.top_k_fraction,
-        )
-        scales = self.level_scales
-        _check(
-            scales is None
-            or (
-                isinstance(scales, Sequence)
-                and len(scales) == 3
-                and all(_is_number(v) and v > 0 for v in scales)
-            ),
-            "scoring.level_scales",
-            "null or three numbers above 0",
-            scales,
-        )
-        if scales is not None:
-            object.__setattr__(self, "level_scales", tuple(float(v) for v in scales))
-        weights = self.level_weights
-        _check(
-            isinstance(weights, Sequence)
-            and len(weights) == 3
-            and all(_is_number(v) and v >= 0 for v in weights)
-            and any(v > 0 for v in weights),
-            "scoring.level_weights",
-            "three numbers >= 0, not all 0",
-            weights,
-        )
-        object.__setattr__(self, "level_weights", tuple(float(v) for v in weights))
-        object.__setattr__(self, "top_k_fraction", float(self.top_k_fraction))
-
-    @classmethod
-    def preset(cls, name: str, **changes: Any) -> Scoring:
-        """A named setting with ``changes``: ``"paper"`` (max of the plain sum) or ``"hfr"``
-        (levels scaled by their normal means and weighted ``HFR_LEVEL_WEIGHTS``, mean of the
-        map's top 1 %), each with no added term."""
-        _check(name in SCORING_PRESETS, "scoring", f"one of {SCORING_PRESETS}", name)
-        paper = name == "paper"
-        values = {
-            "level_scaling": "none" if paper else "normal_mean",
-            "image_score": "max" if paper else "top_k_mean",
-            "top_k_fraction": 0.01,
-            "level_scales": None,
-            "level_weights": PAPER_LEVEL_WEIGHTS if paper else HFR_LEVEL_WEIGHTS,
-            "memory_pooling": 1,
-            "combination": "sum",
-            "colour_distance": "mahalanobis",
-            **{f"{term}_weight": 0.0 for term in TERMS},
-            **{f"{term}_scale": None for term in TERMS},
-        }
-        return cls(**{**values, **changes})
-
-    @property
-    def needs_level_scales(self) -> bool:
-        """Whether calibration must still measure ``level_scales``."""
-        return self.level_scaling != "none" and self.level_scales is None
-
-    @property
-    def unresolved(self) -> list[str]:
-        """The settings still ``"auto"``, which training decides."""
-        return [f"{t}_weight" for t in TERMS if getattr(self, f"{t}_weight") == AUTO]
-
-    @classmethod
-    def from_dict(cls, values: object) -> Scoring:
-        """Build from ``config.json`` values."""
-        _keys("scoring", values, cls)
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        """JSON-ready form for ``config.json``."""
-        values = asdict(self)
-        values["level_scales"] = None if self.level_scales is None else list(self.level_scales)
-        values["level_weights"] = list(self.level_weights)
-        return values
 
 
 @dataclass(frozen=True)
@@ -340,56 +168,56 @@ class HFRConfig:
     hfr_version: str | None = field(default=__version__)
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             self.format_version == FORMAT_VERSION and not isinstance(self.format_version, bool),
             "format_version",
             f"{FORMAT_VERSION} (this hfr reads formats up to {FORMAT_VERSION}; upgrade hfr)",
             self.format_version,
         )
-        _check(
+        check(
             isinstance(self.encoder, str) and bool(self.encoder),
             "encoder",
             "a timm model name",
             self.encoder,
         )
         for name in ("encoder_weights", "encoder_fingerprint", "dataset", "category"):
-            _optional_str(name, getattr(self, name))
-        _optional_str("hfr_version", self.hfr_version)
-        _check(
+            optional_str(name, getattr(self, name))
+        optional_str("hfr_version", self.hfr_version)
+        check(
             self.feature_location in FEATURE_LOCATIONS,
             "feature_location",
             f"one of {FEATURE_LOCATIONS}",
             self.feature_location,
         )
-        _check(self.decoder in DECODERS, "decoder", f"one of {DECODERS}", self.decoder)
-        _check(
+        check(self.decoder in DECODERS, "decoder", f"one of {DECODERS}", self.decoder)
+        check(
             isinstance(self.preprocessing, Preprocessing),
             "preprocessing",
             "a Preprocessing",
             self.preprocessing,
         )
-        _check(
+        check(
             self.decoder != "context" or min(self.preprocessing.input_size) >= CONTEXT_MIN_INPUT,
             "decoder",
             f"'paper' for inputs under {CONTEXT_MIN_INPUT} px a side (the context decoder "
             "predicts each cell of the stride-16 map from the cells two away)",
             self.decoder,
         )
-        _check(
-            _is_number(self.sigma) and 0 <= self.sigma <= MAX_SIGMA,
+        check(
+            is_number(self.sigma) and 0 <= self.sigma <= MAX_SIGMA,
             "sigma",
             f"a number in [0, {MAX_SIGMA:g}]",
             self.sigma,
         )
-        _check(isinstance(self.scoring, Scoring), "scoring", "a Scoring", self.scoring)
-        _check(
+        check(isinstance(self.scoring, Scoring), "scoring", "a Scoring", self.scoring)
+        check(
             self.calibration is None or isinstance(self.calibration, Calibration),
             "calibration",
             "a Calibration or null",
             self.calibration,
         )
-        _optional_object("training", self.training)
-        _optional_object("evaluation", self.evaluation)
+        optional_object("training", self.training)
+        optional_object("evaluation", self.evaluation)
         object.__setattr__(self, "sigma", float(self.sigma))
 
     @property
@@ -458,9 +286,14 @@ class HFRConfig:
         try:
             values = compat.upgrade(data)
             unknown = sorted(set(values) - {f.name for f in fields(cls)})
-            _check(not unknown, "every key", "a field this hfr knows (upgrade hfr?)", unknown)
+            check(
+                not unknown,
+                "every key",
+                "a field this hfr knows (upgrade hfr?)",
+                unknown,
+            )
             missing = sorted(f.name for f in fields(cls) if f.name not in values)
-            _check(not missing, "the config", "an HFR config with every key", missing)
+            check(not missing, "the config", "an HFR config with every key", missing)
             values["preprocessing"] = Preprocessing.from_dict(values["preprocessing"])
             values["scoring"] = Scoring.from_dict(values["scoring"])
             if values["calibration"] is not None:

@@ -3,8 +3,8 @@
 A setting is a field of :class:`ModelSettings` (the encoder, the input and how the maps are
 made) or of :class:`TrainConfig` (the optimiser, the loss and calibration): its type, default
 and help text are written there and nowhere else. ``HFR(...)``, ``HFRConfig.build``,
-``train_category``, the ``hfr`` command's options (:func:`add_setting_options`) and the app all
-read these declarations, so every entry point builds the same model from the same arguments.
+``train_category``, the ``hfr`` command's options (made by :mod:`hfr.config.options`) and the
+app all read these declarations, so every entry point builds the same model from the same arguments.
 Nothing here imports torch: the command line shows these defaults at once.
 
 Example:
@@ -16,18 +16,22 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Callable
-from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
 
 from hfr.calibration import DEFAULT_THRESHOLD_FIT, THRESHOLD_FITS
+from hfr.config.options import (
+    AUTO,
+    image_size,
+    level_weights,
+    setting,
+    term_weight,
+    weight_or_auto,
+)
 from hfr.errors import TrainingError
 
 DEFAULT_ENCODER = "resnet18.tv_in1k"
 DEFAULT_INPUT_SIZE = 256
-AUTO = "auto"  # a setting that training decides from the training images
 # The scoring terms added to the residual levels, each a module of hfr.scoring.terms with a
 # weight setting (``<name>_weight``) and a scale that calibration measures.
 TERMS = ("position", "memory", "colour")
@@ -94,90 +98,6 @@ MIN_STEPS = 600
 DEFAULT_HARD_FRACTION = 0.01  # the hard term of the loss: the hardest 1 % of each level's pixels
 DEFAULT_HARD_WEIGHT = 0.5  # ... weighs as much as the mean over all pixels
 TRAINING_PRECISIONS = ("auto", "bf16", "fp32")  # of the decoder's training steps
-
-
-@dataclass(frozen=True)
-class Option:
-    """How a setting appears on the command line: its flag and what argparse needs."""
-
-    flag: str
-    help: str
-    parse: Callable[[str], Any] | None = None
-    choices: tuple | None = None
-    metavar: str | None = None
-    negated: bool = False  # a true/false setting that the flag turns off
-
-
-def setting(default: Any, flag: str | None = None, help: str = "", **option: Any) -> Any:
-    """A settings field with ``default``, shown on the command line as ``flag`` (none: the
-    setting is Python-only) with ``help`` and the :class:`Option` keywords ``option``."""
-    metadata = {"option": Option(flag, help, **option)} if flag else {}
-    return field(default=default, metadata=metadata)
-
-
-def image_size(text: str) -> int | tuple[int, int]:
-    """``--image-size``: one side (``256``) or ``HEIGHTxWIDTH`` (``192x256``).
-
-    Example:
-        >>> image_size("256"), image_size("192x256")
-        (256, (192, 256))
-    """
-    parts = text.lower().split("x")
-    if len(parts) > 2 or not all(part.strip().isdigit() for part in parts):
-        raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH (e.g. 192x256): {text!r}")
-    sides = tuple(int(part) for part in parts)
-    return sides[0] if len(sides) == 1 else sides
-
-
-def level_weights(text: str) -> tuple[float, float, float]:
-    """``--level-weights``: three comma-separated numbers >= 0 for strides 4, 8 and 16.
-
-    Example:
-        >>> level_weights("0.5,1,1")
-        (0.5, 1.0, 1.0)
-    """
-    try:
-        weights = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        weights = ()
-    if len(weights) != 3 or not all(0 <= w < math.inf for w in weights) or not any(weights):
-        raise argparse.ArgumentTypeError(
-            f"expected three numbers >= 0, not all 0, e.g. 0.5,1,1: {text!r}"
-        )
-    return weights
-
-
-def term_weight(text: str) -> float:
-    """The weight of an added scoring term: a number >= 0 (0: off).
-
-    Example:
-        >>> term_weight("1")
-        1.0
-    """
-    try:
-        weight = float(text)
-    except ValueError:
-        weight = -1.0
-    if not 0 <= weight < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 1: {text!r}")
-    return weight
-
-
-def weight_or_auto(text: str) -> float | str:
-    """A term's weight or ``auto`` (chosen by training from the training images).
-
-    Example:
-        >>> weight_or_auto("auto"), weight_or_auto("0")
-        ('auto', 0.0)
-    """
-    if text == AUTO:
-        return AUTO
-    try:
-        return term_weight(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected auto or a number >= 0, e.g. 1: {text!r}"
-        ) from None
 
 
 def _weights(values: tuple[float, ...]) -> str:
@@ -390,10 +310,22 @@ class TrainConfig:
         epochs_ok = self.epochs is None or (_is_int(self.epochs) and self.epochs >= 1)
         checks = (
             ("epochs", epochs_ok, "null or an integer >= 1"),
-            ("batch_size", _is_int(self.batch_size) and self.batch_size >= 2, "an integer >= 2"),
+            (
+                "batch_size",
+                _is_int(self.batch_size) and self.batch_size >= 2,
+                "an integer >= 2",
+            ),
             ("lr", _is_number(self.lr) and self.lr > 0, "a number > 0"),
-            ("momentum", _is_number(self.momentum) and 0 <= self.momentum < 1, "in [0, 1)"),
-            ("weight_decay", _is_number(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
+            (
+                "momentum",
+                _is_number(self.momentum) and 0 <= self.momentum < 1,
+                "in [0, 1)",
+            ),
+            (
+                "weight_decay",
+                _is_number(self.weight_decay) and self.weight_decay >= 0,
+                ">= 0",
+            ),
             ("seed", _is_int(self.seed), "an integer"),
             (
                 "calibration_fraction",
@@ -422,8 +354,16 @@ class TrainConfig:
                 _is_number(self.memory_fraction) and 0 < self.memory_fraction <= 1,
                 "a number in (0, 1]",
             ),
-            ("threshold_fit", self.threshold_fit in THRESHOLD_FITS, f"one of {THRESHOLD_FITS}"),
-            ("precision", self.precision in TRAINING_PRECISIONS, f"one of {TRAINING_PRECISIONS}"),
+            (
+                "threshold_fit",
+                self.threshold_fit in THRESHOLD_FITS,
+                f"one of {THRESHOLD_FITS}",
+            ),
+            (
+                "precision",
+                self.precision in TRAINING_PRECISIONS,
+                f"one of {TRAINING_PRECISIONS}",
+            ),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -440,40 +380,3 @@ def default_epochs(num_train_images: int, batch_size: int) -> int:
     """
     steps = num_train_images // batch_size + (num_train_images % batch_size >= 2)
     return max(DEFAULT_EPOCHS, math.ceil(MIN_STEPS / max(1, steps)))
-
-
-def add_setting_options(
-    group: argparse._ArgumentGroup, settings: type, *, defaults: dict[str, Any] | None = None
-) -> None:
-    """One option per field of the settings class ``settings`` that declares a flag, its
-    destination the field's name; ``defaults`` replaces a field's default by name."""
-    for item in fields(settings):
-        option: Option | None = item.metadata.get("option")
-        if option is None:
-            continue
-        default = (defaults or {}).get(item.name, _default(item))
-        if option.negated:
-            group.add_argument(option.flag, dest=item.name, action="store_false", help=option.help)
-            continue
-        extra = {"choices": option.choices, "metavar": option.metavar}
-        if option.parse is not None:
-            extra["type"] = option.parse
-        group.add_argument(
-            option.flag,
-            dest=item.name,
-            default=default,
-            help=option.help,
-            **{k: v for k, v in extra.items() if v is not None},
-        )
-
-
-def settings_from_options(settings: type, args: argparse.Namespace) -> Any:
-    """An instance of the settings class ``settings`` from the options that
-    :func:`add_setting_options` added (fields without a flag keep their defaults)."""
-    return settings(
-        **{item.name: getattr(args, item.name) for item in fields(settings) if item.metadata}
-    )
-
-
-def _default(item: Field) -> Any:
-    return item.default if item.default is not MISSING else item.default_factory()

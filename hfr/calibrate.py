@@ -1,0 +1,151 @@
+"""Calibration on normal images the decoder did not train on: the normal mean of each residual
+level and scoring term (its scale), then the threshold and the normalisation of the image score
+(:class:`~hfr.calibration.Calibration`). Training calibrates on its held-out images;
+:func:`recalibrate` sets a trained model's threshold afresh from other normal images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from hfr import anomaly
+from hfr.calibration import (
+    LEGACY_THRESHOLD_FIT,
+    Calibration,
+    check_count,
+    check_target_fpr,
+    check_threshold_fit,
+)
+from hfr.config import DEFAULT_TARGET_FPR, Scoring
+from hfr.errors import HFRError, TrainingError
+from hfr.images import ImageInput
+from hfr.model import HFR
+from hfr.progress import ProgressCallback, batches, ignore_progress
+
+# What `evaluate` measured at the calibrated threshold: stale once the threshold moves.
+THRESHOLD_RESULTS = ("threshold_tpr", "threshold_fpr")
+logger = logging.getLogger(__name__)
+
+Maps = tuple[list[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
+
+
+@torch.inference_mode()
+def held_out_maps(
+    model: HFR,
+    images: Sequence[ImageInput],
+    batch_size: int,
+    progress: bool,
+    report: ProgressCallback,
+) -> Maps:
+    """The residual levels and the term maps of normal ``images`` at the network's input size,
+    batch by batch, in one pass."""
+    residuals, terms = [], []
+    for chunk in batches(images, batch_size, "calibration", progress, report):
+        batch = model.preprocess(chunk)
+        features, reconstructions = model.reconstruct(batch)
+        residuals.append(anomaly.residual_maps(features, reconstructions))
+        terms.append(model.term_maps(features, batch))
+    return residuals, terms
+
+
+def measured_scales(
+    scoring: Scoring, residuals: list[list[torch.Tensor]], terms: list[dict[str, torch.Tensor]]
+) -> Scoring:
+    """``scoring`` with the scales it still lacks measured on normal maps: each level's mean
+    when it scales levels by them, and the mean of each term it weighs."""
+    if scoring.needs_level_scales:
+        means = [torch.cat([batch[k] for batch in residuals]).double().mean() for k in range(3)]
+        scoring = replace(scoring, level_scales=tuple(max(float(m), 1e-6) for m in means))
+    for term in terms[0]:
+        if getattr(scoring, f"{term}_scale") is None:
+            mean = float(torch.cat([batch[term] for batch in terms]).double().mean())
+            scoring = replace(scoring, **{f"{term}_scale": max(mean, 1e-6)})
+    return scoring
+
+
+@torch.inference_mode()
+def image_scores(
+    model: HFR, residuals: list[list[torch.Tensor]], terms: list[dict[str, torch.Tensor]]
+) -> np.ndarray:
+    """The image scores of :func:`held_out_maps`, as the model's scoring says."""
+    size = model.config.preprocessing.input_size
+    return np.concatenate(
+        [
+            model.score_residuals(batch, size, batch_terms)[1].float().cpu().numpy()
+            for batch, batch_terms in zip(residuals, terms, strict=True)
+        ]
+    )
+
+
+def recalibrate(
+    model: HFR,
+    images: Sequence[ImageInput],
+    *,
+    target_fpr: float | None = DEFAULT_TARGET_FPR,
+    threshold_fit: str | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Calibration:
+    """Set the threshold of a trained ``model`` afresh from normal ``images`` it was not trained
+    on: more of them, or closer to what it will see, than the tenth of its training images held
+    out at training. The scores do not change (the level and term scales stay), only the
+    threshold and the normalisation (a term scale set to None, as a study that changes a term's
+    weight sets it, is measured on these images first); the verdict rates in
+    ``config.evaluation`` measured the old threshold and are dropped. ``threshold_fit``
+    (``"lognormal"`` or ``"normal"``) defaults to the model's own: ``"normal"`` for a model
+    calibrated before 0.17.
+
+    Raises :class:`TrainingError` for a model never calibrated, fewer than two images, a bad
+    ``batch_size`` or a score that is not finite; :class:`~hfr.errors.ConfigError` for a
+    ``target_fpr`` outside (0, 0.5) or an unknown ``threshold_fit``;
+    :class:`~hfr.errors.ImageLoadError` for an unreadable image. The model is unchanged when it
+    raises.
+
+    Example:
+        >>> model = HFR.from_pretrained("org/hfr-mvtec-bottle")  # doctest: +SKIP
+        >>> good = sorted(Path("line3/good").glob("*.png"))  # doctest: +SKIP
+        >>> recalibrate(model, good, target_fpr=0.02).threshold  # doctest: +SKIP
+        >>> model.save_pretrained("hfr-bottle-line3")  # doctest: +SKIP
+    """
+    if model.config.calibration is None or model.config.scoring.needs_level_scales:
+        raise TrainingError("the model was never calibrated: train it first")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise TrainingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_target_fpr(target_fpr)
+    own_fit = model.config.calibration.fit or LEGACY_THRESHOLD_FIT
+    fit = own_fit if threshold_fit is None else threshold_fit
+    check_threshold_fit(fit)  # before scoring: a bad fit costs no forward pass
+    images = list(images)
+    check_count(len(images))
+    residuals, terms = held_out_maps(model, images, batch_size, progress, ignore_progress)
+    before = model.config
+    model.config = before.replace(scoring=measured_scales(before.scoring, residuals, terms))
+    try:
+        scores = image_scores(model, residuals, terms)
+        calibration = Calibration.from_normal_scores(
+            scores, target_fpr=target_fpr, fit=fit, source="normal images given to recalibrate"
+        )
+    except HFRError:
+        model.config = before
+        raise
+    evaluation = {
+        key: value
+        for key, value in (before.evaluation or {}).items()
+        if key not in THRESHOLD_RESULTS
+    }
+    model.config = model.config.replace(calibration=calibration, evaluation=evaluation or None)
+    logger.info("recalibrated on %d normal images", len(images))
+    warn_of_tail(calibration)
+    return calibration
+
+
+def warn_of_tail(calibration: Calibration) -> None:
+    """Log :meth:`Calibration.tail_warning`, if there is one."""
+    warning = calibration.tail_warning()
+    if warning:
+        logger.warning(warning)

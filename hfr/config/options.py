@@ -1,0 +1,138 @@
+"""How a setting is declared (:func:`setting`: its default, flag and help) and how the ``hfr``
+command's options are made from the declarations (:func:`add_setting_options`,
+:func:`settings_from_options`), with the parsers of the options' values. Nothing here imports
+torch."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
+
+AUTO = "auto"  # a setting that training decides from the training images
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a setting appears on the command line: its flag and what argparse needs."""
+
+    flag: str
+    help: str
+    parse: Callable[[str], Any] | None = None
+    choices: tuple | None = None
+    metavar: str | None = None
+    negated: bool = False  # a true/false setting that the flag turns off
+
+
+def setting(default: Any, flag: str | None = None, help: str = "", **option: Any) -> Any:
+    """A settings field with ``default``, shown on the command line as ``flag`` (none: the
+    setting is Python-only) with ``help`` and the :class:`Option` keywords ``option``."""
+    metadata = {"option": Option(flag, help, **option)} if flag else {}
+    return field(default=default, metadata=metadata)
+
+
+def image_size(text: str) -> int | tuple[int, int]:
+    """``--image-size``: one side (``256``) or ``HEIGHTxWIDTH`` (``192x256``).
+
+    Example:
+        >>> image_size("256"), image_size("192x256")
+        (256, (192, 256))
+    """
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH (e.g. 192x256): {text!r}")
+    sides = tuple(int(part) for part in parts)
+    return sides[0] if len(sides) == 1 else sides
+
+
+def level_weights(text: str) -> tuple[float, float, float]:
+    """``--level-weights``: three comma-separated numbers >= 0 for strides 4, 8 and 16.
+
+    Example:
+        >>> level_weights("0.5,1,1")
+        (0.5, 1.0, 1.0)
+    """
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or not all(0 <= w < math.inf for w in weights) or not any(weights):
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers >= 0, not all 0, e.g. 0.5,1,1: {text!r}"
+        )
+    return weights
+
+
+def term_weight(text: str) -> float:
+    """The weight of an added scoring term: a number >= 0 (0: off).
+
+    Example:
+        >>> term_weight("1")
+        1.0
+    """
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = -1.0
+    if not 0 <= weight < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 1: {text!r}")
+    return weight
+
+
+def weight_or_auto(text: str) -> float | str:
+    """A term's weight or ``auto`` (chosen by training from the training images).
+
+    Example:
+        >>> weight_or_auto("auto"), weight_or_auto("0")
+        ('auto', 0.0)
+    """
+    if text == AUTO:
+        return AUTO
+    try:
+        return term_weight(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a number >= 0, e.g. 1: {text!r}"
+        ) from None
+
+
+def add_setting_options(
+    group: argparse._ArgumentGroup,
+    settings: type,
+    *,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """One option per field of the settings class ``settings`` that declares a flag, its
+    destination the field's name; ``defaults`` replaces a field's default by name."""
+    for item in fields(settings):
+        option: Option | None = item.metadata.get("option")
+        if option is None:
+            continue
+        default = (defaults or {}).get(item.name, _default(item))
+        if option.negated:
+            group.add_argument(option.flag, dest=item.name, action="store_false", help=option.help)
+            continue
+        extra = {"choices": option.choices, "metavar": option.metavar}
+        if option.parse is not None:
+            extra["type"] = option.parse
+        group.add_argument(
+            option.flag,
+            dest=item.name,
+            default=default,
+            help=option.help,
+            **{k: v for k, v in extra.items() if v is not None},
+        )
+
+
+def settings_from_options(settings: type, args: argparse.Namespace) -> Any:
+    """An instance of the settings class ``settings`` from the options that
+    :func:`add_setting_options` added (fields without a flag keep their defaults)."""
+    return settings(
+        **{item.name: getattr(args, item.name) for item in fields(settings) if item.metadata}
+    )
+
+
+def _default(item: Field) -> Any:
+    return item.default if item.default is not MISSING else item.default_factory()

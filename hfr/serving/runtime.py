@@ -1,0 +1,145 @@
+"""What the demo runs on: ZeroGPU slices where the Space has them (:func:`gpu`), the model and
+training calls that run there, the model caches they read, and the process's housekeeping
+(glibc arenas, Gradio's upload leftovers)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from gradio.utils import get_upload_folder as gradio_upload_folder
+
+from hfr import studio
+from hfr.catalog import ModelCache, ModelEntry
+from hfr.config import ModelSettings
+from hfr.device import auto_device
+from hfr.errors import HFRError
+from hfr.postprocess import Prediction
+from hfr.progress import ProgressCallback
+
+try:  # ZeroGPU on Hugging Face Spaces; the function itself elsewhere
+    import spaces
+except ImportError:
+    spaces = None
+
+TRAIN_GPU_SECONDS = 300
+# Model caches of the demos built in this process, by name: ZeroGPU passes a GPU function's
+# arguments between processes, so it gets the cache's name, never the cache itself.
+CACHES: dict[str, ModelCache] = {}
+
+
+def gpu(duration: int):
+    """Run the decorated function on a ZeroGPU slice of at most ``duration`` seconds."""
+    if spaces is None:
+        return lambda function: function
+    return spaces.GPU(duration=duration)
+
+
+@gpu(duration=60)
+def run_model(
+    cache_name: str, entry: ModelEntry, images: list[np.ndarray]
+) -> tuple[list[Prediction], float, str]:
+    """Load the model (once, cached) and score: the only GPU work.
+
+    Returns the predictions, the calibrated raw threshold and the device used.
+    """
+    try:
+        model = CACHES[cache_name].get(entry.source)
+    except HFRError as error:
+        raise gr.Error(f"Could not load {entry.label}: {error}", print_exception=False) from error
+    calibration = model.config.calibration
+    if calibration is None:
+        raise gr.Error(
+            f"{entry.label} is not calibrated; train it with `hfr train`.", print_exception=False
+        )
+    try:
+        predictions = model.predict(images, batch_size=16, return_level_maps=True)
+    except HFRError as error:
+        raise gr.Error(
+            f"{entry.label} could not score these images: {error}", print_exception=False
+        ) from error
+    return predictions, calibration.threshold, str(model.device)
+
+
+@gpu(duration=TRAIN_GPU_SECONDS)
+def run_training(
+    name: str,
+    images: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]],
+    settings: ModelSettings,
+    epochs: int | None,
+    output_root: Path,
+    on_progress: ProgressCallback,
+) -> studio.TrainedModel:
+    """Train on (normal, good test, defective test) images: the GPU work of the second tab."""
+    normal, good, defective = images
+    return studio.train_uploaded(
+        name,
+        normal,
+        settings=settings,
+        epochs=epochs,
+        output_root=output_root,
+        test_good=good,
+        test_defective=defective,
+        on_progress=on_progress,
+        device=str(auto_device()),
+    )
+
+
+class MallocTuning:
+    """glibc keeps freed memory in per-thread arenas: under Gradio's worker threads a busy app's
+    memory then grows to several times what one request needs and never shrinks. Fewer arenas,
+    and a trim after each request, hand it back. A no-op where the C library is not glibc."""
+
+    ARENA_MAX = -8  # mallopt's M_ARENA_MAX
+
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("c")
+        library = ctypes.CDLL(name) if name else None
+        self._libc = library if library is not None and hasattr(library, "malloc_trim") else None
+
+    def limit_arenas(self, count: int = 2) -> None:
+        if self._libc is not None:
+            self._libc.mallopt(self.ARENA_MAX, count)
+
+    def trim(self) -> None:
+        if self._libc is not None:
+            self._libc.malloc_trim(0)
+
+
+MALLOC = MallocTuning()
+
+
+def sweep_upload_leftovers(folder: Path, max_age: float) -> int:
+    """Delete the empty ``tmp*`` staging files Gradio 6 leaves directly in its upload folder, one
+    per upload, once older than ``max_age`` seconds (``delete_cache`` does not track them).
+    Returns how many were deleted."""
+    deleted = 0
+    cutoff = time.time() - max_age
+    for path in folder.glob("tmp*"):
+        try:
+            status = path.stat()
+            if path.is_file() and status.st_size == 0 and status.st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+        except FileNotFoundError:  # removed meanwhile
+            continue
+    return deleted
+
+
+def start_upload_sweeper(max_age: float) -> threading.Thread:
+    """Run :func:`sweep_upload_leftovers` on Gradio's upload folder every minute (or sooner)."""
+    folder = Path(gradio_upload_folder())
+
+    def sweep_forever() -> None:
+        while True:
+            time.sleep(min(60.0, max_age))
+            sweep_upload_leftovers(folder, max_age)
+
+    thread = threading.Thread(target=sweep_forever, name="hfr-upload-sweeper", daemon=True)
+    thread.start()
+    return thread
