@@ -20,11 +20,11 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from hfr import studio
-from hfr.catalog import discover_models
 from hfr.errors import TrainingCancelled
 from hfr.images import list_images
 from hfr.progress import TrainingProgress
+from hfr.serving import studio
+from hfr.serving.catalog import discover_models
 from hfr.serving.handlers import (
     MAX_IMAGES,
     MAX_TEST_IMAGES,

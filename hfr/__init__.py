@@ -25,9 +25,9 @@ _EXPORTS = {
     "HFRConfig": "hfr.config",
     "Preprocessing": "hfr.config",
     "TrainConfig": "hfr.config",
-    "Calibration": "hfr.calibration",
-    "Prediction": "hfr.postprocess",
-    "AnomalyOutput": "hfr.anomaly",
+    "Calibration": "hfr.scoring.calibration",
+    "Prediction": "hfr.scoring.postprocess",
+    "AnomalyOutput": "hfr.scoring.maps",
     "HFRError": "hfr.errors",
 }
 __all__ = [
@@ -43,12 +43,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from hfr.anomaly import AnomalyOutput
-    from hfr.calibration import Calibration
     from hfr.config import HFRConfig, Preprocessing, TrainConfig
     from hfr.errors import HFRError
     from hfr.model import HFR
-    from hfr.postprocess import Prediction
+    from hfr.scoring.calibration import Calibration
+    from hfr.scoring.maps import AnomalyOutput
+    from hfr.scoring.postprocess import Prediction
 
 
 def __getattr__(name: str) -> Any:

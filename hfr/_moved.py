@@ -9,11 +9,23 @@ import warnings
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
-# old name -> new name (0.20: the scoring terms went to hfr.scoring.terms)
+# old name -> new name (0.20: the modules went into the folders of the package's parts)
 MOVED = {
     "hfr.position": "hfr.scoring.terms.position",
     "hfr.memory": "hfr.scoring.terms.memory",
     "hfr.colour": "hfr.scoring.terms.colour",
+    "hfr.encoder": "hfr.network.encoder",
+    "hfr.decoder": "hfr.network.decoder",
+    "hfr.anomaly": "hfr.scoring.maps",
+    "hfr.calibration": "hfr.scoring.calibration",
+    "hfr.postprocess": "hfr.scoring.postprocess",
+    "hfr.ray_predict": "hfr.scale.predict",
+    "hfr.fleet": "hfr.scale.fleet",
+    "hfr.ray_runtime": "hfr.scale.runtime",
+    "hfr.studio": "hfr.serving.studio",
+    "hfr.catalog": "hfr.serving.catalog",
+    "hfr.viz": "hfr.serving.viz",
+    "hfr.outputs": "hfr.serving.outputs",
 }
 
 

@@ -1,6 +1,6 @@
 """Calibration on normal images the decoder did not train on: the normal mean of each residual
 level and scoring term (its scale), then the threshold and the normalisation of the image score
-(:class:`~hfr.calibration.Calibration`). Training calibrates on its held-out images;
+(:class:`~hfr.scoring.calibration.Calibration`). Training calibrates on its held-out images;
 :func:`recalibrate` sets a trained model's threshold afresh from other normal images.
 """
 
@@ -13,19 +13,19 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from hfr import anomaly
-from hfr.calibration import (
+from hfr.config import DEFAULT_TARGET_FPR, Scoring
+from hfr.errors import HFRError, TrainingError
+from hfr.images import ImageInput
+from hfr.model import HFR
+from hfr.progress import ProgressCallback, batches, ignore_progress
+from hfr.scoring import maps as anomaly
+from hfr.scoring.calibration import (
     LEGACY_THRESHOLD_FIT,
     Calibration,
     check_count,
     check_target_fpr,
     check_threshold_fit,
 )
-from hfr.config import DEFAULT_TARGET_FPR, Scoring
-from hfr.errors import HFRError, TrainingError
-from hfr.images import ImageInput
-from hfr.model import HFR
-from hfr.progress import ProgressCallback, batches, ignore_progress
 
 # What `evaluate` measured at the calibrated threshold: stale once the threshold moves.
 THRESHOLD_RESULTS = ("threshold_tpr", "threshold_fpr")

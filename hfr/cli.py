@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from hfr import __version__
-from hfr.calibration import THRESHOLD_FITS
 from hfr.config.options import AUTO, add_setting_options, image_size, term_weight
 from hfr.config.schema import TERMS
 from hfr.config.settings import DEFAULT_INPUT_SIZE, DEFAULT_TARGET_FPR, ModelSettings, TrainConfig
 from hfr.errors import HFRError
+from hfr.scoring.calibration import THRESHOLD_FITS
 
 PROTOCOLS = ("mvtec", "mnist", "fashion-mnist", "cifar10")
 # Option parsers that moved to the settings they parse (0.20), still found here with a warning.

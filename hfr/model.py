@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hfr import anomaly, cards, hub
+from hfr import cards, hub
 from hfr.config import (
     AUTO,
     CONFIG_FILE,
@@ -26,13 +26,14 @@ from hfr.config import (
     read_config,
     write_config,
 )
-from hfr.decoder import HierarchicalDecoder
 from hfr.device import precision_autocast, scoring_precision
-from hfr.encoder import build_encoder
 from hfr.errors import ConfigError, EncoderWeightsError, HFRError, ModelFormatError
 from hfr.images import ImageInput, load_rgb, read_image
-from hfr.postprocess import Prediction, check_threshold, to_predictions
+from hfr.network.decoder import HierarchicalDecoder
+from hfr.network.encoder import build_encoder
 from hfr.preprocessing import content_box, enlargement_notes, to_batch
+from hfr.scoring import maps as anomaly
+from hfr.scoring.postprocess import Prediction, check_threshold, to_predictions
 from hfr.scoring.terms import ScoringTerm, term_type
 
 PAPER_URL = "https://arxiv.org/abs/2405.09148"

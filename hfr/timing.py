@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from hfr import anomaly
 from hfr.model import HFR
+from hfr.scoring import maps as anomaly
 
 
 @dataclass

@@ -19,9 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hfr import anomaly
 from hfr.calibrate import held_out_maps, image_scores, measured_scales, recalibrate, warn_of_tail
-from hfr.calibration import Calibration
 from hfr.checkpoints import CHECKPOINT_FILE, data_fingerprint, resume, save_checkpoint
 from hfr.config import AUTO, TERMS, TrainConfig, default_epochs
 from hfr.device import precision_autocast, training_precision
@@ -31,6 +29,8 @@ from hfr.images import ImageInput
 from hfr.model import HFR
 from hfr.preprocessing import fitted_resize
 from hfr.progress import ProgressCallback, TrainingProgress, ignore_progress
+from hfr.scoring import maps as anomaly
+from hfr.scoring.calibration import Calibration
 from hfr.scoring.terms import TrainingEvidence, term_type
 
 __all__ = [

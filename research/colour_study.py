@@ -28,7 +28,7 @@ from hfr.config import COLOUR_DISTANCES, DEFAULT_TARGET_FPR
 from hfr.config.options import term_weight
 from hfr.data import load_mvtec
 from hfr.evaluate import collect, compute_metrics, threshold_rates
-from hfr.outputs import write_json
+from hfr.serving.outputs import write_json
 from hfr.train import recalibrate
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")

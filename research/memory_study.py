@@ -24,7 +24,8 @@ that the colour's total variance over the training cells is ``share`` times the 
 
 The threshold fits: with ``--threshold-fits lognormal,normal`` each row also records the
 verdict with the threshold set by each way of reading the held-out scores (``verdict_by_fit``;
-:meth:`hfr.calibration.Calibration.from_normal_scores`); the row's own figures use the model's.
+:meth:`~hfr.scoring.calibration.Calibration.from_normal_scores`); the row's own figures use
+the model's.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ from hfr.config import DEFAULT_TARGET_FPR
 from hfr.config.compat import LEGACY_MEMORY_FRACTION
 from hfr.evaluate import EvaluationMaps, collect, compute_metrics, threshold_rates
 from hfr.images import ImageInput, load_rgb
-from hfr.outputs import write_json
 from hfr.scoring.terms.memory import PatchMemory, kept_vectors, patch_vectors
+from hfr.serving.outputs import write_json
 from hfr.train import recalibrate, training_split
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")

@@ -22,9 +22,9 @@ import torch
 from splits import held_out_images
 
 from hfr import HFR, metrics
-from hfr.anomaly import anomaly_map, residual_maps
 from hfr.data import load_mvtec
-from hfr.outputs import write_json
+from hfr.scoring.maps import anomaly_map, residual_maps
+from hfr.serving.outputs import write_json
 
 
 def level_residuals(model: HFR, images: list, batch_size: int = 16) -> list[torch.Tensor]:

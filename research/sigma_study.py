@@ -48,7 +48,7 @@ from hfr.config.options import level_weights, term_weight
 from hfr.data import AnomalyDataset, load_idx_one_class, load_mvtec
 from hfr.evaluate import collect, compute_metrics, threshold_rates
 from hfr.images import load_rgb
-from hfr.outputs import write_json
+from hfr.serving.outputs import write_json
 from hfr.train import recalibrate
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")

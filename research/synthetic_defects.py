@@ -24,7 +24,7 @@ from PIL import Image, ImageFilter
 
 from hfr import HFR, metrics
 from hfr.images import list_images, load_rgb
-from hfr.outputs import write_json
+from hfr.serving.outputs import write_json
 
 CHANGES = ("brighter", "darker", "blurred")
 

@@ -6,7 +6,7 @@ python research/verdict_study.py --model MODEL_DIR --data ../shared/datasets/mvt
 Reproduces the model's held-out normal training images (the calibration split, from the
 config's seed and fraction) and scores them and the test images with every image-score rule
 below. For each rule and each target false-alarm rate, the threshold comes from the held-out
-scores exactly as training sets it (:meth:`hfr.calibration.Calibration.from_normal_scores`),
+scores exactly as training sets it (:meth:`hfr.scoring.calibration.Calibration.from_normal_scores`),
 then the rule is judged on the test set: the share of defective and of good images flagged,
 and the image AUROC. Test labels never set anything.
 
@@ -44,10 +44,10 @@ from sigma_study import study_parser
 from splits import held_out_images
 
 from hfr import HFR, anomaly, metrics
-from hfr.calibration import MAD_TO_STD, Calibration
 from hfr.data import load_mvtec
 from hfr.images import ImageInput
-from hfr.outputs import write_json
+from hfr.scoring.calibration import MAD_TO_STD, Calibration
+from hfr.serving.outputs import write_json
 
 TARGET_FPRS = (0.01, 0.02, 0.05)
 BAR_DEFECTIVE, BAR_GOOD = 0.8, 0.1  # issue 11: flag at least 80 % of defects, at most 10 % of good

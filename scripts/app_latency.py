@@ -39,10 +39,10 @@ from gradio.processing_utils import save_img_array_to_cache
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from hfr.catalog import ModelCache, discover_models
-from hfr.outputs import write_json
+from hfr.serving.catalog import ModelCache, discover_models
+from hfr.serving.outputs import write_json
+from hfr.serving.viz import overlay
 from hfr.uploads import UploadLimits, read_uploads
-from hfr.viz import overlay
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "hfr-mvtec-bottle-mobilenetv2 (bundled)"

@@ -23,8 +23,8 @@ import gradio
 import jinja2
 from huggingface_hub import HfApi
 
-from hfr.catalog import bundled_dir
 from hfr.hub import repo_name
+from hfr.serving.catalog import bundled_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("app.py", "examples", "hfr", "pyproject.toml", "requirements.txt")

@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from hfr import HFR
-from hfr.catalog import bundled_dir
-from hfr.outputs import write_json
+from hfr.serving.catalog import bundled_dir
+from hfr.serving.outputs import write_json
 
 
 def memory_mb() -> dict[str, float]:

@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hfr.catalog import bundled_dir
-from hfr.outputs import write_json
+from hfr.serving.catalog import bundled_dir
+from hfr.serving.outputs import write_json
 
 MODEL = bundled_dir() / "hfr-mvtec-bottle-mobilenetv2"
 

@@ -8,8 +8,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch.nn import functional as F
 
-from hfr import anomaly
-from hfr.decoder import HierarchicalDecoder, upsample2x_nearest
+from hfr.network.decoder import HierarchicalDecoder, upsample2x_nearest
+from hfr.scoring import maps as anomaly
 
 
 def test_residual_is_half_squared_distance_of_unit_vectors() -> None:

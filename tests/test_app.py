@@ -21,7 +21,7 @@ from conftest import calibrate, synthetic_images, tiny_model, write_pngs
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from hfr.catalog import ModelCache, folder_models
+from hfr.serving.catalog import ModelCache, folder_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -290,7 +290,7 @@ def test_concurrent_users_are_queued(client: Client, app_url: str, tmp_path: Pat
 def test_unreachable_hub_leaves_local_models() -> None:
     from huggingface_hub import HfApi
 
-    from hfr.catalog import discover_models
+    from hfr.serving.catalog import discover_models
 
     dead = HfApi(endpoint="http://127.0.0.1:9")  # a closed port: a real connection failure
     entries, note = discover_models([], "some-org", api=dead)
@@ -593,7 +593,7 @@ def test_a_zip_member_that_lies_about_its_size_costs_the_app_little(app, tmp_pat
 
 def test_the_name_box_takes_what_a_name_may_hold(client: Client, tmp_path: Path) -> None:
     """Before, the box took 60 characters and names were cut to 40 without a word."""
-    from hfr.studio import MAX_NAME_LENGTH
+    from hfr.serving.studio import MAX_NAME_LENGTH
 
     (box,) = (c for c in client.config["components"] if c["props"].get("elem_id") == "train-name")
     assert box["props"]["max_length"] == MAX_NAME_LENGTH
@@ -744,9 +744,9 @@ def test_one_training_at_a_time_the_next_waits_in_the_queue(
 
 
 def test_the_training_summary_warns_of_a_heavy_tailed_calibration(tmp_path: Path) -> None:
-    from hfr.calibration import Calibration
     from hfr.config import TrainConfig
-    from hfr.studio import TrainedModel
+    from hfr.scoring.calibration import Calibration
+    from hfr.serving.studio import TrainedModel
     from hfr.train import fit
 
     model = tiny_model()

@@ -10,11 +10,11 @@ import pytest
 from conftest import synthetic_images, tiny_model, write_pngs
 
 from hfr import HFR
-from hfr.calibration import Calibration
 from hfr.cli import main
 from hfr.config import TrainConfig
 from hfr.errors import ConfigError, TrainingError
 from hfr.pipeline import save_model
+from hfr.scoring.calibration import Calibration
 from hfr.train import fit, recalibrate
 
 SOURCE = "normal images given to recalibrate"

@@ -13,12 +13,12 @@ import pytest
 from conftest import synthetic_images, tiny_model
 
 from hfr import HFR
-from hfr.calibration import Calibration, exceedance_chance
 from hfr.cards import model_card
 from hfr.cli import main
 from hfr.config import HFRConfig, TrainConfig
 from hfr.errors import ConfigError
 from hfr.pipeline import save_model
+from hfr.scoring.calibration import Calibration, exceedance_chance
 from hfr.train import fit, recalibrate
 
 # 19 scores like the bulk of a category's held-out bottles, and two far above them

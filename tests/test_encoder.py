@@ -9,8 +9,8 @@ import timm
 import torch
 import torchvision
 
-from hfr.encoder import build_encoder, fingerprint, resolve_weights_file
 from hfr.errors import EncoderWeightsError
+from hfr.network.encoder import build_encoder, fingerprint, resolve_weights_file
 
 
 def test_encoder_stays_frozen_and_in_eval_mode() -> None:
@@ -139,7 +139,7 @@ def test_the_real_imagenet_weights_load_tensor_for_tensor(
 ) -> None:
     """The weights packages CI installs: every tensor of the encoder comes from the file (none
     left at its random initialisation), and the features have the encoder's channels."""
-    from hfr.encoder import read_state_dict
+    from hfr.network.encoder import read_state_dict
 
     weights = request.getfixturevalue(weights_fixture)
     loaded, _ = build_encoder(encoder, weights)

@@ -254,7 +254,7 @@ def test_10_bytes_file_objects_and_unusual_tensors_are_accepted(model: HFR) -> N
 
 
 def test_11_hub_encoder_offline_fails_fast_with_the_way_out(monkeypatch) -> None:
-    from hfr.encoder import build_encoder
+    from hfr.network.encoder import build_encoder
 
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://hub.invalid")
     began = time.perf_counter()
@@ -266,7 +266,7 @@ def test_11_hub_encoder_offline_fails_fast_with_the_way_out(monkeypatch) -> None
 def test_11_hub_encoder_offline_loads_from_the_cache(tmp_path: Path, monkeypatch) -> None:
     import timm
 
-    from hfr.encoder import build_encoder
+    from hfr.network.encoder import build_encoder
 
     weights = timm.create_model("resnet18", pretrained=False).state_dict()
     snapshot = tmp_path / "models--timm--resnet18.tv_in1k" / "snapshots" / ("0" * 40)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hfr.errors import HFRError
-from hfr.outputs import ResultsWriter, unique_names
+from hfr.serving.outputs import ResultsWriter, unique_names
 
 
 def test_same_stem_in_other_folders_or_formats_gets_distinct_names(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_version_info_and_clear_errors(tmp_path: Path) -> None:
         [sys.executable, "-m", "hfr", "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.strip() == f"hfr {hfr.__version__}"
-    from hfr.catalog import bundled_dir
+    from hfr.serving.catalog import bundled_dir
 
     info = subprocess.run(
         [sys.executable, "-m", "hfr", "info", str(bundled_dir() / "hfr-mvtec-bottle-mobilenetv2")],

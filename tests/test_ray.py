@@ -19,8 +19,8 @@ from PIL import Image
 
 from hfr import HFR
 from hfr.config import TrainConfig
-from hfr.fleet import FINISHED, TRAINED, CategoryJob, train_all
 from hfr.pipeline import ModelSettings, RunOptions
+from hfr.scale.fleet import FINISHED, TRAINED, CategoryJob, train_all
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TINY = ModelSettings(encoder="resnet18", encoder_weights="random", input_size=64)
@@ -31,7 +31,7 @@ TINY_ARGS = ["--encoder", "resnet18", "--encoder-weights", "random", "--image-si
 def ray_local():
     """A local Ray with 2 CPUs for this module, shut down after it."""
     ray = pytest.importorskip("ray")
-    from hfr.ray_runtime import connect
+    from hfr.scale.runtime import connect
 
     connect("local", num_cpus=2)
     yield ray
@@ -177,7 +177,7 @@ def test_ray_without_the_extra_says_how_to_install_it(tmp_path: Path) -> None:
 
 
 def _bundled_bottle() -> str:
-    from hfr.catalog import bundled_dir
+    from hfr.serving.catalog import bundled_dir
 
     return str(bundled_dir() / "hfr-mvtec-bottle-mobilenetv2")
 
@@ -187,7 +187,7 @@ def test_ray_data_scores_30_bottle_images_exactly_as_hfr_predict(
 ) -> None:
     import pyarrow.parquet as parquet
 
-    from hfr.ray_predict import RayPredictOptions, predict_on_ray
+    from hfr.scale.predict import RayPredictOptions, predict_on_ray
 
     images = sorted((bottle / "test").glob("*/*.png"))[::2][:30]
     assert len(images) == 30

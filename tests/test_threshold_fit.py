@@ -16,11 +16,11 @@ from PIL import Image
 from scipy.stats import t
 
 from hfr import HFR
-from hfr.calibration import DEFAULT_THRESHOLD_FIT, Calibration
 from hfr.cli import main
 from hfr.config import HFRConfig, TrainConfig
 from hfr.errors import ConfigError, TrainingError
 from hfr.pipeline import save_model
+from hfr.scoring.calibration import DEFAULT_THRESHOLD_FIT, Calibration
 from hfr.train import fit, recalibrate
 
 # 21 positive scores with a tail longer to the right than to the left, like held-out bottles

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import synthetic_images, tiny_model
 
-from hfr.calibration import Calibration
 from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingCancelled, TrainingDivergedError, TrainingError
+from hfr.scoring.calibration import Calibration
 from hfr.train import (
     CHECKPOINT_FILE,
     TrainingProgress,
@@ -114,7 +114,7 @@ def test_bad_training_settings_are_named(settings: dict, message: str) -> None:
 def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
     # A real divergence at a chosen epoch cannot be provoked reliably, so the loss function is
     # wrapped to turn NaN from its 7th call (epoch 3 of 3 batches per epoch) on.
-    from hfr import anomaly
+    from hfr.scoring import maps as anomaly
 
     real_loss, calls = anomaly.reconstruction_loss, []
 

@@ -29,8 +29,8 @@ import torch
 from hfr.config import DEFAULT_MEMORY_FRACTION, TERMS, TrainConfig
 from hfr.device import training_precision
 from hfr.model import HFR
-from hfr.outputs import write_json
 from hfr.scoring.terms import TrainingEvidence, term_type
+from hfr.serving.outputs import write_json
 from hfr.timing import median_seconds, time_pipeline
 from hfr.train import training_layout, training_step
 

@@ -10,7 +10,7 @@ import numpy as np
 from hfr.commands.common import load_model
 from hfr.data import load_mvtec
 from hfr.evaluate import collect, report
-from hfr.outputs import write_json
+from hfr.serving.outputs import write_json
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -10,9 +10,9 @@ from tqdm.auto import tqdm
 
 from hfr.commands.common import load_model
 from hfr.errors import HFRError, ImageLoadError
-from hfr.outputs import ResultsWriter, csv_row, prediction_row, unique_names
+from hfr.serving.outputs import ResultsWriter, csv_row, prediction_row, unique_names
+from hfr.serving.viz import overlay
 from hfr.sources import expand_sources, read_source
-from hfr.viz import overlay
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _run_on_ray(args: argparse.Namespace, sources: list[str]) -> int:
-    from hfr.ray_predict import RayPredictOptions, predict_on_ray
+    from hfr.scale.predict import RayPredictOptions, predict_on_ray
 
     options = RayPredictOptions(
         address=args.ray,

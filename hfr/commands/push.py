@@ -18,9 +18,9 @@ from huggingface_hub import HfApi
 from hfr.commands.common import model_settings, run_options
 from hfr.config import CONFIG_FILE, WEIGHTS_FILE
 from hfr.data import categories
-from hfr.fleet import FAILED, CategoryJob, train_all
 from hfr.hub import CARD_FILE, is_pushed, push_folder, repo_name
 from hfr.model import HFR
+from hfr.scale.fleet import FAILED, CategoryJob, train_all
 
 logger = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from hfr.data import (
     load_mvtec,
 )
 from hfr.errors import DatasetLayoutError
-from hfr.outputs import write_json
 from hfr.pipeline import train_category
+from hfr.serving.outputs import write_json
 
 logger = logging.getLogger(__name__)
 

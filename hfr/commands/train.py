@@ -8,8 +8,8 @@ import json
 
 from hfr.commands.common import load_dataset, model_settings, run_options
 from hfr.data import categories
-from hfr.fleet import FAILED, CategoryJob, train_all
 from hfr.pipeline import train_category
+from hfr.scale.fleet import FAILED, CategoryJob, train_all
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from hfr import __version__
-from hfr.calibration import Calibration
 from hfr.config import compat
 from hfr.config.checks import (
     check,
@@ -48,6 +47,7 @@ from hfr.config.settings import (
     ModelSettings,
 )
 from hfr.errors import ConfigError
+from hfr.scoring.calibration import Calibration
 
 FORMAT_VERSION = compat.FORMAT_VERSION
 CONFIG_FILE = "config.json"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hfr.calibration import DEFAULT_THRESHOLD_FIT, THRESHOLD_FITS
 from hfr.config.options import (
     AUTO,
     image_size,
@@ -29,6 +28,7 @@ from hfr.config.options import (
     weight_or_auto,
 )
 from hfr.errors import TrainingError
+from hfr.scoring.calibration import DEFAULT_THRESHOLD_FIT, THRESHOLD_FITS
 
 DEFAULT_ENCODER = "resnet18.tv_in1k"
 DEFAULT_INPUT_SIZE = 256
@@ -47,7 +47,7 @@ RESIZE_MODES = ("stretch", "letterbox")
 SCORING_PRESETS = ("hfr", "paper")
 DEFAULT_SCORING = "hfr"
 # How the fine levels are decoded: "paper" from d3 (eq. 3-4); "context" from a blind-spot
-# description of f3, each cell predicted from the cells two away (hfr.decoder.ContextInput).
+# description of f3, each cell predicted from the cells two away (hfr.network.decoder.ContextInput).
 # That needs a stride-16 map of 4x4 or more: "context" from CONTEXT_MIN_INPUT px a side on.
 DECODERS = ("paper", "context")
 CONTEXT_MIN_INPUT = 64

@@ -11,12 +11,12 @@ from pathlib import Path
 import gradio as gr
 from huggingface_hub.errors import HfHubHTTPError
 
-from hfr import studio
-from hfr.catalog import ModelCache, ModelEntry
 from hfr.config import AUTO
 from hfr.device import auto_device
 from hfr.errors import HFRError, TrainingCancelled
 from hfr.scoring.terms.position import ALIGNED_WEIGHT
+from hfr.serving import studio
+from hfr.serving.catalog import ModelCache, ModelEntry
 from hfr.serving.results import Result, render
 from hfr.serving.runtime import CACHES, MALLOC, run_model, run_training
 from hfr.serving.training import TRAINING_RUNS, TrainingReporter, score_histogram, training_summary

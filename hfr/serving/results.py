@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hfr.postprocess import Prediction
-from hfr.viz import colormap, overlay
+from hfr.scoring.postprocess import Prediction
+from hfr.serving.viz import colormap, overlay
 
 CSV_FILES_KEPT = 32
 OVERLAY_FILES_KEPT = 256  # more than 2 concurrent requests of MAX_IMAGES write meanwhile

@@ -14,13 +14,13 @@ import gradio as gr
 import numpy as np
 from gradio.utils import get_upload_folder as gradio_upload_folder
 
-from hfr import studio
-from hfr.catalog import ModelCache, ModelEntry
 from hfr.config import ModelSettings
 from hfr.device import auto_device
 from hfr.errors import HFRError
-from hfr.postprocess import Prediction
 from hfr.progress import ProgressCallback
+from hfr.scoring.postprocess import Prediction
+from hfr.serving import studio
+from hfr.serving.catalog import ModelCache, ModelEntry
 
 try:  # ZeroGPU on Hugging Face Spaces; the function itself elsewhere
     import spaces

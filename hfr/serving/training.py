@@ -8,9 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from hfr import studio
 from hfr.errors import TrainingCancelled
 from hfr.progress import TrainingProgress
+from hfr.serving import studio
 
 # The trainings queued or running, by session; and what a stage is of the whole bar.
 TRAINING_RUNS = studio.TrainingTickets()

@@ -116,7 +116,7 @@ def train_all(
             outcomes.append(train_job(job, settings, options, evaluate))
             report(outcomes[-1])
         return outcomes
-    from hfr.ray_runtime import connect
+    from hfr.scale.runtime import connect
 
     ray = connect(ray_address)
     remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=0)(

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hfr import anomaly
-from hfr.calibration import Calibration
 from hfr.errors import HFRError, ModelFormatError
 from hfr.preprocessing import Box
+from hfr.scoring import maps as anomaly
+from hfr.scoring.calibration import Calibration
 
 DEFAULT_THRESHOLD = 0.5  # on the normalised scale: the calibrated threshold
 

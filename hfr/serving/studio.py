@@ -21,12 +21,12 @@ from huggingface_hub import HfApi
 
 from hfr.config import HFRConfig, Preprocessing, TrainConfig
 from hfr.data import GOOD, AnomalyDataset, TestSample
-from hfr.encoder import resolve_weights_file
 from hfr.errors import EncoderWeightsError, HFRError, TrainingError
 from hfr.evaluate import collect, report
 from hfr.hub import archive_model, push_folder
 from hfr.images import ImageInput, image_shape
 from hfr.model import HFR
+from hfr.network.encoder import resolve_weights_file
 from hfr.pipeline import ModelSettings, RunOptions, save_model, train_category
 from hfr.preprocessing import ENLARGEMENT_NOTE_FACTOR, enlargement_notes
 from hfr.train import ProgressCallback, TrainingProgress

@@ -21,8 +21,8 @@ import numpy as np
 
 from hfr.errors import HFRError, ImageLoadError
 from hfr.extras import require
-from hfr.outputs import ResultsWriter, csv_row, prediction_row, save_overlay, unique_names
-from hfr.ray_runtime import connect
+from hfr.scale.runtime import connect
+from hfr.serving.outputs import ResultsWriter, csv_row, prediction_row, save_overlay, unique_names
 from hfr.sources import read_source
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class Scorer:
 
     def _score_chunk(self, images, names, pixels, errors, notes) -> list[dict]:
         """One forward pass over the chunk's readable images, as single-process predict does."""
-        from hfr.viz import overlay
+        from hfr.serving.viz import overlay
 
         rows = [
             dict.fromkeys(ROW_FIELDS) | {"image": str(image), "error": str(error)}

@@ -22,7 +22,7 @@ from PIL import Image
 from hfr.errors import HFRError
 
 if TYPE_CHECKING:
-    from hfr.postprocess import Prediction
+    from hfr.scoring.postprocess import Prediction
 
 SCORES_FILE = "scores.csv"
 OVERLAYS_DIR = "overlays"
