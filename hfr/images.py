@@ -28,7 +28,7 @@ ImageInput = (
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_PIXELS_ENV_VAR = "HFR_MAX_IMAGE_PIXELS"
-# 40 megapixels (a 7300x5500 frame): about 0.8 GB at the peak of predict (README, "Limits").
+# 40 megapixels (a 7300x5500 frame): about 0.6 GB at the peak of predict (docs/results.md).
 DEFAULT_MAX_PIXELS = 40_000_000
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 

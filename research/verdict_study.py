@@ -43,9 +43,10 @@ import torch
 from sigma_study import study_parser
 from splits import held_out_images
 
-from hfr import HFR, anomaly, metrics
+from hfr import HFR, metrics
 from hfr.data import load_mvtec
 from hfr.images import ImageInput
+from hfr.scoring import maps as anomaly
 from hfr.scoring.calibration import MAD_TO_STD, Calibration
 from hfr.serving.outputs import write_json
 

@@ -20,12 +20,13 @@ from conftest import (
 )
 from safetensors.torch import load_file, save_file
 
-from hfr import HFR, anomaly
+from hfr import HFR
 from hfr.cards import scoring_text
 from hfr.config import ALIGNED_COLOUR_WEIGHTS, Scoring
 from hfr.data import AnomalyDataset
 from hfr.errors import ConfigError, ModelFormatError
 from hfr.pipeline import ModelSettings, RunOptions, train_category
+from hfr.scoring import maps as anomaly
 from hfr.scoring.terms.colour import (
     COLOUR_STRIDE,
     ColourStatistics,

@@ -11,10 +11,11 @@ import pytest
 import torch
 from conftest import older_scoring, synthetic_images, tiny_model
 
-from hfr import HFR, anomaly
+from hfr import HFR
 from hfr.cards import scoring_text
 from hfr.config import Scoring
 from hfr.errors import ConfigError
+from hfr.scoring import maps as anomaly
 from hfr.train import TrainConfig, fit
 
 

@@ -20,10 +20,11 @@ from conftest import (
 )
 from safetensors.torch import load_file, save_file
 
-from hfr import HFR, anomaly
+from hfr import HFR
 from hfr.cards import scoring_text
 from hfr.config import Scoring
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
+from hfr.scoring import maps as anomaly
 from hfr.scoring.terms.memory import MIN_MEMORY, PatchMemory, greedy_coreset, patch_vectors
 from hfr.train import fit, split_for_calibration
 

@@ -12,9 +12,10 @@ import torch
 from conftest import as_format_1, calibrate, synthetic_images, tiny_model
 
 import hfr
-from hfr import HFR, anomaly
+from hfr import HFR
 from hfr.config import Scoring
 from hfr.errors import ConfigError, EncoderWeightsError, ModelFormatError, ModelNotFoundError
+from hfr.scoring import maps as anomaly
 
 
 def calibrated(model: HFR) -> HFR:

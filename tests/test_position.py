@@ -21,11 +21,12 @@ from conftest import (
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from hfr import HFR, anomaly
+from hfr import HFR
 from hfr.cards import scoring_text
 from hfr.data import AnomalyDataset
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
 from hfr.pipeline import ModelSettings, RunOptions, train_category
+from hfr.scoring import maps as anomaly
 from hfr.scoring.terms.position import (
     MIN_ALIGNED_IMAGES,
     VARIANCE_FLOOR,

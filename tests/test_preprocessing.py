@@ -11,7 +11,7 @@ import torch
 from conftest import as_format_1, synthetic_images, tiny_model
 from PIL import Image
 
-from hfr import HFR, anomaly
+from hfr import HFR
 from hfr.cli import build_parser
 from hfr.commands.common import model_settings
 from hfr.config import DEFAULT_INPUT_SIZE, HFRConfig, Preprocessing, TrainConfig
@@ -20,6 +20,7 @@ from hfr.errors import ConfigError
 from hfr.images import image_shape
 from hfr.pipeline import ModelSettings, RunOptions, train_category
 from hfr.preprocessing import content_box, fitted_resize, to_batch
+from hfr.scoring import maps as anomaly
 
 LETTERBOX = Preprocessing((64, 64), resize="letterbox")
 STRETCH = Preprocessing((64, 64))

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from conftest import synthetic_images
 
-from hfr import HFR, studio
+from hfr import HFR
 from hfr.errors import HFRError, TrainingError
 from hfr.hub import REPO_FILES
 from hfr.pipeline import ModelSettings
+from hfr.serving import studio
 
 TINY = ModelSettings(encoder="resnet18", encoder_weights="random", input_size=64)
 

@@ -10,7 +10,7 @@ paper's numbers.
 
 MVTec runs with the paper's settings (256x256, lr 0.4, 50 epochs, more for categories of
 fewer than about 190 training images); the one-class protocols
-default to 32x32, lr 0.04 and 10 epochs (README, "one-class protocols"). Every run (a category
+default to 32x32, lr 0.04 and 10 epochs (docs/results.md). Every run (a category
 or a normal class) is saved as JSON when it finishes; running the command again skips finished
 runs and resumes an interrupted one from its checkpoint.
 """

@@ -5,8 +5,8 @@ Each channel at each position of the normal training images' stride-8 features g
 and a variance; an image's map is the mean over channels of ``(f - mean)^2 / variance``, a
 diagonal Gaussian per position. A reconstruction rebuilds whatever looks like normal texture;
 this term asks whether it is normal *at that place*. On MVTec AD bottle it sharpened the maps;
-on screw, whose parts are placed and turned at random, it cost more than it found (see the
-README). Off by default (``scoring.position_weight`` 0); ``position_weight="auto"`` lets
+on screw, whose parts are placed and turned at random, it cost more than it found (see
+docs/method.md). Off by default (``scoring.position_weight`` 0); ``position_weight="auto"`` lets
 training choose from the training images (:func:`auto_weight`).
 """
 
@@ -31,13 +31,13 @@ VARIANCE_FLOOR = 0.01
 STATE_PREFIX = "position."
 # From this share of the stride-8 features' variance explained by position on, the parts look
 # aligned. Measured: MVTec AD bottle 0.88, where the term helped; MNIST digits 0.55-0.68 and
-# screw 0.15-0.18, where it did not (README, "Aligned parts").
+# screw 0.15-0.18, where it did not (docs/method.md, "Per-position statistics").
 ALIGNED_SHARE = 0.8
 # The weight of the term on aligned parts: the best of 0, 0.5, 1 and 2 on bottle with both
 # backbones (research/results/position).
 ALIGNED_WEIGHT = 1.0
 # Statistics from fewer training images are too noisy: with 19 bottles the term gained 0.003
-# AUPRO, with 45 to 188 of them 0.009-0.011 (README, "Aligned parts").
+# AUPRO, with 45 to 188 of them 0.009-0.011 (docs/method.md, "Per-position statistics").
 MIN_ALIGNED_IMAGES = 40
 
 
