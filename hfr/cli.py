@@ -22,8 +22,13 @@ from typing import Any
 
 from hfr import __version__
 from hfr.config.options import AUTO, add_setting_options, image_size, term_weight
-from hfr.config.schema import TERMS
-from hfr.config.settings import DEFAULT_INPUT_SIZE, DEFAULT_TARGET_FPR, ModelSettings, TrainConfig
+from hfr.config.settings import (
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_TARGET_FPR,
+    TERMS,
+    ModelSettings,
+    TrainConfig,
+)
 from hfr.errors import HFRError
 from hfr.scoring.calibration import THRESHOLD_FITS
 

@@ -11,7 +11,13 @@ from hfr.errors import ConfigError
 
 
 def is_number(value: object) -> bool:
+    """A finite int or float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value: object) -> bool:
+    """An int, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check(ok: bool, name: str, expected: str, value: object) -> None:

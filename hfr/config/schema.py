@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,7 @@ class HFRConfig:
     training: dict | None = None
     evaluation: dict | None = None
     format_version: int = FORMAT_VERSION
-    hfr_version: str | None = field(default=__version__)
+    hfr_version: str | None = __version__
 
     def __post_init__(self) -> None:
         check(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from hfr.config.checks import is_int, is_number
 from hfr.config.options import (
     AUTO,
     image_size,
@@ -226,14 +227,6 @@ class ModelSettings:
     )
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimiser, loss, schedule and calibration. SGD settings are the paper's (STFPM's).
@@ -307,51 +300,51 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        epochs_ok = self.epochs is None or (_is_int(self.epochs) and self.epochs >= 1)
+        epochs_ok = self.epochs is None or (is_int(self.epochs) and self.epochs >= 1)
         checks = (
             ("epochs", epochs_ok, "null or an integer >= 1"),
             (
                 "batch_size",
-                _is_int(self.batch_size) and self.batch_size >= 2,
+                is_int(self.batch_size) and self.batch_size >= 2,
                 "an integer >= 2",
             ),
-            ("lr", _is_number(self.lr) and self.lr > 0, "a number > 0"),
+            ("lr", is_number(self.lr) and self.lr > 0, "a number > 0"),
             (
                 "momentum",
-                _is_number(self.momentum) and 0 <= self.momentum < 1,
+                is_number(self.momentum) and 0 <= self.momentum < 1,
                 "in [0, 1)",
             ),
             (
                 "weight_decay",
-                _is_number(self.weight_decay) and self.weight_decay >= 0,
+                is_number(self.weight_decay) and self.weight_decay >= 0,
                 ">= 0",
             ),
-            ("seed", _is_int(self.seed), "an integer"),
+            ("seed", is_int(self.seed), "an integer"),
             (
                 "calibration_fraction",
-                _is_number(self.calibration_fraction) and 0 < self.calibration_fraction < 1,
+                is_number(self.calibration_fraction) and 0 < self.calibration_fraction < 1,
                 "a number in (0, 1)",
             ),
             ("cache_features", isinstance(self.cache_features, bool), "true or false"),
             (
                 "hard_fraction",
-                _is_number(self.hard_fraction) and 0 < self.hard_fraction <= 1,
+                is_number(self.hard_fraction) and 0 < self.hard_fraction <= 1,
                 "a number in (0, 1]",
             ),
             (
                 "hard_weight",
-                _is_number(self.hard_weight) and 0 <= self.hard_weight <= 1,
+                is_number(self.hard_weight) and 0 <= self.hard_weight <= 1,
                 "a number in [0, 1]",
             ),
             (
                 "target_fpr",
                 self.target_fpr is None
-                or (_is_number(self.target_fpr) and 0 < self.target_fpr < 0.5),
+                or (is_number(self.target_fpr) and 0 < self.target_fpr < 0.5),
                 "null or a number in (0, 0.5)",
             ),
             (
                 "memory_fraction",
-                _is_number(self.memory_fraction) and 0 < self.memory_fraction <= 1,
+                is_number(self.memory_fraction) and 0 < self.memory_fraction <= 1,
                 "a number in (0, 1]",
             ),
             (

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 
+from hfr.errors import TrainingError
+
 if TYPE_CHECKING:
     from hfr.config import Scoring, TrainConfig
 
@@ -35,8 +37,6 @@ class FeatureMoments:
     @classmethod
     def of(cls, batches: Iterable[torch.Tensor]) -> FeatureMoments:
         """Moments of ``(N, C, H, W)`` feature batches, accumulated in float64."""
-        from hfr.errors import TrainingError
-
         total = squares = None
         count = 0
         for batch in batches:
