@@ -13,8 +13,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from hfr.config import DEFAULT_TARGET_FPR, Scoring
-from hfr.errors import HFRError, TrainingError
+from hfr.config import DEFAULT_TARGET_FPR, HFRConfig, Scoring
+from hfr.errors import TrainingError
 from hfr.images import ImageInput
 from hfr.model import HFR
 from hfr.progress import ProgressCallback, batches, ignore_progress
@@ -49,7 +49,7 @@ def held_out_maps(
         batch = model.preprocess(chunk)
         features, reconstructions = model.reconstruct(batch)
         residuals.append(anomaly.residual_maps(features, reconstructions))
-        terms.append(model.term_maps(features, batch))
+        terms.append(model.scorer.term_maps(features, batch, model.config))
     return residuals, terms
 
 
@@ -70,13 +70,16 @@ def measured_scales(
 
 @torch.inference_mode()
 def image_scores(
-    model: HFR, residuals: list[list[torch.Tensor]], terms: list[dict[str, torch.Tensor]]
+    model: HFR,
+    config: HFRConfig,
+    residuals: list[list[torch.Tensor]],
+    terms: list[dict[str, torch.Tensor]],
 ) -> np.ndarray:
-    """The image scores of :func:`held_out_maps`, as the model's scoring says."""
-    size = model.config.preprocessing.input_size
+    """The image scores of :func:`held_out_maps` by ``model``'s scorer under ``config``."""
+    size = config.preprocessing.input_size
     return np.concatenate(
         [
-            model.score_residuals(batch, size, batch_terms)[1].float().cpu().numpy()
+            model.scorer.score_residuals(batch, size, config, batch_terms)[1].float().cpu().numpy()
             for batch, batch_terms in zip(residuals, terms, strict=True)
         ]
     )
@@ -123,22 +126,19 @@ def recalibrate(
     images = list(images)
     check_count(len(images))
     residuals, terms = held_out_maps(model, images, batch_size, progress, ignore_progress)
-    before = model.config
-    model.config = before.replace(scoring=measured_scales(before.scoring, residuals, terms))
-    try:
-        scores = image_scores(model, residuals, terms)
-        calibration = Calibration.from_normal_scores(
-            scores, target_fpr=target_fpr, fit=fit, source="normal images given to recalibrate"
-        )
-    except HFRError:
-        model.config = before
-        raise
+    scored = model.config.replace(scoring=measured_scales(model.config.scoring, residuals, terms))
+    calibration = Calibration.from_normal_scores(
+        image_scores(model, scored, residuals, terms),
+        target_fpr=target_fpr,
+        fit=fit,
+        source="normal images given to recalibrate",
+    )
     evaluation = {
         key: value
-        for key, value in (before.evaluation or {}).items()
+        for key, value in (scored.evaluation or {}).items()
         if key not in THRESHOLD_RESULTS
     }
-    model.config = model.config.replace(calibration=calibration, evaluation=evaluation or None)
+    model.config = scored.replace(calibration=calibration, evaluation=evaluation or None)
     logger.info("recalibrated on %d normal images", len(images))
     warn_of_tail(calibration)
     return calibration

@@ -65,9 +65,7 @@ def download(
 
     Raises :class:`ModelNotFoundError` with one sentence saying what is missing and why.
     """
-    local, bundled = Path(model_id), bundled_dir() / model_id
-    if not local.is_dir() and "/" not in model_id and bundled.is_dir():
-        local = bundled
+    local = Path(resolve_model_id(model_id))
     if local.is_dir():
         if not (local / filename).is_file():
             raise ModelNotFoundError(_missing_file_message(str(local), filename))
@@ -97,6 +95,15 @@ def download(
             names = ", ".join(sorted(p.name for p in bundled_dir().iterdir() if p.is_dir()))
             message += f"; the bundled models are {names}"
         raise ModelNotFoundError(message) from error
+
+
+def resolve_model_id(model_id: str) -> str:
+    """``model_id`` itself, or the folder of the bundled model it names (a bare name, no
+    ``org/``, that is not a local folder)."""
+    bundled = bundled_dir() / model_id
+    if "/" not in model_id and not Path(model_id).is_dir() and bundled.is_dir():
+        return str(bundled)
+    return model_id
 
 
 def bundled_dir() -> Path:

@@ -1,9 +1,12 @@
-"""``HFR``: the frozen encoder and the decoder as one module, batched prediction, and the Hub
-mixin hooks (safetensors of the decoder and of the fitted scoring terms, never the encoder;
-strict and pickle-free loading)."""
+"""``HFR``: the model as users hold it. A ``PyTorchModelHubMixin`` facade over the network
+(:class:`~hfr.network.autoencoder.FeatureAutoencoder`) and the scorer
+(:class:`~hfr.scoring.scorer.Scorer`): batched prediction from image files, and the Hub hooks
+(safetensors of the decoder and of the fitted scoring terms, never the encoder; strict and
+pickle-free loading)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,24 +20,23 @@ from torch import nn
 
 from hfr import cards, hub
 from hfr.config import (
-    AUTO,
     CONFIG_FILE,
-    TERMS,
     WEIGHTS_FILE,
     HFRConfig,
     ModelSettings,
     read_config,
     write_config,
 )
-from hfr.device import precision_autocast, scoring_precision
-from hfr.errors import ConfigError, EncoderWeightsError, HFRError, ModelFormatError
+from hfr.errors import ConfigError, HFRError, ModelFormatError
 from hfr.images import ImageInput, load_rgb, read_image
+from hfr.network.autoencoder import FeatureAutoencoder
 from hfr.network.decoder import HierarchicalDecoder
-from hfr.network.encoder import build_encoder
+from hfr.network.encoder import FrozenEncoder
 from hfr.preprocessing import content_box, enlargement_notes, to_batch
 from hfr.scoring import maps as anomaly
 from hfr.scoring.postprocess import Prediction, check_threshold, to_predictions
-from hfr.scoring.terms import ScoringTerm, term_type
+from hfr.scoring.scorer import Scorer
+from hfr.scoring.terms import ScoringTerm
 
 PAPER_URL = "https://arxiv.org/abs/2405.09148"
 # Fields fixed by the network the weights belong to: a config change may not touch them.
@@ -89,25 +91,17 @@ class HFR(
                 raise ConfigError("pass either a config or its fields as keywords, not both")
         else:
             config = HFRConfig.build(config, **fields)
-        self.encoder, fingerprint = build_encoder(
-            config.encoder, config.encoder_weights, feature_location=config.feature_location
+        self.network = FeatureAutoencoder(
+            config.encoder,
+            config.encoder_weights,
+            feature_location=config.feature_location,
+            decoder=config.decoder,
+            fingerprint=config.encoder_fingerprint,
         )
-        expected = config.encoder_fingerprint
-        if expected is not None and expected != fingerprint:
-            raise EncoderWeightsError(
-                f"the encoder weights {config.encoder_weights or 'from the Hub'!r} of "
-                f"{config.encoder!r} have fingerprint {fingerprint}, but this decoder was trained "
-                f"on weights with fingerprint {expected}; load the weights file it was trained with"
-            )
-        self.decoder = HierarchicalDecoder(
-            self.encoder.channels, context=config.decoder == "context"
-        )
+        self.scorer = Scorer()
         self._config = config.replace(
-            encoder_weights=config.weights_file_name, encoder_fingerprint=fingerprint
+            encoder_weights=config.weights_file_name, encoder_fingerprint=self.network.fingerprint
         )
-        # The added scoring terms by name, fitted by training (or loaded with the weights)
-        # when the scoring weighs them.
-        self.terms = nn.ModuleDict()
         self.eval()
 
     @property
@@ -123,62 +117,56 @@ class HFR(
         self._config = config
 
     @property
+    def encoder(self) -> FrozenEncoder:
+        """The frozen encoder (``network.encoder``)."""
+        return self.network.encoder
+
+    @property
+    def decoder(self) -> HierarchicalDecoder:
+        """The decoder (``network.decoder``)."""
+        return self.network.decoder
+
+    @property
+    def terms(self) -> nn.ModuleDict:
+        """The fitted scoring terms by name (``scorer.terms``)."""
+        return self.scorer.terms
+
+    def term(self, name: str) -> ScoringTerm | None:
+        """The fitted term ``name``, or None."""
+        return self.scorer.term(name)
+
+    @property
     def device(self) -> torch.device:
         """The device the decoder's weights are on."""
-        return next(self.decoder.parameters()).device
+        return self.network.device
 
     def autocast(self) -> torch.autocast:
         """bf16 autocast on CUDA, a no-op elsewhere: the precision every forward pass uses."""
-        return precision_autocast(self.device, scoring_precision(self.device))
+        return self.network.autocast()
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features ``[f1, f2, f3]`` of a normalised ``(B, 3, H, W)`` batch."""
-        with self.autocast():
-            return self.encoder(images)
+        return self.network.encode(images)
 
     def decode(self, deepest: torch.Tensor) -> list[torch.Tensor]:
         """Decoder reconstructions ``[d1, d2, d3]`` from ``f3``."""
-        with self.autocast():
-            return self.decoder(deepest)
+        return self.network.decode(deepest)
 
     def reconstruct(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Encoder features ``[f1, f2, f3]`` and decoder reconstructions ``[d1, d2, d3]``."""
-        features = self.encode(images)
-        return features, self.decode(features[-1])
+        return self.network(images)
 
     def forward(self, images: torch.Tensor) -> anomaly.AnomalyOutput:
         """Anomaly maps at input size and scores for a normalised ``(B, 3, H, W)`` batch."""
-        features, reconstructions = self.reconstruct(images)
-        residuals = anomaly.residual_maps(features, reconstructions)
-        size = tuple(images.shape[-2:])
-        maps, scores = self.score_residuals(residuals, size, self.term_maps(features, images))
-        return anomaly.AnomalyOutput(maps, scores, residuals)
+        features, reconstructions = self.network(images)
+        return self.scorer(features, reconstructions, images, self.config)
 
     def term_maps(
         self, features: list[torch.Tensor], images: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """The maps of the terms the scoring weighs (:mod:`hfr.scoring.terms`), by name, before
-        scaling, from the ``features`` of the normalised batch ``images``. A model not trained
-        yet has none to weigh."""
-        scoring, maps = self.config.scoring, {}
-        untrained = self.config.calibration is None
-        for name in TERMS:
-            weight = getattr(scoring, f"{name}_weight")
-            term = self.term(name)
-            if weight in (0, AUTO) or (term is None and untrained):
-                continue
-            if term is None:
-                raise ConfigError(
-                    f"scoring.{name}_weight is {weight:g} but this model has no "
-                    f"{term_type(name).label}: train it with that weight (--{name}-weight), or "
-                    "set it to 0"
-                )
-            maps[name] = term.term_map(features, images, scoring)
-        return maps
-
-    def term(self, name: str) -> ScoringTerm | None:
-        """The fitted term ``name``, or None."""
-        return self.terms[name] if name in self.terms else None  # noqa: SIM401 (no .get)
+        """Deprecated: ``model.scorer.term_maps(features, images, model.config)``."""
+        _moved_to_scorer("term_maps")
+        return self.scorer.term_maps(features, images, self.config)
 
     def score_residuals(
         self,
@@ -186,21 +174,9 @@ class HFR(
         size: tuple[int, int],
         terms: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maps at ``size`` and image scores from the three residual levels, as
-        ``config.scoring`` says (level scales and weights, the ``terms`` of :meth:`term_maps`
-        each divided by its scale and multiplied by its weight, combined as it says, then the
-        image score)."""
-        scoring = self.config.scoring
-        levels = anomaly.weigh_levels(
-            residuals, scales=scoring.level_scales, weights=scoring.level_weights
-        )
-        for term, values in (terms or {}).items():
-            scale = getattr(scoring, f"{term}_scale")
-            if scale is None:
-                raise ConfigError(f"scoring.{term}_scale is not set: calibrate the model first")
-            levels.append(values * (getattr(scoring, f"{term}_weight") / scale))
-        maps = anomaly.combined_map(levels, size, self.config.sigma, scoring.combination)
-        return maps, anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction)
+        """Deprecated: ``model.scorer.score_residuals(residuals, size, model.config, terms)``."""
+        _moved_to_scorer("score_residuals")
+        return self.scorer.score_residuals(residuals, size, self.config, terms)
 
     def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Read ``images`` and make the normalised batch the encoder expects, on the device."""
@@ -274,8 +250,7 @@ class HFR(
 
     def _save_pretrained(self, save_directory: Path) -> None:
         state = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
-        for term in self.terms.values():
-            state.update(term.state())
+        state.update(self.scorer.state())
         state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         save_file(state, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt"})
         write_config(self.config, save_directory / CONFIG_FILE)
@@ -293,29 +268,59 @@ class HFR(
         map_location: str | torch.device = "cpu",
         encoder_weights: str | None = None,
     ) -> HFR:
-        """Load a model from a local folder or a Hub repo, strictly and without pickle.
+        """Load a model from a local folder, a bundled model (its bare name) or a Hub repo,
+        strictly and without pickle.
 
         Works offline from the cache (``HF_HUB_OFFLINE=1``). ``encoder_weights`` points to the
         encoder's weights file when it is not found automatically. Every failure raises an
         :class:`~hfr.errors.HFRError`: :class:`~hfr.errors.ModelNotFoundError` for a missing
         repo, revision or file, :class:`~hfr.errors.ModelFormatError` for a corrupt one.
+        ``config.json`` is read and checked here; the mixin's ``from_pretrained`` then builds
+        the model through :meth:`_from_pretrained`.
 
         Example:
             >>> model = HFR.from_pretrained("hfr-anomaly/hfr-mvtec-bottle")  # doctest: +SKIP
             >>> model = HFR.from_pretrained("models/bottle", map_location="cuda")  # doctest: +SKIP
         """
+        source = hub.resolve_model_id(str(pretrained_model_name_or_path))
         options = {
             "revision": revision,
             "cache_dir": cache_dir,
             "force_download": force_download,
-            "local_files_only": local_files_only,
+            "local_files_only": local_files_only or not hub.hub_reachable(),
             "token": token,
         }
-        name = str(pretrained_model_name_or_path)
-        config = read_config(hub.download(name, CONFIG_FILE, **options))
+        config = read_config(hub.download(source, CONFIG_FILE, **options))
         if encoder_weights is not None:
             config = config.replace(encoder_weights=encoder_weights)
-        weights_file = hub.download(name, WEIGHTS_FILE, **options)
+        return super().from_pretrained(source, **options, config=config, map_location=map_location)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: HFRConfig,
+        map_location: str | torch.device = "cpu",
+        **config_fields: Any,
+    ) -> HFR:
+        """The mixin's loading hook: build the model of the checked ``config`` (the mixin
+        passes ``config.json``'s fields as ``config_fields`` too; ``config`` holds them) and
+        load its weights strictly."""
+        weights_file = hub.download(
+            model_id,
+            WEIGHTS_FILE,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
         model = cls(config)
         model.load_decoder_weights(weights_file)
         return model.to(map_location)
@@ -327,10 +332,8 @@ class HFR(
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as error:
             raise ModelFormatError(f"{path} is not a readable safetensors file: {error}") from error
-        terms = {
-            name: _term_from_state(path, state, name, self.encoder.channels, self.config)
-            for name in TERMS
-        }
+        scorer = Scorer()
+        scorer.load_terms(path, state, self.encoder.channels, self.config)
         expected = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -349,33 +352,15 @@ class HFR(
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise ModelFormatError(f"{path}: {key} holds NaN or infinite values")
         self.decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in state.items()})
-        self.terms = nn.ModuleDict(
-            {name: term.to(self.device) for name, term in terms.items() if term is not None}
-        )
+        self.scorer = scorer.to(self.device)
 
 
-def _term_from_state(
-    path: str | Path,
-    state: dict[str, torch.Tensor],
-    name: str,
-    channels: tuple[int, ...],
-    config: HFRConfig,
-) -> ScoringTerm | None:
-    """Take the ``<name>.`` tensors out of ``state`` and rebuild the term from them, checked;
-    ``None`` when there are none, which a weight above 0 refuses."""
-    tensors = {k: state.pop(k) for k in list(state) if k.startswith(f"{name}.")}
-    weight = getattr(config.scoring, f"{name}_weight")
-    if not tensors:
-        if weight not in (0, AUTO):
-            raise ModelFormatError(
-                f"{path} holds no {term_type(name).label}, but config.json weighs it "
-                f"(scoring.{name}_weight {weight:g})"
-            )
-        return None
-    try:
-        return term_type(name).from_weights(tensors, channels, config.scoring)
-    except ModelFormatError as error:
-        raise ModelFormatError(f"{path}: {error}") from error
+def _moved_to_scorer(method: str) -> None:
+    warnings.warn(
+        f"HFR.{method} moved to HFR.scorer.{method} (which takes the config as well)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def _is_single_image(images: Any) -> bool:

@@ -93,7 +93,8 @@ def time_pipeline(model: HFR, batch_size: int, *, repeats: int = 5, warmup: int 
 
     def maps() -> torch.Tensor:
         residuals = anomaly.residual_maps(features, reconstructions)
-        return model.score_residuals(residuals, size, model.term_maps(features, images))[1]
+        terms = model.scorer.term_maps(features, images, model.config)
+        return model.scorer.score_residuals(residuals, size, model.config, terms)[1]
 
     steps = {
         "encoder": lambda: model.encode(images),

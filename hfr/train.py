@@ -156,17 +156,15 @@ def fit(
     notes = _fit_terms(model, evidence, auto_terms)
 
     residuals, terms = held_out_maps(model, calibration_images, config.batch_size, progress, report)
-    model.config = model.config.replace(
-        scoring=measured_scales(model.config.scoring, residuals, terms)
-    )
+    scored = model.config.replace(scoring=measured_scales(model.config.scoring, residuals, terms))
     calibration = Calibration.from_normal_scores(
-        image_scores(model, residuals, terms),
+        image_scores(model, scored, residuals, terms),
         target_fpr=config.target_fpr,
         fit=config.threshold_fit,
     )
     result.calibration_seconds = time.perf_counter() - started
     training = _training_record(config, result, evidence, auto_terms, notes)
-    model.config = model.config.replace(calibration=calibration, training=training)
+    model.config = scored.replace(calibration=calibration, training=training)
     logger.info("calibrated on %d held-out normal images", len(calibration_images))
     warn_of_tail(model.config.calibration)
     return result

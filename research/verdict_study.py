@@ -74,8 +74,8 @@ def part_scores(
             batch = model.preprocess(images[start : start + batch_size])
             features, reconstructions = model.reconstruct(batch)
             residuals = anomaly.residual_maps(features, reconstructions)
-            terms = model.term_maps(features, batch)
-            _, scores = model.score_residuals(residuals, size, terms)
+            terms = model.scorer.term_maps(features, batch, model.config)
+            _, scores = model.scorer.score_residuals(residuals, size, model.config, terms)
             weighted = dict(
                 zip(
                     LEVEL_NAMES,

@@ -75,14 +75,16 @@ def test_onnx_export_carries_the_added_terms(tmp_path: Path, terms: dict) -> Non
     with torch.no_grad():
         expected = model(images)
         features = model.encode(images)
-        term_maps = model.term_maps(features, images)
+        term_maps = model.scorer.term_maps(features, images, model.config)
     assert sorted(term_maps) == sorted(k.removesuffix("_weight") for k in terms if "weight" in k)
     # random images lie far from the normal ones: the maps reach thousands, so a relative bound
     np.testing.assert_allclose(maps, expected.maps.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(scores, expected.scores.numpy(), rtol=1e-5, atol=1e-5)
     for left_out in term_maps:
         others = {name: m for name, m in term_maps.items() if name != left_out}
-        without = model.score_residuals(expected.level_maps, (64, 64), others)[0]
+        without = model.scorer.score_residuals(expected.level_maps, (64, 64), model.config, others)[
+            0
+        ]
         assert not np.allclose(maps, without.numpy(), atol=1e-3), left_out
 
 

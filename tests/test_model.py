@@ -164,6 +164,43 @@ def test_save_and_load_round_trip_is_identical(model: HFR, tmp_path: Path) -> No
         np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
 
 
+def test_the_model_is_its_network_then_its_scorer(tmp_path: Path) -> None:
+    from hfr.train import TrainConfig, fit
+
+    model = tiny_model(memory_weight=1.0, position_weight=1.0)
+    fit(model, synthetic_images(8, seed=3), TrainConfig(epochs=1, batch_size=4), progress=False)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        whole = model(images)
+        features, reconstructions = model.network(images)
+        parts = model.scorer(features, reconstructions, images, model.config)
+    torch.testing.assert_close(whole.maps, parts.maps, rtol=0, atol=0)
+    assert sorted(model.scorer.terms) == ["memory", "position"]
+    assert not any(name.startswith("scorer") for name, _ in model.network.named_parameters())
+    # the weights file holds the decoder and the scorer's terms, nothing of the encoder
+    model.save_pretrained(tmp_path)
+    loaded = HFR.from_pretrained(tmp_path)
+    assert sorted(loaded.scorer.state()) == sorted(model.scorer.state())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images).maps, whole.maps, rtol=0, atol=0)
+
+
+def test_loading_goes_through_the_mixins_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    hook = HFR._from_pretrained.__func__
+
+    def spy(cls, **kwargs):
+        calls.append(kwargs)
+        return hook(cls, **kwargs)
+
+    monkeypatch.setattr(HFR, "_from_pretrained", classmethod(spy))
+    model = HFR.from_pretrained("hfr-mvtec-bottle-mobilenetv2")
+    (call,) = calls
+    assert Path(call["model_id"]).name == "hfr-mvtec-bottle-mobilenetv2"  # the bundled folder
+    assert call["config"] == model.config
+    assert call["encoder"] == "mobilenetv2_100"  # config.json's fields, as the mixin passes them
+
+
 def test_saved_weights_hold_the_decoder_only(model: HFR, tmp_path: Path) -> None:
     from safetensors import safe_open
 

@@ -6,8 +6,10 @@ import importlib
 import sys
 
 import pytest
+import torch
 
 from hfr._moved import MOVED
+from hfr.scoring import maps as anomaly
 
 
 @pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
@@ -24,3 +26,18 @@ def test_the_old_cli_parsers_are_found_with_a_warning() -> None:
 
     with pytest.warns(DeprecationWarning, match="hfr.config.options.level_weights"):
         assert hfr.cli.level_weights is options.level_weights
+
+
+def test_the_scoring_methods_moved_to_the_scorer_with_a_warning() -> None:
+    from conftest import tiny_model
+
+    model = tiny_model()
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features, reconstructions = model.reconstruct(images)
+        residuals = anomaly.residual_maps(features, reconstructions)
+        with pytest.warns(DeprecationWarning, match="HFR.term_maps moved to HFR.scorer"):
+            terms = model.term_maps(features, images)
+        with pytest.warns(DeprecationWarning, match="HFR.score_residuals moved to HFR.scorer"):
+            maps, _ = model.score_residuals(residuals, (64, 64), terms)
+        torch.testing.assert_close(maps, model(images).maps, rtol=0, atol=0)

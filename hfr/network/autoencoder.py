@@ -1,0 +1,78 @@
+"""The network of one model: the frozen encoder and the decoder that rebuilds its features."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hfr.device import precision_autocast, scoring_precision
+from hfr.errors import EncoderWeightsError
+from hfr.network.decoder import HierarchicalDecoder
+from hfr.network.encoder import FrozenEncoder, build_encoder
+
+
+class FeatureAutoencoder(nn.Module):
+    """The frozen encoder (features ``[f1, f2, f3]`` at strides 4, 8, 16) and the decoder that
+    rebuilds all three from ``f3``; every pass runs in the scoring precision of its device.
+
+    Args:
+        encoder: a timm model name.
+        encoder_weights: ``None`` for timm's weights from the Hub, ``"random"``, or a file.
+        feature_location: where each stage's features are taken (``"stage"``, ``"expansion"``).
+        decoder: ``"context"`` or ``"paper"``.
+        fingerprint: the fingerprint the encoder's weights must have (the one the decoder was
+            trained on), or ``None`` for any.
+
+    Example:
+        >>> net = FeatureAutoencoder("resnet18", "random", feature_location="stage",
+        ...                          decoder="context")
+        >>> features, reconstructions = net(torch.zeros(1, 3, 64, 64))
+        >>> [tuple(f.shape[1:]) for f in reconstructions]
+        [(64, 16, 16), (128, 8, 8), (256, 4, 4)]
+    """
+
+    def __init__(
+        self,
+        encoder: str,
+        encoder_weights: str | None,
+        *,
+        feature_location: str,
+        decoder: str,
+        fingerprint: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder: FrozenEncoder
+        self.encoder, self.fingerprint = build_encoder(
+            encoder, encoder_weights, feature_location=feature_location
+        )
+        if fingerprint is not None and fingerprint != self.fingerprint:
+            raise EncoderWeightsError(
+                f"the encoder weights {encoder_weights or 'from the Hub'!r} of {encoder!r} have "
+                f"fingerprint {self.fingerprint}, but this decoder was trained on weights with "
+                f"fingerprint {fingerprint}; load the weights file it was trained with"
+            )
+        self.decoder = HierarchicalDecoder(self.encoder.channels, context=decoder == "context")
+
+    @property
+    def device(self) -> torch.device:
+        """The device the decoder's weights are on."""
+        return next(self.decoder.parameters()).device
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on CUDA, a no-op elsewhere: the precision every forward pass uses."""
+        return precision_autocast(self.device, scoring_precision(self.device))
+
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features ``[f1, f2, f3]`` of a normalised ``(B, 3, H, W)`` batch."""
+        with self.autocast():
+            return self.encoder(images)
+
+    def decode(self, deepest: torch.Tensor) -> list[torch.Tensor]:
+        """Decoder reconstructions ``[d1, d2, d3]`` from ``f3``."""
+        with self.autocast():
+            return self.decoder(deepest)
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Encoder features ``[f1, f2, f3]`` and decoder reconstructions ``[d1, d2, d3]``."""
+        features = self.encode(images)
+        return features, self.decode(features[-1])
