@@ -136,7 +136,10 @@ def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
     with gr.Blocks(title="HFR anomaly detection", delete_cache=delete_cache) as demo:
         _header(note)
         state = SimpleNamespace(
-            entries=gr.State(entries), results=gr.State([]), trained=gr.State(None)
+            entries=gr.State(entries),
+            results=gr.State([]),
+            trained=gr.State(None),
+            calibrations=gr.State({}),  # this tab's recalibrated models, by label
         )
         try_tab = _try_tab(labels, examples)
         train_tab = _train_tab(handlers.encoders, on_space)
@@ -192,10 +195,34 @@ def _try_tab(labels: list[str], examples: list[list]) -> SimpleNamespace:
             )
             csv_file = gr.File(label="Scores (CSV)")
             levels = gr.Gallery(label="Per-level residual maps", columns=3, visible=False)
+            normal = _normal_images_panel()
     return SimpleNamespace(
         model_choice=model_choice, files=files, threshold=threshold, opacity=opacity,
         show_levels=show_levels, button=button, status=status,
-        outputs=[gallery, table, csv_file, levels],
+        outputs=[gallery, table, csv_file, levels], **vars(normal),
+    )  # fmt: skip
+
+
+def _normal_images_panel() -> SimpleNamespace:
+    """Under the results: mark an analysed image as normal, which adds it to the model's
+    calibration in this browser tab; the recalibrated model to download."""
+    with gr.Accordion("Is a flagged image normal? Add it to the calibration", open=True):
+        with gr.Row():
+            choice = gr.Dropdown(
+                [],
+                label="An analysed image you know is normal",
+                elem_id="normal-choice",
+                allow_custom_value=True,  # the choices follow the analysis in the browser only
+                scale=2,
+            )
+            button = gr.Button("This is normal", elem_id="mark-normal", scale=1)
+        status = gr.Markdown(elem_id="calibration-status")
+        download = gr.DownloadButton(
+            "Download the recalibrated model (.zip)", visible=False, elem_id="recalibrated"
+        )
+    return SimpleNamespace(
+        normal_choice=choice, normal_button=button, calibration_status=status,
+        recalibrated=download,
     )  # fmt: skip
 
 
@@ -300,10 +327,22 @@ def _wire(
     view = [try_tab.threshold, try_tab.opacity, try_tab.show_levels]
     try_tab.button.click(
         handlers.analyze,
-        inputs=[try_tab.files, try_tab.model_choice, state.entries, *view],
+        inputs=[try_tab.files, try_tab.model_choice, state.entries, state.calibrations, *view],
         outputs=[state.results, *try_tab.outputs, try_tab.status],
         api_name="analyze",
+    ).then(
+        lambda results: gr.update(choices=[r.name for r in results], value=None),
+        inputs=state.results,
+        outputs=try_tab.normal_choice,
+        api_name=False,
     )
+    try_tab.normal_button.click(
+        handlers.mark_normal,
+        inputs=[try_tab.normal_choice, state.results, state.entries, state.calibrations, *view],
+        outputs=[state.calibrations, state.results, *try_tab.outputs, try_tab.calibration_status,
+                 try_tab.recalibrated, state.trained],
+        api_name="mark_normal",
+    )  # fmt: skip
     try_tab.model_choice.change(lambda: 0.5, outputs=try_tab.threshold, api_name=False)
     for control in view:
         control.change(

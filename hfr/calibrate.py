@@ -28,7 +28,13 @@ from hfr.scoring.calibration import (
 )
 
 # What `evaluate` measured at the calibrated threshold: stale once the threshold moves.
-THRESHOLD_RESULTS = ("threshold_tpr", "threshold_fpr")
+THRESHOLD_RESULTS = (
+    "threshold_tpr",
+    "threshold_fpr",
+    "threshold_tpr_interval",
+    "threshold_fpr_interval",
+    "guaranteed_fpr",
+)
 logger = logging.getLogger(__name__)
 
 Maps = tuple[list[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
@@ -91,23 +97,25 @@ def recalibrate(
     *,
     target_fpr: float | None = DEFAULT_TARGET_FPR,
     threshold_fit: str | None = None,
+    add: bool = False,
     batch_size: int = 16,
     progress: bool = True,
 ) -> Calibration:
     """Set the threshold of a trained ``model`` afresh from normal ``images`` it was not trained
     on: more of them, or closer to what it will see, than the tenth of its training images held
-    out at training. The scores do not change (the level and term scales stay), only the
-    threshold and the normalisation (a term scale set to None, as a study that changes a term's
-    weight sets it, is measured on these images first); the verdict rates in
+    out at training; with ``add``, from its recorded normal scores and those of ``images``
+    together. The scores do not change (the level and term scales stay), only the threshold,
+    the rate it guarantees and the normalisation (a term scale set to None, as a study that
+    changes a term's weight sets it, is measured on these images first); the verdict rates in
     ``config.evaluation`` measured the old threshold and are dropped. ``threshold_fit``
-    (``"lognormal"`` or ``"normal"``) defaults to the model's own: ``"normal"`` for a model
-    calibrated before 0.17.
+    (one of :data:`~hfr.scoring.calibration.THRESHOLD_FITS`) defaults to the model's own:
+    ``"normal"`` for a model calibrated before 0.17.
 
     Raises :class:`TrainingError` for a model never calibrated, fewer than two images, a bad
-    ``batch_size`` or a score that is not finite; :class:`~hfr.errors.ConfigError` for a
-    ``target_fpr`` outside (0, 0.5) or an unknown ``threshold_fit``;
-    :class:`~hfr.errors.ImageLoadError` for an unreadable image. The model is unchanged when it
-    raises.
+    ``batch_size``, a score that is not finite, or ``add`` on a model whose calibration
+    recorded no scores (before 0.21); :class:`~hfr.errors.ConfigError` for a ``target_fpr``
+    outside (0, 0.5) or an unknown ``threshold_fit``; :class:`~hfr.errors.ImageLoadError` for
+    an unreadable image. The model is unchanged when it raises.
 
     Example:
         >>> model = HFR.from_pretrained("org/hfr-mvtec-bottle")  # doctest: +SKIP
@@ -115,37 +123,45 @@ def recalibrate(
         >>> recalibrate(model, good, target_fpr=0.02).threshold  # doctest: +SKIP
         >>> model.save_pretrained("hfr-bottle-line3")  # doctest: +SKIP
     """
-    if model.config.calibration is None or model.config.scoring.needs_level_scales:
+    own = model.config.calibration
+    if own is None or model.config.scoring.needs_level_scales:
         raise TrainingError("the model was never calibrated: train it first")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise TrainingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     check_target_fpr(target_fpr)
-    own_fit = model.config.calibration.fit or LEGACY_THRESHOLD_FIT
-    fit = own_fit if threshold_fit is None else threshold_fit
+    fit = threshold_fit or own.fit or LEGACY_THRESHOLD_FIT
     check_threshold_fit(fit)  # before scoring: a bad fit costs no forward pass
+    if add:
+        own.recorded_scores()  # refuses before scoring when there are none
     images = list(images)
-    check_count(len(images))
+    if not add:
+        check_count(len(images))
     residuals, terms = held_out_maps(model, images, batch_size, progress, ignore_progress)
     scored = model.config.replace(scoring=measured_scales(model.config.scoring, residuals, terms))
-    calibration = Calibration.from_normal_scores(
-        image_scores(model, scored, residuals, terms),
-        target_fpr=target_fpr,
-        fit=fit,
-        source="normal images given to recalibrate",
-    )
+    scores = image_scores(model, scored, residuals, terms)
+    if add:
+        calibration = own.with_scores(scores, target_fpr=target_fpr, fit=fit)
+    else:
+        calibration = Calibration.from_normal_scores(
+            scores, target_fpr=target_fpr, fit=fit, source="normal images given to recalibrate"
+        )
     evaluation = {
         key: value
         for key, value in (scored.evaluation or {}).items()
         if key not in THRESHOLD_RESULTS
     }
     model.config = scored.replace(calibration=calibration, evaluation=evaluation or None)
-    logger.info("recalibrated on %d normal images", len(images))
-    warn_of_tail(calibration)
+    logger.info("recalibrated on %d normal images", calibration.num_images)
+    report_calibration(calibration)
     return calibration
 
 
-def warn_of_tail(calibration: Calibration) -> None:
-    """Log :meth:`Calibration.tail_warning`, if there is one."""
-    warning = calibration.tail_warning()
-    if warning:
-        logger.warning(warning)
+def report_calibration(calibration: Calibration) -> None:
+    """Log the rate the threshold guarantees, and warn when it misses its target (too few
+    normal images) or when a fitted threshold's tail looks heavier than the fit assumed."""
+    guarantee = calibration.guarantee()
+    if guarantee:
+        logger.info("threshold: %s", guarantee)
+    for warning in (calibration.shortfall(), calibration.tail_warning()):
+        if warning:
+            logger.warning(warning)

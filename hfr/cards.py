@@ -58,6 +58,7 @@ def model_card(
         repo_id=repo_id,
         weights_note=weights_note,
         scoring_text=scoring_text(config.scoring),
+        guarantee=config.calibration and config.calibration.guarantee(),
         tail_warning=config.calibration and config.calibration.tail_warning(),
         **config.to_dict(),
     )

@@ -198,7 +198,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         help="set a trained model's threshold afresh from normal images it was not trained on",
         description="Score normal images the model never trained on (more of them, or closer\n"
         "to what it will see, than the tenth of its training images held out at training) and\n"
-        "set the threshold from them. The scores do not change; the model is saved to --output.",
+        "set the threshold from them, or with --add from them and the normal scores the model\n"
+        "already holds. The scores do not change; the model is saved to --output.",
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--model", required=True, help="model folder or Hub repo id")
@@ -210,13 +211,20 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         "--target-fpr",
         type=float,
         default=DEFAULT_TARGET_FPR,
-        help="share of normal images the verdict may flag, estimated from these images",
+        help="share of normal images the verdict may flag: guaranteed where the images are "
+        "enough (conformal), estimated by the other fits",
     )
     parser.add_argument(
         "--threshold-fit",
         choices=THRESHOLD_FITS,
-        help="read the scores by their logarithms or as they are (default: as the model was "
-        "calibrated; as they are for a model that records no fit)",
+        help="conformal (a guarantee), or a robust fit of the scores' logarithms or of the "
+        "scores (default: as the model was calibrated; normal for a model that records none)",
+    )
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="add these images to the normal images the model was calibrated on (models "
+        "calibrated by hfr 0.21 or later) instead of replacing them",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     _add_device(parser)

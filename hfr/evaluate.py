@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -89,17 +90,22 @@ def per_defect_image_auroc(result: EvaluationMaps) -> dict[str, float]:
     return table
 
 
-def threshold_rates(model: HFR, result: EvaluationMaps) -> dict[str, float]:
-    """Share of anomalous (TPR) and of normal (FPR) test images the calibrated threshold flags."""
+def threshold_rates(model: HFR, result: EvaluationMaps) -> dict[str, Any]:
+    """Share of anomalous (TPR) and of normal (FPR) test images the calibrated threshold flags,
+    each with its exact 95 % binomial interval (``*_interval``), and the false-alarm rate the
+    calibration guarantees (``guaranteed_fpr``), to read beside the measured one."""
     calibration = model.config.calibration
     if calibration is None:
         return {}
-    flagged = result.scores >= calibration.threshold
-    rates = {}
-    if result.labels.any():
-        rates["threshold_tpr"] = float(flagged[result.labels == 1].mean())
-    if not result.labels.all():
-        rates["threshold_fpr"] = float(flagged[result.labels == 0].mean())
+    flagged = result.scores > calibration.threshold
+    rates: dict[str, Any] = {}
+    for key, label in (("threshold_tpr", 1), ("threshold_fpr", 0)):
+        chosen = flagged[result.labels == label]
+        if chosen.size:
+            rates[key] = float(chosen.mean())
+            rates[f"{key}_interval"] = metrics.binomial_interval(int(chosen.sum()), chosen.size)
+    if calibration.guaranteed_fpr is not None:
+        rates["guaranteed_fpr"] = calibration.guaranteed_fpr
     return rates
 
 

@@ -91,6 +91,20 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return float(f1[best]), float(sorted_scores[last_of_tie][best])
 
 
+def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> list[float]:
+    """The exact (Clopper-Pearson) ``confidence`` interval of a rate from ``successes`` of
+    ``trials``, as ``[low, high]``.
+
+    Example:
+        >>> [round(v, 4) for v in binomial_interval(1, 25)]
+        [0.001, 0.2035]
+    """
+    from scipy.stats import binomtest
+
+    interval = binomtest(successes, trials).proportion_ci(confidence, method="exact")
+    return [float(interval.low), float(interval.high)]
+
+
 def _cumulative_at_thresholds(
     scores: np.ndarray, x_step: np.ndarray, y_step: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

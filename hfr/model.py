@@ -6,6 +6,7 @@ pickle-free loading)."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from hfr.network.decoder import HierarchicalDecoder
 from hfr.network.encoder import FrozenEncoder
 from hfr.preprocessing import content_box, enlargement_notes, to_batch
 from hfr.scoring import maps as anomaly
+from hfr.scoring.calibration import Calibration
 from hfr.scoring.postprocess import Prediction, check_threshold, to_predictions
 from hfr.scoring.scorer import Scorer
 from hfr.scoring.terms import ScoringTerm
@@ -177,6 +179,19 @@ class HFR(
         """Deprecated: ``model.scorer.score_residuals(residuals, size, model.config, terms)``."""
         _moved_to_scorer("score_residuals")
         return self.scorer.score_residuals(residuals, size, self.config, terms)
+
+    def with_calibration(self, calibration: Calibration) -> HFR:
+        """This model with another calibration (threshold and normalisation): a view that
+        shares the network and the scorer, so that several calibrations of one loaded model
+        cost no memory.
+
+        Example:
+            >>> strict = model.with_calibration(other_calibration)  # doctest: +SKIP
+            >>> strict.predict("part.png")[0].is_anomalous  # doctest: +SKIP
+        """
+        view = copy.copy(self)
+        view.config = self.config.replace(calibration=calibration)
+        return view
 
     def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Read ``images`` and make the normalised batch the encoder expects, on the device."""

@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hfr.calibrate import held_out_maps, image_scores, measured_scales, recalibrate, warn_of_tail
+from hfr.calibrate import (
+    held_out_maps,
+    image_scores,
+    measured_scales,
+    recalibrate,
+    report_calibration,
+)
 from hfr.checkpoints import CHECKPOINT_FILE, data_fingerprint, resume, save_checkpoint
 from hfr.config import AUTO, TERMS, TrainConfig, default_epochs
 from hfr.device import precision_autocast, training_precision
@@ -166,7 +172,7 @@ def fit(
     training = _training_record(config, result, evidence, auto_terms, notes)
     model.config = scored.replace(calibration=calibration, training=training)
     logger.info("calibrated on %d held-out normal images", len(calibration_images))
-    warn_of_tail(model.config.calibration)
+    report_calibration(model.config.calibration)
     return result
 
 

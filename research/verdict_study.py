@@ -47,7 +47,8 @@ from hfr import HFR, metrics
 from hfr.data import load_mvtec
 from hfr.images import ImageInput
 from hfr.scoring import maps as anomaly
-from hfr.scoring.calibration import MAD_TO_STD, Calibration
+from hfr.scoring.calibration import Calibration
+from hfr.scoring.thresholds import MAD_TO_STD
 from hfr.serving.outputs import write_json
 
 TARGET_FPRS = (0.01, 0.02, 0.05)

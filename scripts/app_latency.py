@@ -129,10 +129,10 @@ def load_app():
     return module
 
 
-def session_state(app, uploads, predictions, threshold: float) -> list:
+def session_state(app, uploads, predictions, calibration) -> list:
     """The app's per-image session records, as ``analyze`` makes them."""
     return [
-        app.Result.of(name, rgb, prediction, threshold / 3)
+        app.Result.of(name, rgb, prediction, calibration.threshold / 3)
         for (name, rgb), prediction in zip(uploads.images, predictions, strict=True)
     ]
 
@@ -154,8 +154,10 @@ def breakdown(image: str, runs: int) -> dict[str, float]:
 
     for _ in range(runs + 1):  # the first run loads the model and is dropped
         uploads = timed("decode", read_uploads, [image], limits)
-        predictions, threshold, _ = timed("model", app.run_model, "profile", entry, uploads.pixels)
-        results = timed("session_state", session_state, app, uploads, predictions, threshold)
+        predictions, calibration, _ = timed(
+            "model", app.run_model, "profile", entry, uploads.pixels
+        )
+        results = timed("session_state", session_state, app, uploads, predictions, calibration)
         timed("float16_numpy_for_comparison", predictions[0].normalized_map.astype, np.float16)
         top = results[0]
         normalized = app.converted(top.normalized_map, torch.float32)

@@ -130,6 +130,55 @@ def test_defective_bottle_gets_score_verdict_and_overlay(client: Client, bottle:
     assert "2 image(s) analysed" in status
 
 
+def _dimmed(source: Path, destination: Path, factor: float = 0.95) -> Path:
+    """A good part photographed in 5 % dimmer light: normal to its user, flagged by the model
+    (the bundled bottle model scores good/001.png 43.2 so, its threshold is 22.8)."""
+    with Image.open(source) as picture:
+        pixels = np.asarray(picture.convert("RGB"), dtype=np.float32)
+    Image.fromarray((pixels * factor).astype(np.uint8)).save(destination)
+    return destination
+
+
+@pytest.mark.slow
+def test_an_image_marked_normal_recalibrates_this_tab_only(
+    app_url: str, bottle: Path, tmp_path: Path
+) -> None:
+    """A good bottle in dim light is flagged; marked normal, it joins the 21 held-out normal
+    scores of the bundled model in this tab: the threshold becomes its score (the largest of
+    22), the rate guaranteed goes from 1/22 to 1/23, and the recalibrated model downloads.
+    Another tab still has the model as it was."""
+    import zipfile
+
+    from hfr import HFR
+
+    dim = _dimmed(bottle / "test" / "good" / "000.png", tmp_path / "dim.png")
+    tab = Client(app_url, verbose=False)
+    _, table, _, _, status = analyze(tab, [dim])
+    assert table["data"][0][3] == "ANOMALOUS"
+    assert f"False alarms of {BUNDLED}: at most 4.5 % of new normal images flagged" in status
+    gallery, table, _, _, message, download = tab.predict(
+        "dim.png", 0.5, 0.5, False, api_name="/mark_normal"
+    )
+    (name, normalized, raw, verdict), = table["data"]  # fmt: skip
+    assert (name, normalized, verdict) == ("dim.png", 0.5, "normal")
+    assert "(normal)" in gallery[0]["caption"]
+    assert "guaranteed by 22 normal images" in message and "at most 4.3 %" in message
+    assert "threshold moved from 22.78 to" in message and "1 of the 1 images" in message
+    with zipfile.ZipFile(download["value"] if isinstance(download, dict) else download) as bundle:
+        bundle.extractall(tmp_path / "unzipped")
+    calibration = HFR.from_pretrained(
+        tmp_path / "unzipped" / BUNDLED.split(" ")[0]
+    ).config.calibration
+    assert calibration.num_images == 22 and calibration.threshold == pytest.approx(raw, abs=1e-4)
+    assert calibration.guaranteed_fpr == pytest.approx(1 / 23)
+    _, again, _, _, status = analyze(tab, [dim])  # this tab keeps its calibration
+    assert again["data"][0][3] == "normal" and "(recalibrated in this tab)" in status
+    with pytest.raises(Exception, match="already among the normal images"):
+        tab.predict("dim.png", 0.5, 0.5, False, api_name="/mark_normal")
+    _, other, _, _, _ = analyze(Client(app_url, verbose=False), [dim])
+    assert other["data"][0][3] == "ANOMALOUS"
+
+
 def test_odd_images_are_converted(client: Client, tmp_path: Path) -> None:
     paths = []
     array = synthetic_images(1, size=64)[0]
@@ -651,6 +700,12 @@ def test_train_tab_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Pa
         )
         _button(driver, "Train").click()
         wait.until(lambda d: "Trained" in d.find_element(By.ID, "train-status").text)
+        # 20 images: 5 held out, so the lowest rate the threshold can guarantee is 1/6
+        assert (
+            "False alarms: at most 17 % of new normal images flagged, guaranteed by 5 normal "
+            "images" in _text(driver, "train-status")
+        )
+        assert "add 94 more normal images for 1 %" in _text(driver, "train-status")
         seen = driver.execute_script("return Array.from(window.seen)")
         epochs_seen = {int(text.split()[1].split("/")[0]) for text in seen}
         assert len(epochs_seen) >= 3 and max(epochs_seen) > min(epochs_seen), seen
@@ -672,8 +727,43 @@ def test_train_tab_in_headless_chromium(app_url: str, bottle: Path, tmp_path: Pa
         _button(driver, "Analyse").click()
         wait.until(lambda d: "analysed" in d.find_element(By.ID, "status").text)
         assert "ANOMALOUS" in driver.find_element(By.ID, "scores").text
+        _mark_dimmed_good_bottle_normal(driver, wait, bottle, tmp_path)
     finally:
         driver.quit()
+
+
+def _mark_dimmed_good_bottle_normal(driver, wait, bottle: Path, tmp_path: Path) -> None:
+    """In the first tab with the model trained on 20 bottles: a good bottle in dim light is
+    flagged; "This is normal" adds it to the 5 held-out images, and the page shows it normal
+    and the guaranteed rate going from 1/6 to 1/7."""
+    from selenium.webdriver.common.by import By
+
+    dim = _dimmed(bottle / "test" / "good" / "001.png", tmp_path / "dim.png", factor=0.5)
+
+    def row() -> str:  # the score table's cells of dim.png: name, normalised, raw, verdict
+        cells = _text(driver, "scores").split("\n")
+        return " ".join(cells[cells.index("dim.png") :][:4]) if "dim.png" in cells else ""
+
+    driver.find_element(By.CSS_SELECTOR, "#files button[aria-label='Clear']").click()
+    wait.until(lambda d: ".png" not in d.find_element(By.ID, "files").text)
+    driver.find_element(By.CSS_SELECTOR, "#files input[type=file]").send_keys(str(dim))
+    wait.until(lambda d: "dim\n.png" in d.find_element(By.ID, "files").text)
+    _button(driver, "Analyse").click()
+    wait.until(lambda d: row())
+    assert row().endswith("ANOMALOUS")
+    assert "at most 17 % of new normal images flagged" in _text(driver, "status")
+    driver.find_element(By.CSS_SELECTOR, "#normal-choice input").click()
+    option = wait.until(
+        lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, "[role=option]")
+                        if o.text.strip() == "dim.png"), None)
+    )  # fmt: skip
+    option.click()
+    _button(driver, "This is normal").click()
+    wait.until(lambda d: "Added" in d.find_element(By.ID, "calibration-status").text)
+    message = _text(driver, "calibration-status")
+    assert "guaranteed by 6 normal images" in message and "at most 14 %" in message
+    assert row().startswith("dim.png 0.5 ") and row().endswith(" normal")
+    assert driver.find_element(By.ID, "recalibrated").is_displayed()
 
 
 def _button(driver, text: str, selector: str = "button:not([role=tab])"):
@@ -743,7 +833,9 @@ def test_one_training_at_a_time_the_next_waits_in_the_queue(
     assert any(index == second for index, _ in queued_ranks)
 
 
-def test_the_training_summary_warns_of_a_heavy_tailed_calibration(tmp_path: Path) -> None:
+def test_the_training_summary_states_the_guarantee_and_warns_of_a_heavy_tail(
+    tmp_path: Path,
+) -> None:
     from hfr.config import TrainConfig
     from hfr.scoring.calibration import Calibration
     from hfr.serving.studio import TrainedModel
@@ -754,15 +846,17 @@ def test_the_training_summary_warns_of_a_heavy_tailed_calibration(tmp_path: Path
     heavy = np.r_[np.linspace(0.9, 1.1, 19), 2.0, 2.1]  # two of 21 far above the rest
 
     def summary(scores: np.ndarray) -> str:
-        calibration = Calibration.from_normal_scores(scores, target_fpr=0.01)
+        calibration = Calibration.from_normal_scores(scores, target_fpr=0.01, fit="lognormal")
         training = {**model.config.training, "device": "cpu"}  # as the pipeline adds
         config = model.config.replace(calibration=calibration, training=training)
         no_scores = np.zeros(0)
         trained = TrainedModel("tail", tmp_path, tmp_path, config, 1.0, no_scores, no_scores)
         return demo_app.training_summary(trained, [])
 
-    warning = Calibration.from_normal_scores(heavy, target_fpr=0.01).tail_warning()
+    fitted = Calibration.from_normal_scores(heavy, target_fpr=0.01, fit="lognormal")
+    warning = fitted.tail_warning()
     assert f"Warning: {warning[0].upper()}{warning[1:]}." in summary(heavy)
+    assert f"False alarms: {fitted.guarantee()}." in summary(heavy)
     assert "Warning" not in summary(heavy[:19])
     precision = model.config.training["precision"]
     assert f"1 epochs, in 1.0 s on cpu ({precision}): final loss" in summary(heavy[:19])

@@ -1,5 +1,6 @@
-"""The calibration's check of its own fit: how many of the normal scores it was set on lie above
-the threshold, and a warning when more do than the target false-alarm rate explains."""
+"""The calibration's check of a fitted threshold (``lognormal`` or ``normal``, no guarantee): how
+many of the normal scores it was set on lie above it, and a warning when more do than the target
+false-alarm rate explains. The conformal rule's count is its guarantee (test_conformal.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from hfr.cli import main
 from hfr.config import HFRConfig, TrainConfig
 from hfr.errors import ConfigError
 from hfr.pipeline import save_model
-from hfr.scoring.calibration import Calibration, exceedance_chance
+from hfr.scoring.calibration import Calibration
+from hfr.scoring.thresholds import exceedance_chance
 from hfr.train import fit, recalibrate
 
 # 19 scores like the bulk of a category's held-out bottles, and two far above them
+FIT = "lognormal"
 HEAVY_TAILED = np.r_[np.linspace(0.9, 1.1, 19), 2.0, 2.1]
 
 
@@ -34,7 +37,7 @@ def test_exceedance_chance_is_the_binomial_tail() -> None:
 
 
 def test_the_calibration_counts_the_scores_above_its_threshold() -> None:
-    calibration = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01)
+    calibration = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01, fit=FIT)
     assert calibration.target_fpr == 0.01
     assert calibration.num_above == int((calibration.threshold < HEAVY_TAILED).sum()) == 2
     legacy = Calibration.from_normal_scores(HEAVY_TAILED)  # at least the maximum: none above
@@ -42,22 +45,26 @@ def test_the_calibration_counts_the_scores_above_its_threshold() -> None:
 
 
 def test_a_heavy_tail_is_warned_of_and_a_consistent_count_is_not() -> None:
-    warning = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01).tail_warning()
+    warning = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01, fit=FIT).tail_warning()
     assert warning.startswith("2 of the 21 normal images it was set on score above the threshold")
     chance = 100 * exceedance_chance(2, 21, 0.01)
     assert f"a chance of {chance:.2g} %" in warning and "hfr calibrate" in warning
     one_above = np.r_[np.linspace(0.9, 1.1, 20), 2.0]  # 1 of 21 at 1 %: chance 19 %, no warning
-    calibration = Calibration.from_normal_scores(one_above, target_fpr=0.01)
+    calibration = Calibration.from_normal_scores(one_above, target_fpr=0.01, fit=FIT)
     assert calibration.num_above == 1 and calibration.tail_warning() is None
     # at a 10 % target, two of 21 above is what the rate predicts
-    assert Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.1).tail_warning() is None
+    assert (
+        Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.1, fit=FIT).tail_warning() is None
+    )
 
 
 def test_the_warning_is_rare_for_normal_scores_and_common_for_a_heavy_tail() -> None:
     rng = np.random.default_rng(0)
 
     def warned(samples: np.ndarray) -> float:
-        calibrations = [Calibration.from_normal_scores(s, target_fpr=0.01) for s in samples]
+        calibrations = [
+            Calibration.from_normal_scores(s, target_fpr=0.01, fit=FIT) for s in samples
+        ]
         return np.mean([c.tail_warning() is not None for c in calibrations])
 
     for count in (21, 32):  # bottle's and screw's held-out images
@@ -82,14 +89,15 @@ def test_the_warning_is_rare_for_normal_scores_and_common_for_a_heavy_tail() -> 
     ],
 )
 def test_bad_counts_in_a_config_name_the_field(changes: dict, message: str) -> None:
-    values = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01).to_dict()
+    values = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01, fit=FIT).to_dict()
     with pytest.raises(ConfigError, match=message):
         Calibration.from_dict({**values, **changes})
 
 
 def test_a_config_written_before_the_count_loads_without_a_verdict_on_its_tail() -> None:
-    values = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01).to_dict()
-    older = {k: v for k, v in values.items() if k not in ("num_above", "target_fpr")}
+    values = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01, fit=FIT).to_dict()
+    written_later = ("num_above", "target_fpr", "guaranteed_fpr", "fpr_bound", "scores")
+    older = {k: v for k, v in values.items() if k not in written_later}
     config = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=64)
     format_1 = {**config.to_dict(), "format_version": 1, "calibration": older}
     del format_1["hfr_version"]
@@ -102,11 +110,11 @@ def test_a_config_written_before_the_count_loads_without_a_verdict_on_its_tail()
 
 def test_the_card_gives_the_count_and_the_warning() -> None:
     config = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=64)
-    heavy = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01)
+    heavy = Calibration.from_normal_scores(HEAVY_TAILED, target_fpr=0.01, fit=FIT)
     card = str(model_card(config.replace(calibration=heavy), decoder_parameters=1))
     assert "2 of those 21 images score above it." in card
     assert f"**Warning:** {heavy.tail_warning()}." in card
-    quiet = Calibration.from_normal_scores(HEAVY_TAILED[:19], target_fpr=0.01)
+    quiet = Calibration.from_normal_scores(HEAVY_TAILED[:19], target_fpr=0.01, fit=FIT)
     card = str(model_card(config.replace(calibration=quiet), decoder_parameters=1))
     assert f"{quiet.num_above} of those 19 images score above it." in card
     assert "Warning" not in card
@@ -115,7 +123,12 @@ def test_the_card_gives_the_count_and_the_warning() -> None:
 @pytest.fixture
 def trained() -> HFR:
     model = tiny_model()
-    fit(model, synthetic_images(12), TrainConfig(epochs=1, batch_size=4), progress=False)
+    fit(
+        model,
+        synthetic_images(12),
+        TrainConfig(epochs=1, batch_size=4, threshold_fit=FIT),
+        progress=False,
+    )
     return model
 
 
@@ -135,7 +148,7 @@ def test_recalibrating_on_a_heavy_tail_logs_the_warning(
     assert math.isclose(
         calibration.threshold,
         Calibration.from_normal_scores(
-            np.array([p.score for p in trained.predict(images)]), target_fpr=0.01
+            np.array([p.score for p in trained.predict(images)]), target_fpr=0.01, fit=FIT
         ).threshold,
         rel_tol=1e-5,
     )

@@ -74,7 +74,7 @@ def test_unreadable_files_are_config_errors(tmp_path: Path, content: bytes, mess
 def test_round_trip_and_configs_of_earlier_versions(tmp_path: Path) -> None:
     config = HFRConfig.from_dict(GOOD)
     assert config.to_dict() == GOOD
-    assert GOOD["format_version"] == 2 and GOOD["hfr_version"] == hfr.__version__
+    assert GOOD["format_version"] == 3 and GOOD["hfr_version"] == hfr.__version__
     legacy = {**as_format_1(GOOD), "input_size": 64}  # written before the typed config
     assert HFRConfig.from_dict(legacy) == config.replace(hfr_version=None)
     del legacy["feature_location"]

@@ -218,7 +218,7 @@ def test_config_describes_encoder_preprocessing_and_calibration(model: HFR, tmp_
     assert config["encoder_fingerprint"] == model.config.encoder_fingerprint
     assert config["preprocessing"]["input_size"] == [64, 64]
     assert config["calibration"]["threshold"] == model.config.calibration.threshold
-    assert config["format_version"] == 2 and config["hfr_version"] == hfr.__version__
+    assert config["format_version"] == 3 and config["hfr_version"] == hfr.__version__
 
 
 def _edit_config(folder: Path, **changes) -> None:
@@ -237,7 +237,7 @@ def test_loading_refuses_other_encoder_weights(model: HFR, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"format_version": 99}, "format_version must be 1 or 2"),
+        ({"format_version": 99}, "format_version must be 1 to 3"),
         ({"sigma": -1}, "sigma"),
         ({"preprocessing": {"input_size": [50, 50]}}, "preprocessing must be an object"),
         ({"calibration": {"threshold": "high"}}, "calibration"),
@@ -326,7 +326,14 @@ def test_threshold_rates_on_a_test_split(model: HFR) -> None:
         labels=np.array([0, 0, 1, 1]),
         scores=np.array([t - 1, t + 1, t + 1, t - 1]),
     )
-    assert threshold_rates(model, result) == {"threshold_tpr": 0.5, "threshold_fpr": 0.5}
+    rates = threshold_rates(model, result)
+    assert (rates["threshold_tpr"], rates["threshold_fpr"]) == (0.5, 0.5)
+    # one of two: the exact 95 % interval is 1 - 0.975 ** 0.5 to 0.975 ** 0.5 (Clopper-Pearson)
+    expected = [1 - 0.975**0.5, 0.975**0.5]
+    assert rates["threshold_tpr_interval"] == pytest.approx(expected, rel=1e-9)
+    assert rates["threshold_fpr_interval"] == pytest.approx(expected, rel=1e-9)
+    calibration = model.config.calibration
+    assert rates["guaranteed_fpr"] == (calibration.num_above + 1) / (calibration.num_images + 1)
 
 
 def test_per_defect_image_auroc() -> None:

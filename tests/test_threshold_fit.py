@@ -1,5 +1,6 @@
-"""How the held-out normal scores are read for a target false-alarm rate: by their logarithms
-(the default from 0.17) or as they are (0.3 to 0.16), and what each model records of it."""
+"""How the held-out normal scores are read for a target false-alarm rate: the conformal rank (the
+default from 0.21), by their logarithms (0.17 to 0.20) or as they are (0.3 to 0.16), and what
+each model records of it."""
 
 from __future__ import annotations
 
@@ -37,9 +38,14 @@ def robust_threshold(values: np.ndarray, target_fpr: float) -> float:
     return median + t.ppf(1 - target_fpr, n - 1) * math.sqrt(1 + 1 / n) * 1.4826 * mad
 
 
-def test_the_default_fit_reads_the_logarithms_of_the_scores() -> None:
-    assert DEFAULT_THRESHOLD_FIT == "lognormal" == TrainConfig().threshold_fit
+def test_the_default_fit_is_the_conformal_rank() -> None:
+    assert DEFAULT_THRESHOLD_FIT == "conformal" == TrainConfig().threshold_fit
     calibration = Calibration.from_normal_scores(SKEWED, target_fpr=0.01)
+    assert (calibration.fit, calibration.threshold) == ("conformal", SKEWED.max())
+
+
+def test_the_lognormal_fit_reads_the_logarithms_of_the_scores() -> None:
+    calibration = Calibration.from_normal_scores(SKEWED, target_fpr=0.01, fit="lognormal")
     assert calibration.fit == "lognormal"
     expected = math.exp(robust_threshold(np.log(SKEWED), 0.01))
     assert calibration.threshold == pytest.approx(expected, rel=1e-12)
@@ -64,7 +70,8 @@ def test_the_lognormal_threshold_sits_higher_the_wider_the_scores_spread() -> No
         """The lognormal threshold's distance above the median over the normal fit's."""
         scores = 10.0 + spread * np.random.default_rng(1).standard_normal(21)
         median = np.median(scores)
-        lognormal = Calibration.from_normal_scores(scores, target_fpr=0.01).threshold
+        lognormal = Calibration.from_normal_scores(scores, target_fpr=0.01, fit="lognormal")
+        lognormal = lognormal.threshold
         normal = Calibration.from_normal_scores(scores, target_fpr=0.01, fit="normal").threshold
         return (lognormal - median) / (normal - median)
 
@@ -76,7 +83,7 @@ def test_the_lognormal_threshold_sits_higher_the_wider_the_scores_spread() -> No
 
 def test_scores_not_above_zero_fall_back_to_the_normal_fit_and_say_so() -> None:
     scores = np.r_[0.0, np.linspace(0.5, 1.5, 20)]
-    calibration = Calibration.from_normal_scores(scores, target_fpr=0.01)
+    calibration = Calibration.from_normal_scores(scores, target_fpr=0.01, fit="lognormal")
     assert calibration.fit == "normal"
     assert calibration.threshold == pytest.approx(robust_threshold(scores, 0.01), rel=1e-12)
     assert "a score not above 0: no logarithm" in calibration.method
@@ -102,7 +109,8 @@ def test_an_unknown_fit_is_refused_everywhere(bad: object) -> None:
 
 def test_a_config_without_a_fit_loads_as_before_and_a_new_one_round_trips() -> None:
     values = Calibration.from_normal_scores(SKEWED, target_fpr=0.01, fit="normal").to_dict()
-    older = {key: value for key, value in values.items() if key != "fit"}  # written by 0.14-0.16
+    written_later = ("fit", "guaranteed_fpr", "fpr_bound", "scores")
+    older = {k: v for k, v in values.items() if k not in written_later}  # written by 0.14-0.16
     config = tiny_model().config.to_dict()
     loaded = HFRConfig.from_dict(as_format_1({**config, "calibration": older})).calibration
     assert loaded.fit is None and loaded.threshold == values["threshold"]
@@ -114,9 +122,12 @@ def test_training_records_the_fit_and_recalibration_keeps_the_models_own(tmp_pat
     images = synthetic_images(12)
     model = tiny_model()
     fit(model, images, CONFIG, progress=False)
-    assert model.config.calibration.fit == "lognormal"
-    assert model.config.training["threshold_fit"] == "lognormal"
-    assert recalibrate(model, images[:6], progress=False).fit == "lognormal"
+    assert model.config.calibration.fit == "conformal"
+    assert model.config.training["threshold_fit"] == "conformal"
+    assert recalibrate(model, images[:6], progress=False).fit == "conformal"
+    assert recalibrate(model, images[:6], threshold_fit="lognormal", progress=False).fit == (
+        "lognormal"
+    )
     assert recalibrate(model, images[:6], threshold_fit="normal", progress=False).fit == "normal"
 
     older = tiny_model()
@@ -132,7 +143,7 @@ def test_training_records_the_fit_and_recalibration_keeps_the_models_own(tmp_pat
 
 
 def test_the_command_line_fit_reaches_training_and_calibrate(tmp_path: Path) -> None:
-    assert train_options().threshold_fit == "lognormal"
+    assert train_options().threshold_fit == "conformal"
     assert train_options("--threshold-fit", "normal").threshold_fit == "normal"
     with pytest.raises(SystemExit):
         train_options("--threshold-fit", "gumbel")

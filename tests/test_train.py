@@ -13,6 +13,7 @@ from conftest import synthetic_images, tiny_model
 from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingCancelled, TrainingDivergedError, TrainingError
 from hfr.scoring.calibration import Calibration
+from hfr.scoring.thresholds import conformal_rank
 from hfr.train import (
     CHECKPOINT_FILE,
     TrainingProgress,
@@ -207,12 +208,15 @@ def test_the_threshold_follows_the_target_false_alarm_rate() -> None:
     fresh = rng.normal(1.0, 0.1, 20_000)
     assert abs((fresh >= strict.threshold).mean() - 0.01) < 0.006
     assert abs((fresh >= loose.threshold).mean() - 0.05) < 0.015
-    assert "1 % of normal images flagged" in strict.method
+    assert strict.fit == "conformal" and "score 398 of 401" in strict.method  # ceil(402 x .99)
     legacy = Calibration.from_normal_scores(normal)  # before 0.3: the outlier sets it
     assert legacy.threshold == 9.0 and (fresh >= legacy.threshold).mean() == 0
     model = tiny_model()
     fit(model, IMAGES, TrainConfig(epochs=1, batch_size=4, target_fpr=0.05), progress=False)
-    assert "5 % of normal images flagged" in model.config.calibration.method
+    calibration = model.config.calibration
+    rank = conformal_rank(calibration.num_images, 0.05)
+    assert calibration.target_fpr == 0.05
+    assert calibration.method.startswith(f"score {rank} of {calibration.num_images} held-out")
     assert model.config.training["target_fpr"] == 0.05
 
 

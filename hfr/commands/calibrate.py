@@ -1,5 +1,5 @@
 """``hfr calibrate``: set a trained model's threshold afresh from normal images it was not
-trained on, and save it."""
+trained on (or add them to those it was calibrated on), and save it."""
 
 from __future__ import annotations
 
@@ -21,14 +21,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         images,
         target_fpr=args.target_fpr,
         threshold_fit=args.threshold_fit,
+        add=args.add,
         batch_size=args.batch_size,
     )
     save_model(model, args.output)
+    recorded = calibration.to_dict()
+    recorded.pop("scores")  # in the saved config.json
     summary = {
         "model": args.model,
         "output": args.output,
         "threshold_before": None if before is None else before.threshold,
-        **calibration.to_dict(),
+        **recorded,
+        "guarantee": calibration.guarantee(),
+        "shortfall": calibration.shortfall(),
         "tail_warning": calibration.tail_warning(),
         "command": args.command_line,
     }

@@ -2,8 +2,9 @@
 
 Every ``config.json`` from 0.1 to 0.19 says ``format_version`` 1 and lacks the keys added after
 it was written; each missing key gets the value such a config always scored with. From 0.20 on,
-configs say ``format_version`` 2 and record the ``hfr_version`` that wrote them, with every key.
-Only this module knows the old forms: the rest of the code sees today's schema.
+configs record the ``hfr_version`` that wrote them, with every key: ``format_version`` 2 (0.20),
+3 (0.21 on: the calibration states the rate it guarantees and keeps its normal scores). Only
+this module knows the old forms: the rest of the code sees today's schema.
 
 Example:
     >>> old = {"format_version": 1, "encoder": "resnet18", "encoder_fingerprint": None,
@@ -11,7 +12,7 @@ Example:
     ...                          "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}}
     >>> new = upgrade(old)
     >>> new["format_version"], new["decoder"], new["sigma"], new["scoring"]["image_score"]
-    (2, 'paper', 4.0, 'max')
+    (3, 'paper', 4.0, 'max')
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from hfr.config.settings import TERMS
 from hfr.errors import ConfigError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Keys a format-1 config may lack, and the values it scored with: the paper's decoder, sigma
 # and scoring (before 0.3 every model scored so), stage features, stretched images.
 _FORMAT_1_DEFAULTS = {
@@ -61,6 +62,8 @@ _PAPER_SCORING = {
     "colour_distance": "mahalanobis",
 }
 _CALIBRATION_ADDED = {"target_fpr": None, "num_above": None, "fit": None}
+# Added in format 3; the guaranteed rate and its bound follow from the count above (when known).
+_CALIBRATION_ADDED_3 = ("guaranteed_fpr", "fpr_bound", "scores")
 # The patch memory's coreset share in models whose training record has no memory_fraction.
 LEGACY_MEMORY_FRACTION = 0.01
 
@@ -73,16 +76,40 @@ def upgrade(data: object) -> dict[str, Any]:
     version = data.get("format_version")
     if version == FORMAT_VERSION:
         return dict(data)
-    if version != 1 or isinstance(version, bool):
+    if version not in (1, 2) or isinstance(version, bool):
         raise ConfigError(
-            f"format_version must be 1 or {FORMAT_VERSION} (this hfr reads formats up to "
+            f"format_version must be 1 to {FORMAT_VERSION} (this hfr reads formats up to "
             f"{FORMAT_VERSION}; upgrade hfr for others), got {version!r}"
         )
+    values = _upgrade_format_1(data) if version == 1 else dict(data)
+    values["format_version"] = FORMAT_VERSION
+    calibration = values.get("calibration")
+    if isinstance(calibration, Mapping):
+        values["calibration"] = _with_guarantee(calibration)
+    return values
+
+
+def _with_guarantee(calibration: Mapping[str, Any]) -> dict[str, Any]:
+    """A calibration of format 1 or 2 with the format-3 keys: no scores, and the rate its
+    threshold guarantees where the count above it was recorded (0.14 on)."""
+    from hfr.scoring.thresholds import fpr_bound, guaranteed_fpr
+
+    values = {**dict.fromkeys(_CALIBRATION_ADDED_3), **calibration}
+    count, above = values.get("num_images"), values.get("num_above")
+    counted = all(isinstance(v, int) and not isinstance(v, bool) for v in (count, above))
+    if counted and 0 <= above <= count and count >= 2:
+        values["guaranteed_fpr"] = guaranteed_fpr(count, above)
+        values["fpr_bound"] = fpr_bound(count, above)
+    return values
+
+
+def _upgrade_format_1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A format-1 config (0.1-0.19) with every key format 2 has."""
     required = ("encoder", "encoder_fingerprint", "preprocessing")
     missing = [key for key in required if key not in data]
     if missing:
         raise ConfigError(f"the config must be an HFR config with keys {list(required)}")
-    values = {**_FORMAT_1_DEFAULTS, **data, "format_version": FORMAT_VERSION}
+    values = {**_FORMAT_1_DEFAULTS, **data}
     _drop_input_size(values)
     preprocessing = values["preprocessing"]
     if isinstance(preprocessing, Mapping):

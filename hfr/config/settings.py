@@ -235,10 +235,11 @@ class TrainConfig:
     ``MIN_STEPS`` SGD steps in that many (:func:`default_epochs`). The loss of each level mixes
     the mean residual of all pixels (the paper's, eq. 7-8) with weight ``1 - hard_weight`` and
     the mean of the hardest ``hard_fraction`` of the batch's pixels with ``hard_weight``.
-    ``target_fpr`` is the share of normal images the verdict may flag, estimated from the
-    held-out normal scores read as ``threshold_fit`` says (``None``: mean + 3 std, at least the
-    maximum). ``precision`` is that of the decoder's training steps; ``"auto"`` is bf16 where
-    the device computes it natively (:func:`hfr.device.training_precision`). Scoring runs in
+    ``target_fpr`` is the share of normal images the verdict may flag, read from the held-out
+    normal scores as ``threshold_fit`` says: guaranteed by the conformal rule where they are
+    enough, estimated by the fits (``None``: mean + 3 std, at least the maximum).
+    ``precision`` is that of the decoder's training steps; ``"auto"`` is bf16 where the device
+    computes it natively (:func:`hfr.device.training_precision`). Scoring runs in
     fp32 on CPU and in bf16 autocast on CUDA, whatever the training precision.
     """
 
@@ -287,8 +288,9 @@ class TrainConfig:
     threshold_fit: str = setting(
         DEFAULT_THRESHOLD_FIT,
         "--threshold-fit",
-        "read the held-out normal scores for --target-fpr by their logarithms (lognormal) or "
-        "as they are (normal)",
+        "how the threshold is read from the held-out normal scores: conformal guarantees "
+        "--target-fpr (or the lowest rate the held-out images can), lognormal and normal "
+        "estimate it by a robust fit",
         choices=THRESHOLD_FITS,
     )
     precision: str = setting(

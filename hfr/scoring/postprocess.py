@@ -92,7 +92,7 @@ def to_predictions(
             Prediction(
                 score=float(scores[i]),
                 normalized_score=normalized_score,
-                is_anomalous=None if normalized_score is None else normalized_score >= threshold,
+                is_anomalous=None if normalized_score is None else normalized_score > threshold,
                 threshold=None if calibration is None else threshold,
                 anomaly_map=maps[i].cpu().numpy(),
                 normalized_map=None

@@ -1,11 +1,12 @@
 """The demo's event handlers, apart from its page: analyse uploads with a chosen model, redraw
-for the sliders, train a model on uploaded normal images (queued, cancellable), publish it."""
+for the sliders, add an image the user knows is normal to the model's calibration (this browser
+tab's), train a model on uploaded normal images (queued, cancellable), publish it."""
 
 from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -14,10 +15,11 @@ from huggingface_hub.errors import HfHubHTTPError
 from hfr.config import AUTO
 from hfr.device import auto_device
 from hfr.errors import HFRError, TrainingCancelled
+from hfr.scoring.calibration import Calibration
 from hfr.scoring.terms.position import ALIGNED_WEIGHT
 from hfr.serving import studio
 from hfr.serving.catalog import ModelCache, ModelEntry
-from hfr.serving.results import Result, render
+from hfr.serving.results import Result, render, verdict
 from hfr.serving.runtime import CACHES, MALLOC, run_model, run_training
 from hfr.serving.training import TRAINING_RUNS, TrainingReporter, score_histogram, training_summary
 from hfr.uploads import UploadLimits, read_uploads
@@ -36,6 +38,24 @@ POSITION_CHOICES = {
 TRAINED_RUNS_KEPT = 16
 TRAINED = "trained here"
 TRAINING_INPUTS = 8  # files, name, encoder, epochs, position, good, defective, model entries
+
+
+@dataclass(frozen=True)
+class TabCalibration:
+    """A model's calibration as one browser tab changed it, and the images marked normal there."""
+
+    calibration: Calibration
+    added: tuple[str, ...] = ()
+
+
+def threshold_note(label: str, calibration: Calibration | None, changed_here: bool) -> str:
+    """A sentence on the false-alarm rate the threshold of model ``label`` guarantees, and on
+    how many more normal images would reach its target."""
+    guarantee = calibration and calibration.guarantee()
+    if not guarantee:
+        return f"The threshold of {label} states no guarantee (calibrated before hfr 0.14)."
+    where = " (recalibrated in this tab)" if changed_here else ""
+    return f"False alarms of {label}{where}: {guarantee}."
 
 
 def upload_paths(files) -> list[str]:
@@ -60,9 +80,11 @@ class DemoHandlers:
         self.encoders = studio.available_encoders()
 
     def analyze(
-        self, files, model_label, entries, threshold, opacity, show_levels, progress=gr.Progress()
-    ):
-        """Score the uploaded images and draw their overlays."""
+        self, files, model_label, entries, calibrations, threshold, opacity, show_levels,
+        progress=gr.Progress(),
+    ):  # fmt: skip
+        """Score the uploaded images, with this tab's calibration of the model where it has
+        one, and draw their overlays."""
         if not files:
             raise gr.Error("Upload one or more images first.", print_exception=False)
         entry = next((e for e in entries if e.label == model_label), None)
@@ -78,16 +100,67 @@ class DemoHandlers:
         loading = "Scoring ..." if entry.source in self.cache else f"Loading {entry.label} ..."
         progress(0.1, desc=loading)
         began = time.perf_counter()
-        predictions, raw_threshold, device = run_model(self.cache_name, entry, uploads.pixels)
+        own = calibrations.get(entry.label)
+        predictions, calibration, device = run_model(
+            self.cache_name, entry, uploads.pixels, own and own.calibration
+        )
         seconds = time.perf_counter() - began
         pairs = list(zip(uploads.images, predictions, strict=True))
-        results = [Result.of(name, rgb, p, raw_threshold / 3) for (name, rgb), p in pairs]
+        results = [
+            Result.of(name, rgb, p, calibration.threshold / 3, model=entry.label)
+            for (name, rgb), p in pairs
+        ]
         notices += [f"`{name}`: {note}." for (name, _), p in pairs for note in p.notes]
         results.sort(key=lambda r: r.normalized_score, reverse=True)
         notices.append(f"{len(results)} image(s) analysed in {seconds:.2f} s on {device}.")
+        notices.append(threshold_note(entry.label, calibration, own is not None))
         shown = render(results, threshold, opacity, show_levels, self.csv_dir)
         MALLOC.trim()
         return (results, *shown, "\n\n".join(notices))
+
+    def mark_normal(
+        self, name, results, entries, calibrations, threshold, opacity, show_levels
+    ) -> tuple:
+        """Add the analysed image ``name``, which the user knows is normal, to the normal images
+        the model that scored it was calibrated on (for this browser tab only), recalibrate,
+        redraw the results with the new threshold, and save the recalibrated model to download
+        or push."""
+        result = next((r for r in results if r.name == name), None)
+        if result is None:
+            raise gr.Error(
+                "Analyse images, then pick the one that is normal.", print_exception=False
+            )
+        entry = next((e for e in entries if e.label == result.model), None)
+        if entry is None:
+            raise gr.Error(f"{result.model} is no longer listed.", print_exception=False)
+        model = self.cache.get(entry.source)
+        own = calibrations.get(entry.label) or TabCalibration(model.config.calibration)
+        if name in own.added:
+            raise gr.Error(f"`{name}` is already among the normal images.", print_exception=False)
+        try:
+            after = own.calibration.with_scores([result.score])
+        except HFRError as error:
+            raise gr.Error(f"Cannot add it: {error}", print_exception=False) from error
+        calibrations = {**calibrations, entry.label: TabCalibration(after, (*own.added, name))}
+        updated = [r.recalibrated(own.calibration, after) for r in results]
+        changed = sum(
+            verdict(old, threshold) != verdict(new, threshold)
+            for old, new in zip(results, updated, strict=True)
+        )
+        folder, archive = studio.save_recalibrated(model, after, entry.label, self.trained_root)
+        marked = next(r for r in updated if r.name == name)
+        status = (
+            f"Added `{name}` (now {marked.normalized_score:.3f}, {verdict(marked, threshold)}) "
+            f"to the normal images of {entry.label}: its threshold moved from "
+            f"{own.calibration.threshold:.4g} to {after.threshold:.4g} (raw score), and "
+            f"{changed} of the {len(updated)} images on screen changed verdict. "
+            + threshold_note(entry.label, after, True)
+            + " Download it below, or push it from the *Train your own* tab."
+        )
+        results = updated
+        shown = render(results, threshold, opacity, show_levels, self.csv_dir)
+        download = gr.update(value=str(archive), visible=True)
+        return (calibrations, results, *shown, status, download, str(folder))
 
     def redraw(self, results, threshold, opacity, show_levels):
         """Draw the kept results again for new slider values."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hfr.scoring.calibration import Calibration
 from hfr.scoring.postprocess import Prediction
 from hfr.serving.viz import colormap, overlay
 
@@ -37,9 +38,18 @@ class Result:
     normalized_map: np.ndarray
     level_maps: list[np.ndarray]
     level_scale: float
+    model: str = ""  # the label of the model that scored it
 
     @classmethod
-    def of(cls, name: str, image: np.ndarray, prediction: Prediction, level_scale: float) -> Result:
+    def of(
+        cls,
+        name: str,
+        image: np.ndarray,
+        prediction: Prediction,
+        level_scale: float,
+        *,
+        model: str = "",
+    ) -> Result:
         step = max(1, -(-max(image.shape[:2]) // LEVEL_MAP_SIDE))  # the residuals are coarse
         return cls(
             name,
@@ -49,6 +59,18 @@ class Result:
             converted(prediction.normalized_map, torch.float16),
             [converted(level[::step, ::step], torch.float16) for level in prediction.level_maps],
             level_scale,
+            model,
+        )
+
+    def recalibrated(self, before: Calibration, after: Calibration) -> Result:
+        """This result under the calibration ``after`` instead of ``before``: its normalised
+        score from the raw one, its normalised map through the raw map ``before`` implies."""
+        normalized = torch.from_numpy(self.normalized_map.astype(np.float32))
+        raw = before.threshold + before.scale * torch.logit(normalized, eps=1e-6)
+        return replace(
+            self,
+            normalized_score=float(after.normalize(torch.tensor(self.score, dtype=torch.float64))),
+            normalized_map=converted(after.normalize(raw).numpy(), torch.float16),
         )
 
 
@@ -98,7 +120,7 @@ def render(
 
 
 def verdict(result: Result, threshold: float) -> str:
-    return "ANOMALOUS" if result.normalized_score >= threshold else "normal"
+    return "ANOMALOUS" if result.normalized_score > threshold else "normal"
 
 
 def caption(result: Result, threshold: float) -> str:

@@ -18,6 +18,7 @@ from hfr.config import ModelSettings
 from hfr.device import auto_device
 from hfr.errors import HFRError
 from hfr.progress import ProgressCallback
+from hfr.scoring.calibration import Calibration
 from hfr.scoring.postprocess import Prediction
 from hfr.serving import studio
 from hfr.serving.catalog import ModelCache, ModelEntry
@@ -42,16 +43,22 @@ def gpu(duration: int):
 
 @gpu(duration=60)
 def run_model(
-    cache_name: str, entry: ModelEntry, images: list[np.ndarray]
-) -> tuple[list[Prediction], float, str]:
-    """Load the model (once, cached) and score: the only GPU work.
+    cache_name: str,
+    entry: ModelEntry,
+    images: list[np.ndarray],
+    calibration: Calibration | None = None,
+) -> tuple[list[Prediction], Calibration, str]:
+    """Load the model (once, cached) and score, with ``calibration`` instead of the model's
+    own when given (this browser tab's): the only GPU work.
 
-    Returns the predictions, the calibrated raw threshold and the device used.
+    Returns the predictions, the calibration they used and the device.
     """
     try:
         model = CACHES[cache_name].get(entry.source)
     except HFRError as error:
         raise gr.Error(f"Could not load {entry.label}: {error}", print_exception=False) from error
+    if calibration is not None:
+        model = model.with_calibration(calibration)
     calibration = model.config.calibration
     if calibration is None:
         raise gr.Error(
@@ -63,7 +70,7 @@ def run_model(
         raise gr.Error(
             f"{entry.label} could not score these images: {error}", print_exception=False
         ) from error
-    return predictions, calibration.threshold, str(model.device)
+    return predictions, calibration, str(model.device)
 
 
 @gpu(duration=TRAIN_GPU_SECONDS)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from huggingface_hub import HfApi
 
+from hfr.calibrate import THRESHOLD_RESULTS
 from hfr.config import HFRConfig, Preprocessing, TrainConfig
 from hfr.data import GOOD, AnomalyDataset, TestSample
 from hfr.errors import EncoderWeightsError, HFRError, TrainingError
@@ -29,6 +30,7 @@ from hfr.model import HFR
 from hfr.network.encoder import resolve_weights_file
 from hfr.pipeline import ModelSettings, RunOptions, save_model, train_category
 from hfr.preprocessing import ENLARGEMENT_NOTE_FACTOR, enlargement_notes
+from hfr.scoring.calibration import Calibration
 from hfr.train import ProgressCallback, TrainingProgress
 
 COMMAND = "trained in the HFR demo app (Train your own)"
@@ -190,7 +192,7 @@ def train_uploaded(
             f"upload at least {MIN_NORMAL_IMAGES} normal images (got {len(normal)}); "
             "50 or more give a steadier model"
         )
-    run_folder = output_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns()}"
+    run_folder = _new_run_folder(output_root)
     folder = run_folder / f"hfr-{name}"
     test = [TestSample(image, 0, GOOD) for image in test_good]
     test += [TestSample(image, 1, DEFECTIVE) for image in test_defective]
@@ -221,6 +223,31 @@ def train_uploaded(
     seconds = time.perf_counter() - began
     notes = enlargement_summary(normal, model.config.preprocessing)
     return TrainedModel(name, folder, archive, model.config, seconds, scores, labels, notes)
+
+
+def save_recalibrated(
+    model: HFR, calibration: Calibration, label: str, output_root: Path
+) -> tuple[Path, Path]:
+    """Save ``model`` with the ``calibration`` made in the app as ``hfr-<name>`` in a new run
+    folder under ``output_root``, the name taken from its catalogue ``label``, and zip it; the
+    verdict rates measured with its old threshold are dropped. Returns the folder and the zip.
+    """
+    name = model_name(label.split(" (", 1)[0].removeprefix("hfr-")[:MAX_NAME_LENGTH])
+    folder = _new_run_folder(output_root) / f"hfr-{name}"
+    evaluation = {
+        key: value
+        for key, value in (model.config.evaluation or {}).items()
+        if key not in THRESHOLD_RESULTS
+    }
+    recalibrated = model.with_calibration(calibration)
+    recalibrated.config = recalibrated.config.replace(evaluation=evaluation or None)
+    save_model(recalibrated, folder, repo_id=f"<your-user>/hfr-{name}")
+    return folder, archive_model(folder, folder.with_suffix(".zip"))
+
+
+def _new_run_folder(output_root: Path) -> Path:
+    """A folder name under ``output_root`` no other run has (created by the first save)."""
+    return output_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns()}"
 
 
 def enlargement_summary(

@@ -93,6 +93,9 @@ def training_summary(trained: studio.TrainedModel, notices: list[str]) -> str:
     ]
     if flagged:
         lines.append("Flagged at the calibrated threshold (0.5): " + ", ".join(flagged) + ".")
+    guarantee = calibration.guarantee()
+    if guarantee:
+        lines.append(f"False alarms: {guarantee}.")
     warning = calibration.tail_warning()
     if warning:
         lines.append(f"Warning: {warning[0].upper()}{warning[1:]}.")

@@ -245,7 +245,7 @@ def test_memory_study_reproduces_the_model_with_its_own_memory(
     record, config = widget_study(
         "memory_study", widget, tmp_path / "memory.json",
         "--fractions", f"{DEFAULT_MEMORY_FRACTION},0.5", "--shares", "0,0.5",
-        "--threshold-fits", "lognormal,normal",
+        "--threshold-fits", "conformal,lognormal",
     )  # fmt: skip
     assert config["training"]["memory_fraction"] == DEFAULT_MEMORY_FRACTION
     rows = record["results"]
@@ -256,13 +256,13 @@ def test_memory_study_reproduces_the_model_with_its_own_memory(
     # the model's own fraction without colour: its own memory, rebuilt, and its own threshold
     assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
     assert own["held_out_above_threshold"] == config["calibration"]["num_above"]
-    assert coloured["threshold"] != pytest.approx(own["threshold"], rel=1e-3)
+    assert coloured["threshold"] != own["threshold"]
     # the model's own fit gives its own threshold; the other fit sets another from the same scores
-    assert config["calibration"]["fit"] == "lognormal"
+    assert config["calibration"]["fit"] == "conformal"
     by_fit = own["verdict_by_fit"]
-    assert by_fit["lognormal"]["threshold"] == pytest.approx(own["threshold"], rel=1e-9)
-    assert by_fit["lognormal"]["threshold_tpr"] == own["threshold_tpr"]
-    assert by_fit["normal"]["threshold"] < by_fit["lognormal"]["threshold"]
+    assert by_fit["conformal"]["threshold"] == pytest.approx(own["threshold"], rel=1e-9)
+    assert by_fit["conformal"]["threshold_tpr"] == own["threshold_tpr"]
+    assert by_fit["lognormal"]["threshold"] != pytest.approx(own["threshold"], rel=1e-3)
     cells = record["num_training_cells"]
     assert larger["memory_size"] == round(0.5 * cells) > own["memory_size"]
     assert record["num_training_images"] + record["num_held_out_normal"] == 12
