@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binom
 
-from hfr import HFR
+from hfr import HFR, metrics
 from hfr.cli import main as hfr_main
 from hfr.data import load_mvtec
 from hfr.metrics import binomial_interval
@@ -46,6 +46,7 @@ def trained_model(args: argparse.Namespace, category: str, backbone: str, seed: 
         encoder, weights = BACKBONES[backbone]
         argv = ["-q", "train", "--data", args.data, "--category", category, "--encoder"]
         argv += [encoder, "--encoder-weights", weights, "--seed", str(seed)]
+        argv += ["--calibration-fraction", str(args.calibration_fraction)]
         if hfr_main([*argv, "--output", str(folder)]) != 0:
             raise SystemExit(f"training {backbone} {category} seed {seed} failed")
     return HFR.from_pretrained(folder)
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace, category: str, backbone: str, seed: int) -> di
     scores = np.array([p.score for p in model.predict([s.image for s in test])])
     labels = np.array([s.label for s in test])
     row = {"category": category, "backbone": backbone, "seed": seed, "held_out": held_out.size}
+    row["image_auroc"] = metrics.image_auroc(labels, scores)
     for rule in RULES:
         calibration = Calibration.from_normal_scores(held_out, target_fpr=args.target_fpr, fit=rule)
         flagged = scores > calibration.threshold
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbones", default=",".join(BACKBONES))
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--target-fpr", type=float, default=0.01)
+    parser.add_argument("--calibration-fraction", type=float, default=0.1)
     parser.add_argument("--models-dir", required=True, help="where the trained models go")
     parser.add_argument("--output", required=True, help="folder for runs.json, summary.*")
     args = parser.parse_args(argv)

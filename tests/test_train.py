@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, tiny_model
+from conftest import synthetic_images, tiny_model, train_options
 
 from hfr.config import TrainConfig, default_epochs
 from hfr.errors import TrainingCancelled, TrainingDivergedError, TrainingError
@@ -254,3 +254,12 @@ def test_unset_epochs_are_chosen_from_the_training_set_and_recorded(monkeypatch)
     assert model.config.training["epochs"] == 4
     result = fit(tiny_model(), IMAGES, TrainConfig(epochs=3, batch_size=4), progress=False)
     assert len(result.losses) == 3  # a number is kept as given
+
+
+def test_the_held_out_share_is_a_setting_of_hfr_train() -> None:
+    assert train_options().calibration_fraction == 0.1
+    assert train_options("--calibration-fraction", "0.25").calibration_fraction == 0.25
+    with pytest.raises(SystemExit):
+        train_options("--calibration-fraction", "many")
+    with pytest.raises(TrainingError, match="calibration_fraction"):
+        TrainConfig(calibration_fraction=1.5)

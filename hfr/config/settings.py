@@ -255,7 +255,13 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     seed: int = setting(0, "--seed", "split and init seed", parse=int)
-    calibration_fraction: float = 0.1
+    calibration_fraction: float = setting(
+        0.1,
+        "--calibration-fraction",
+        "share of the normal images held out to set the threshold (at least 2, and 5 from 20 "
+        "images on); more held-out images lower the false-alarm rate it can guarantee",
+        parse=float,
+    )
     cache_features: bool = setting(
         True, "--no-feature-cache", "re-encode the images every epoch", negated=True
     )
