@@ -136,6 +136,8 @@ def recalibrate(
     images = list(images)
     if not add:
         check_count(len(images))
+    elif not images:
+        raise TrainingError("give at least one normal image to add")
     residuals, terms = held_out_maps(model, images, batch_size, progress, ignore_progress)
     scored = model.config.replace(scoring=measured_scales(model.config.scoring, residuals, terms))
     scores = image_scores(model, scored, residuals, terms)

@@ -182,8 +182,8 @@ class HFR(
 
     def with_calibration(self, calibration: Calibration) -> HFR:
         """This model with another calibration (threshold and normalisation): a view that
-        shares the network and the scorer, so that several calibrations of one loaded model
-        cost no memory.
+        shares the network and the scorer (changing its modules changes this model's), so that
+        several calibrations of one loaded model cost no memory.
 
         Example:
             >>> strict = model.with_calibration(other_calibration)  # doctest: +SKIP

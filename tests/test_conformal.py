@@ -201,3 +201,7 @@ def test_adding_to_a_model_without_recorded_scores_is_refused_before_scoring(
     with pytest.raises(TrainingError, match="recalibrate it from normal images"):
         recalibrate(model, ["not even an image"], add=True, progress=False)
     assert model.config.calibration == calibration
+    trained = tiny_model()
+    fit(trained, synthetic_images(12), TrainConfig(epochs=1, batch_size=4), progress=False)
+    with pytest.raises(TrainingError, match="at least one normal image to add"):
+        recalibrate(trained, [], add=True, progress=False)

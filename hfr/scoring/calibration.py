@@ -73,8 +73,14 @@ def _check_scores(scores: object, count: int) -> None:
 
 
 def _percent(rate: float) -> str:
-    """A rate as a percentage with two significant digits: ``0.0455`` -> ``"4.5 %"``."""
-    return f"{100 * rate:.2g} %"
+    """A rate as a percentage, two significant digits below 10 %, whole above.
+
+    Example:
+        >>> _percent(0.04545), _percent(0.1038), _percent(1.0)
+        ('4.5 %', '10 %', '100 %')
+    """
+    value = 100 * rate
+    return f"{value:.2g} %" if value < 10 else f"{value:.0f} %"
 
 
 def check_count(count: int) -> None:
@@ -146,9 +152,10 @@ class Calibration:
         source: str = HELD_OUT_SOURCE,
     ) -> Calibration:
         """The threshold from normal scores. With ``target_fpr``: ``fit="conformal"`` takes the
-        score of rank :func:`conformal_rank` (the target guaranteed, or the lowest rate these
-        scores can guarantee); ``"lognormal"`` and ``"normal"`` estimate the score that share of
-        normal images exceeds with :func:`robust_quantile`, of the logarithms (falling back to
+        score of rank :func:`~hfr.scoring.thresholds.conformal_rank` (the target guaranteed,
+        or the lowest rate these scores can guarantee); ``"lognormal"`` and ``"normal"``
+        estimate the score that share of normal images exceeds with
+        :func:`~hfr.scoring.thresholds.robust_quantile`, of the logarithms (falling back to
         ``"normal"``, recorded in ``fit``, when a score is not above 0) or of the scores.
         Without: mean + ``sigmas`` standard deviations, at least the maximum (before 0.3).
         Every rule records the rate its threshold guarantees and the scores.

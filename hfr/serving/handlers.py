@@ -133,7 +133,12 @@ class DemoHandlers:
         entry = next((e for e in entries if e.label == result.model), None)
         if entry is None:
             raise gr.Error(f"{result.model} is no longer listed.", print_exception=False)
-        model = self.cache.get(entry.source)
+        try:
+            model = self.cache.get(entry.source)
+        except HFRError as error:
+            raise gr.Error(
+                f"Could not load {entry.label}: {error}", print_exception=False
+            ) from error
         own = calibrations.get(entry.label) or TabCalibration(model.config.calibration)
         if name in own.added:
             raise gr.Error(f"`{name}` is already among the normal images.", print_exception=False)
