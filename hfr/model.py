@@ -298,11 +298,12 @@ class HFR(
             >>> model = HFR.from_pretrained("models/bottle", map_location="cuda")  # doctest: +SKIP
         """
         source = hub.resolve_model_id(str(pretrained_model_name_or_path))
+        offline = not Path(source).is_dir() and not hub.hub_reachable()  # a folder needs no Hub
         options = {
             "revision": revision,
             "cache_dir": cache_dir,
             "force_download": force_download,
-            "local_files_only": local_files_only or not hub.hub_reachable(),
+            "local_files_only": local_files_only or offline,
             "token": token,
         }
         config = read_config(hub.download(source, CONFIG_FILE, **options))

@@ -348,3 +348,15 @@ def test_per_defect_image_auroc() -> None:
     )
     table = compute_metrics(result)["per_defect_image_auroc"]
     assert table == {"crack": 1.0, "scratch": 0.5}
+
+
+def test_a_folder_or_bundled_model_loads_without_asking_the_hub(
+    model: HFR, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_network(*args, **kwargs):
+        raise AssertionError("a local model must not probe the Hub")
+
+    monkeypatch.setattr(hfr.hub, "hub_reachable", no_network)
+    model.save_pretrained(tmp_path)
+    assert HFR.from_pretrained(tmp_path).config == model.config
+    assert HFR.from_pretrained("hfr-mvtec-screw-mobilenetv2").config.category == "screw"

@@ -22,6 +22,7 @@ from typing import Any
 
 from hfr.config.settings import TERMS
 from hfr.errors import ConfigError
+from hfr.scoring.thresholds import fpr_bound, guaranteed_fpr
 
 FORMAT_VERSION = 3
 # Keys a format-1 config may lack, and the values it scored with: the paper's decoder, sigma
@@ -92,8 +93,6 @@ def upgrade(data: object) -> dict[str, Any]:
 def _with_guarantee(calibration: Mapping[str, Any]) -> dict[str, Any]:
     """A calibration of format 1 or 2 with the format-3 keys: no scores, and the rate its
     threshold guarantees where the count above it was recorded (0.14 on)."""
-    from hfr.scoring.thresholds import fpr_bound, guaranteed_fpr
-
     values = {**dict.fromkeys(_CALIBRATION_ADDED_3), **calibration}
     count, above = values.get("num_images"), values.get("num_above")
     counted = all(isinstance(v, int) and not isinstance(v, bool) for v in (count, above))
