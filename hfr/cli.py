@@ -21,8 +21,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from hfr import __version__
-from hfr.config.options import AUTO, add_setting_options, image_size, term_weight
+from hfr.config.options import (
+    AUTO,
+    add_setting_options,
+    image_size,
+    term_weight,
+    width_or_full,
+)
 from hfr.config.settings import (
+    DEFAULT_DECODER_WIDTH,
     DEFAULT_INPUT_SIZE,
     DEFAULT_TARGET_FPR,
     TERMS,
@@ -33,6 +40,7 @@ from hfr.errors import HFRError
 from hfr.scoring.calibration import THRESHOLD_FITS
 
 PROTOCOLS = ("mvtec", "mnist", "fashion-mnist", "cifar10")
+PREDICT_BACKENDS = ("torch", "onnxruntime")
 # Option parsers that moved to the settings they parse (0.20), still found here with a warning.
 _MOVED = {"level_weights", "weight_or_auto"}
 
@@ -170,6 +178,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--threshold", type=float, default=0.5, help="on the normalised scale (0.5: calibrated)"
     )
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument(
+        "--backend",
+        choices=PREDICT_BACKENDS,
+        default="torch",
+        help="onnxruntime: run the model exported to ONNX on the CPU (pip install "
+        "'hfr[export]'); --model is then an .onnx file from `hfr export`, or a model that is "
+        "exported first, to OUTPUT/model.onnx",
+    )
     parser.add_argument("--opacity", type=float, default=0.5, help="of the heat map")
     parser.add_argument("--no-overlays", action="store_true")
     parser.add_argument(
@@ -291,6 +307,19 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last tensors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
+    parser.add_argument(
+        "--decoder-width",
+        type=width_or_full,
+        default=DEFAULT_DECODER_WIDTH,
+        metavar="N",
+        help="most channels in a decoder block, or full (default: hfr train's)",
+    )
+    parser.add_argument(
+        "--onnxruntime",
+        action="store_true",
+        help="also time the full pipeline exported to ONNX and run by ONNX Runtime (CPU; "
+        "pip install 'hfr[export]')",
+    )
     for name in TERMS:
         trained = getattr(ModelSettings(), f"{name}_weight")
         parser.add_argument(

@@ -18,6 +18,7 @@ from hfr.extras import require
 from hfr.model import HFR
 
 logger = logging.getLogger(__name__)
+CONFIG_KEY = "hfr_config"  # the ONNX metadata entry that holds config.json's contents
 
 
 class _MapsAndScores(nn.Module):
@@ -60,7 +61,7 @@ def export_onnx(model: HFR, path: str | Path, *, opset: int = 18) -> Path:
     program.save(str(path))
     exported = onnx.load(str(path))
     entry = exported.metadata_props.add()
-    entry.key, entry.value = "hfr_config", json.dumps(model.config.to_dict())
+    entry.key, entry.value = CONFIG_KEY, json.dumps(model.config.to_dict())
     onnx.save(exported, str(path))
     logger.info("wrote %s", path)
     return path

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from safetensors import SafetensorError
@@ -28,15 +27,16 @@ from hfr.config import (
     read_config,
     write_config,
 )
-from hfr.errors import ConfigError, HFRError, ModelFormatError
-from hfr.images import ImageInput, load_rgb, read_image
+from hfr.errors import ConfigError, ModelFormatError
+from hfr.images import ImageInput, load_rgb
 from hfr.network.autoencoder import FeatureAutoencoder
 from hfr.network.decoder import HierarchicalDecoder
 from hfr.network.encoder import FrozenEncoder
-from hfr.preprocessing import content_box, enlargement_notes, to_batch
+from hfr.prediction import is_single_image, predict_images
+from hfr.preprocessing import to_batch
 from hfr.scoring import maps as anomaly
 from hfr.scoring.calibration import Calibration
-from hfr.scoring.postprocess import Prediction, check_threshold, to_predictions
+from hfr.scoring.postprocess import Prediction
 from hfr.scoring.scorer import Scorer
 from hfr.scoring.terms import ScoringTerm
 
@@ -48,6 +48,7 @@ _NETWORK_FIELDS = (
     "encoder_fingerprint",
     "feature_location",
     "decoder",
+    "decoder_width",
 )
 
 
@@ -98,6 +99,7 @@ class HFR(
             config.encoder_weights,
             feature_location=config.feature_location,
             decoder=config.decoder,
+            decoder_width=config.decoder_width,
             fingerprint=config.encoder_fingerprint,
         )
         self.scorer = Scorer()
@@ -227,32 +229,17 @@ class HFR(
             >>> preds[1].is_anomalous, preds[1].anomaly_map.shape  # doctest: +SKIP
             (True, (900, 900))
         """
-        if map_size not in ("original", "input"):
-            raise HFRError(f"map_size must be 'original' or 'input', got {map_size!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise HFRError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        threshold = check_threshold(threshold)
-        items = [images] if _is_single_image(images) else list(images)
         self.eval()
-        predictions: list[Prediction] = []
-        preprocessing = self.config.preprocessing
-        for start in range(0, len(items), batch_size):
-            loaded = [read_image(item) for item in items[start : start + batch_size]]
-            arrays = [image.pixels for image in loaded]
-            output = self(to_batch(arrays, preprocessing, self.device))
-            scored = to_predictions(
-                output,
-                calibration=self.config.calibration,
-                sizes=[a.shape[:2] for a in arrays] if map_size == "original" else None,
-                boxes=[content_box(a.shape[:2], preprocessing) for a in arrays],
-                threshold=threshold,
-                return_level_maps=return_level_maps,
-            )
-            for prediction, image in zip(scored, loaded, strict=True):
-                size = image.pixels.shape[:2]
-                prediction.notes = (*image.notes, *enlargement_notes(size, preprocessing))
-            predictions += scored
-        return predictions
+        return predict_images(
+            self,
+            self.config,
+            [images] if is_single_image(images) else list(images),
+            device=self.device,
+            batch_size=batch_size,
+            threshold=threshold,
+            return_level_maps=return_level_maps,
+            map_size=map_size,
+        )
 
     # --- Hub serialisation: decoder (and the added terms' tensors), strict and pickle-free ---
 
@@ -377,9 +364,3 @@ def _moved_to_scorer(method: str) -> None:
         DeprecationWarning,
         stacklevel=3,
     )
-
-
-def _is_single_image(images: Any) -> bool:
-    if isinstance(images, (str, Path, bytes, bytearray, memoryview, np.ndarray, torch.Tensor)):
-        return True
-    return hasattr(images, "read") or not isinstance(images, Iterable)

@@ -6,6 +6,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -29,6 +30,9 @@ class Timing:
     maps_share_of_full: float
     peak_memory_mb: float
     images_per_second: float
+    decoder_width: int | None = None
+    onnxruntime_ms_per_image: float | None = None
+    onnxruntime_over_encoder: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,8 +84,16 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 @torch.inference_mode()
-def time_pipeline(model: HFR, batch_size: int, *, repeats: int = 5, warmup: int = 2) -> Timing:
-    """Time encoder-only, decoder, maps and the full forward on one random batch."""
+def time_pipeline(
+    model: HFR,
+    batch_size: int,
+    *,
+    repeats: int = 5,
+    warmup: int = 2,
+    onnx_session: Any = None,
+) -> Timing:
+    """Time encoder-only, decoder, maps and the full forward on one random batch, and the
+    full pipeline exported to ``onnx_session`` (an ONNX Runtime session) when given."""
     device = model.device
     size = model.config.preprocessing.input_size
     images = torch.randn(batch_size, 3, *size, device=device)
@@ -102,6 +114,9 @@ def time_pipeline(model: HFR, batch_size: int, *, repeats: int = 5, warmup: int 
         "maps": maps,
         "full": lambda: model(images),
     }
+    if onnx_session is not None:
+        feed = {"images": images.cpu().numpy()}
+        steps["onnxruntime"] = lambda: onnx_session.run(None, feed)
     seconds = interleaved_medians(steps, device, warmup=warmup, repeats=repeats)
     per_image = {k: 1000 * v / batch_size for k, v in seconds.items()}
     return Timing(
@@ -117,4 +132,9 @@ def time_pipeline(model: HFR, batch_size: int, *, repeats: int = 5, warmup: int 
         maps_share_of_full=seconds["maps"] / seconds["full"],
         peak_memory_mb=peak_memory_mb(device),
         images_per_second=batch_size / seconds["full"],
+        decoder_width=model.config.decoder_width,
+        onnxruntime_ms_per_image=per_image.get("onnxruntime"),
+        onnxruntime_over_encoder=(
+            seconds["onnxruntime"] / seconds["encoder"] if onnx_session is not None else None
+        ),
     )

@@ -8,7 +8,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch.nn import functional as F
 
-from hfr.network.decoder import HierarchicalDecoder, upsample2x_nearest
+from hfr.network.decoder import ConvBlock, HierarchicalDecoder, upsample2x_nearest
 from hfr.scoring import maps as anomaly
 
 
@@ -104,11 +104,14 @@ def test_upsampling_copies_exactly_in_both_layouts() -> None:
     assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
 
 
-def test_context_decoder_never_sees_a_cell_through_its_own_context() -> None:
+@pytest.mark.parametrize("width", [None, 6])
+def test_context_decoder_never_sees_a_cell_through_its_own_context(width: int | None) -> None:
     """The blind spot: changing f3 at one cell leaves that cell's context features unchanged
-    and changes those of the cells around it; the fine levels are decoded from the context."""
+    and changes those of the cells around it; the fine levels are decoded from the context.
+    A narrow decoder (``width`` under f3's 16 channels) first projects f3 cell by cell, which
+    keeps the blind spot."""
     torch.manual_seed(0)
-    decoder = HierarchicalDecoder([8, 12, 16], context=True).eval()
+    decoder = HierarchicalDecoder([8, 12, 16], context=True, width=width).eval()
     f3 = torch.randn(2, 16, 7, 7)
     changed = f3.clone()
     changed[:, :, 3, 3] += 5.0
@@ -124,9 +127,40 @@ def test_context_decoder_never_sees_a_cell_through_its_own_context() -> None:
         (2, 16, 7, 7),
     ]
     torch.testing.assert_close(d3, decoder.level3(f3))
-    paper = HierarchicalDecoder([8, 12, 16])
+    paper = HierarchicalDecoder([8, 12, 16], width=width)
     assert set(decoder.state_dict()) > set(paper.state_dict())
     assert not any("ring" in key for key in decoder.state_dict())  # a constant, not a weight
+
+
+def test_decoder_width_caps_the_blocks_and_a_wide_cap_changes_nothing() -> None:
+    """Blocks are at most ``width`` channels wide; a cap at or above every level's channels
+    builds the full-width decoder, tensor for tensor (so earlier weights files still load)."""
+    channels = [16, 32, 96]
+    full = HierarchicalDecoder(channels, context=True).state_dict()
+    wide = HierarchicalDecoder(channels, context=True, width=96).state_dict()
+    assert {k: v.shape for k, v in wide.items()} == {k: v.shape for k, v in full.items()}
+    narrow = HierarchicalDecoder(channels, context=True, width=24)
+    blocks = [m for m in narrow.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert max(min(conv.in_channels, conv.out_channels) for conv in blocks) <= 24
+    assert sum(p.numel() for p in narrow.parameters()) < sum(v.numel() for v in full.values()) / 3
+    outputs = narrow.eval()(torch.randn(2, 96, 4, 4))
+    assert [tuple(d.shape[1:]) for d in outputs] == [(16, 16, 16), (32, 8, 8), (96, 4, 4)]
+
+
+def test_eval_mode_folds_batch_norm_into_the_convolution() -> None:
+    """In eval mode a block is one convolution with its BatchNorm folded in: the same function
+    as convolution, BatchNorm (running statistics) and LeakyReLU applied in turn."""
+    torch.manual_seed(0)
+    block = ConvBlock(6, 5, 3)
+    conv, norm, act = block
+    norm.running_mean.normal_()
+    norm.running_var.uniform_(0.5, 2.0)
+    norm.weight.data.normal_()
+    norm.bias.data.normal_()
+    x = torch.randn(2, 6, 9, 9)
+    block.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), act(norm(conv(x))), rtol=1e-5, atol=1e-5)
 
 
 def test_operators_cached_under_inference_mode_still_serve_training() -> None:

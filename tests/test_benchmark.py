@@ -69,6 +69,7 @@ def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
         sys.executable, "-m", "hfr", "benchmark", "--device", "cpu", "--encoders", "resnet18",
         "--batch-size", "1,2", "--image-size", "64", "--repeats", "1", "--position-weight", "1",
         "--colour-weight", "0.25", "--output", str(output), "--markdown", str(table),
+        "--onnxruntime",
     ]  # fmt: skip
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
     records = json.loads(output.read_text())
@@ -84,4 +85,9 @@ def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
         by_precision = record["train_seconds_per_epoch_by_precision"]
         assert set(by_precision) == {record["train_precision"], "fp32"}
         assert record["train_seconds_per_epoch"] == by_precision[record["train_precision"]] > 0
-    assert "| resnet18 | 2 |" in table.read_text()
+        assert record["decoder_width"] is None  # hfr train's default: full width
+        assert record["onnxruntime_ms_per_image"] > 0
+        assert record["onnxruntime_over_encoder"] == pytest.approx(
+            record["onnxruntime_ms_per_image"] / record["encoder_ms_per_image"]
+        )
+    assert "| resnet18 | full | 2 |" in table.read_text()

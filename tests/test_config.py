@@ -47,6 +47,8 @@ GOOD = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=
         ({"scoring": {**GOOD["scoring"], "level_weights": [1, -1, 1]}}, "level_weights"),
         ({"scoring": {**GOOD["scoring"], "level_weights": [1, "a", 1]}}, "level_weights"),
         ({"decoder": "unet"}, "decoder must be one of"),
+        ({"decoder_width": 0}, "decoder_width must be null or an integer >= 1"),
+        ({"decoder_width": 64.0}, "decoder_width must be null or an integer >= 1"),
     ],
 )
 def test_bad_values_name_the_field(changes: dict, message: str) -> None:
@@ -74,9 +76,9 @@ def test_unreadable_files_are_config_errors(tmp_path: Path, content: bytes, mess
 def test_round_trip_and_configs_of_earlier_versions(tmp_path: Path) -> None:
     config = HFRConfig.from_dict(GOOD)
     assert config.to_dict() == GOOD
-    assert GOOD["format_version"] == 3 and GOOD["hfr_version"] == hfr.__version__
+    assert GOOD["format_version"] == 4 and GOOD["hfr_version"] == hfr.__version__
     legacy = {**as_format_1(GOOD), "input_size": 64}  # written before the typed config
-    assert HFRConfig.from_dict(legacy) == config.replace(hfr_version=None)
+    assert HFRConfig.from_dict(legacy) == config.replace(hfr_version=None, decoder_width=None)
     del legacy["feature_location"]
     assert HFRConfig.from_dict(legacy).feature_location == "stage"
     del legacy["decoder"]  # before 0.6: the paper's decoder

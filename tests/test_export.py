@@ -97,3 +97,80 @@ def test_the_export_command_writes_a_checked_model(
     output = tmp_path / "model.onnx"
     assert main(["export", "--model", str(tmp_path / "model"), "--output", str(output)]) == 0
     assert "max |onnx - torch|" in capsys.readouterr().out and output.stat().st_size
+
+
+@pytest.fixture(scope="module")
+def calibrated() -> torch.nn.Module:
+    from conftest import trained_tiny_model
+
+    return trained_tiny_model(memory_weight=1.0)
+
+
+def test_onnx_runtime_predicts_what_pytorch_predicts(calibrated, tmp_path: Path) -> None:
+    """The exported file predicts on its own (its config travels in it): the same scores,
+    maps and verdicts as the PyTorch model, for images of any size and mode."""
+    from conftest import synthetic_images
+
+    from hfr.onnx_runtime import OnnxModel
+
+    onnx_model = OnnxModel(export_onnx(calibrated, tmp_path / "model.onnx"), threads=1)
+    assert onnx_model.config == calibrated.config
+    images = [*synthetic_images(5, seed=3), np.full((40, 90), 200, np.uint8)]
+    expected = calibrated.predict(images, batch_size=4)
+    got = onnx_model.predict(images, batch_size=4)
+    assert [p.is_anomalous for p in got] == [p.is_anomalous for p in expected]
+    np.testing.assert_allclose(
+        [p.score for p in got], [p.score for p in expected], rtol=1e-5, atol=1e-5
+    )
+    for ours, theirs in zip(got, expected, strict=True):
+        assert ours.anomaly_map.shape == theirs.anomaly_map.shape
+        np.testing.assert_allclose(ours.anomaly_map, theirs.anomaly_map, rtol=1e-4, atol=1e-4)
+        assert ours.notes == theirs.notes
+
+
+def test_the_predict_command_runs_on_onnx_runtime(calibrated, tmp_path: Path) -> None:
+    """``--backend onnxruntime`` exports the model to OUTPUT/model.onnx and scores with it
+    (scores.csv as PyTorch's, to float32 rounding); the written file then serves as --model;
+    an .onnx model without the backend, and a file that is not an hfr export, are refused."""
+    import csv
+
+    from conftest import synthetic_images
+    from PIL import Image
+
+    from hfr.cli import main
+    from hfr.errors import ModelFormatError
+    from hfr.onnx_runtime import OnnxModel
+
+    calibrated.save_pretrained(tmp_path / "model")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, image in enumerate(synthetic_images(4, seed=4)):
+        Image.fromarray(image).save(folder / f"{index}.png")
+
+    def scores(output: Path) -> dict[str, float]:
+        rows = csv.DictReader((output / "scores.csv").open())
+        return {Path(row["image"]).name: float(row["score"]) for row in rows}
+
+    base = ["predict", str(folder), "--no-overlays", "--output"]
+    assert main([*base, str(tmp_path / "torch"), "--model", str(tmp_path / "model")]) == 0
+    onnx_run = [*base, str(tmp_path / "onnx"), "--model", str(tmp_path / "model")]
+    assert main([*onnx_run, "--backend", "onnxruntime"]) == 0
+    exported = tmp_path / "onnx" / "model.onnx"
+    again = [*base, str(tmp_path / "again"), "--model", str(exported), "--backend", "onnxruntime"]
+    assert main(again) == 0
+    expected = scores(tmp_path / "torch")
+    for run in ("onnx", "again"):
+        got = scores(tmp_path / run)
+        assert got.keys() == expected.keys()
+        # float32 rounding of a random-init model's memory search: within 2e-5 of the score
+        assert all(abs(got[name] - expected[name]) <= 2e-5 * expected[name] for name in got)
+    with pytest.raises(SystemExit):
+        main([*base, str(tmp_path / "refused"), "--model", str(exported)])
+    bare = onnx.load(str(exported))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ModelFormatError, match="holds no 'hfr_config' metadata"):
+        OnnxModel(tmp_path / "bare.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelFormatError, match="is not a readable ONNX model"):
+        OnnxModel(tmp_path / "junk.onnx")

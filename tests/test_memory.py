@@ -22,10 +22,17 @@ from safetensors.torch import load_file, save_file
 
 from hfr import HFR
 from hfr.cards import scoring_text
-from hfr.config import Scoring
+from hfr.config import Scoring, TrainConfig
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
 from hfr.scoring import maps as anomaly
-from hfr.scoring.terms.memory import MIN_MEMORY, PatchMemory, greedy_coreset, patch_vectors
+from hfr.scoring.terms.memory import (
+    MIN_MEMORY,
+    SEARCH_CHUNK,
+    PatchMemory,
+    greedy_coreset,
+    kept_vectors,
+    patch_vectors,
+)
 from hfr.train import fit, split_for_calibration
 
 IMAGES, CONFIG = TERM_IMAGES, TERM_CONFIG
@@ -65,6 +72,34 @@ def test_distances_are_those_to_the_nearest_memory_vector() -> None:
         memory.distances(torch.randn(1, 5, 3, 4))
     with pytest.raises(TrainingError, match="one image or more"):
         PatchMemory.from_features([])
+
+
+def test_the_search_runs_in_blocks_and_finds_the_nearest_in_every_block() -> None:
+    """A bank of several search blocks, its nearest rows placed in the last one."""
+    bank = torch.randn(2 * SEARCH_CHUNK + 7, 5) + 50.0
+    queries = torch.randn(4, 5, 2, 2)
+    bank[-4:] = queries.permute(0, 2, 3, 1).reshape(-1, 5)[:4] + 0.5
+    expected = torch.cdist(queries.permute(0, 2, 3, 1).reshape(-1, 5), bank).min(1).values
+    torch.testing.assert_close(
+        PatchMemory(bank).distances(queries), expected.view(4, 2, 2), atol=1e-3, rtol=1e-4
+    )
+
+
+def test_a_memory_beyond_its_limit_keeps_the_limit_from_a_sample_batch_by_batch() -> None:
+    """Below the limit the coreset sees every vector (as before the limit existed); beyond it,
+    the coreset of a seeded sample of limit / fraction vectors, the same in every run."""
+    features = [[None, torch.randn(4, 2, 8, 8), torch.randn(4, 3, 4, 4)] for _ in range(5)]
+    vectors = torch.cat([patch_vectors(f).permute(0, 2, 3, 1).flatten(0, 2) for f in features])
+    small = PatchMemory.from_features(iter(features), fraction=0.25, limit=80, images=20)
+    assert torch.equal(small.bank, kept_vectors(vectors, 0.25))  # 80 of 320: at the limit
+    large = PatchMemory.from_features(iter(features), fraction=0.25, limit=40, images=20)
+    assert 30 <= len(large.bank) <= 40  # a quarter of a ~160-vector sample, at most the limit
+    again = PatchMemory.from_features(features, fraction=0.25, limit=40)
+    assert torch.equal(large.bank, again.bank)
+    rows = {tuple(row.tolist()) for row in vectors}
+    assert all(tuple(row.tolist()) in rows for row in large.bank)
+    with pytest.raises(TrainingError, match="memory_limit must be an integer >= 16"):
+        TrainConfig(memory_limit=8)
 
 
 def test_training_keeps_a_coreset_of_the_training_patches_and_the_map_adds_the_term(

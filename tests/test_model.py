@@ -218,7 +218,7 @@ def test_config_describes_encoder_preprocessing_and_calibration(model: HFR, tmp_
     assert config["encoder_fingerprint"] == model.config.encoder_fingerprint
     assert config["preprocessing"]["input_size"] == [64, 64]
     assert config["calibration"]["threshold"] == model.config.calibration.threshold
-    assert config["format_version"] == 3 and config["hfr_version"] == hfr.__version__
+    assert config["format_version"] == 4 and config["hfr_version"] == hfr.__version__
 
 
 def _edit_config(folder: Path, **changes) -> None:
@@ -237,7 +237,7 @@ def test_loading_refuses_other_encoder_weights(model: HFR, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"format_version": 99}, "format_version must be 1 to 3"),
+        ({"format_version": 99}, "format_version must be 1 to 4"),
         ({"sigma": -1}, "sigma"),
         ({"preprocessing": {"input_size": [50, 50]}}, "preprocessing must be an object"),
         ({"calibration": {"threshold": "high"}}, "calibration"),
@@ -360,3 +360,19 @@ def test_a_folder_or_bundled_model_loads_without_asking_the_hub(
     model.save_pretrained(tmp_path)
     assert HFR.from_pretrained(tmp_path).config == model.config
     assert HFR.from_pretrained("hfr-mvtec-screw-mobilenetv2").config.category == "screw"
+
+
+def test_a_narrow_decoder_saves_loads_and_stays_narrow(tmp_path: Path) -> None:
+    """``decoder_width`` is part of the network: saved in config.json (format 4), rebuilt on
+    load with the same scores, and fixed for the model's life."""
+    model = tiny_model(decoder_width=32)
+    assert max(p.shape[0] for p in model.decoder.level3.parameters()) == 256  # the projection
+    assert model.decoder.level3.convs[1][0].out_channels == 32
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["decoder_width"] == 32
+    loaded = HFR.from_pretrained(tmp_path)
+    images = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(loaded(images).scores, model(images).scores, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"\['decoder_width'\] are fixed by the network"):
+        model.config = model.config.replace(decoder_width=None)
+    assert tiny_model().config.decoder_width is None  # full width by default

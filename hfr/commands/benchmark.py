@@ -20,9 +20,11 @@ import logging
 import math
 import multiprocessing
 import platform
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -85,16 +87,21 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
     weights = {f"{name}_weight": getattr(args, f"{name}_weight") for name in TERMS}
     model = HFR(
-        encoder=encoder, encoder_weights="random", input_size=args.image_size, **weights
+        encoder=encoder,
+        encoder_weights="random",
+        input_size=args.image_size,
+        decoder_width=args.decoder_width,
+        **weights,
     ).to(device)
     add_random_terms(model)
+    session = onnx_session(model, args.threads) if args.onnxruntime else None
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.compile:
         model.forward = torch.compile(model.forward)
     records = []
     for batch_size in args.batch_sizes:
-        timing = time_pipeline(model, batch_size, repeats=args.repeats)
+        timing = time_pipeline(model, batch_size, repeats=args.repeats, onnx_session=session)
         records.append(
             {
                 **timing.to_dict(),
@@ -120,6 +127,19 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
         record["encoder_gflops_per_image"] = round(encoder_gflops, 3)
         record["decoder_gflops_per_image"] = round(decoder_gflops, 3)
     return records
+
+
+def onnx_session(model: HFR, threads: int) -> Any:
+    """An ONNX Runtime session of ``model`` exported to ONNX, on ``threads`` CPU threads."""
+    import onnxruntime
+
+    from hfr.export import export_onnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_onnx(model, Path(folder, "model.onnx"))
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def add_random_terms(model: HFR) -> None:
@@ -163,19 +183,26 @@ def machine(device: str) -> str:
 
 
 def markdown(records: list[dict], command: str, device: str) -> str:
+    onnx = any(r.get("onnxruntime_ms_per_image") is not None for r in records)
     lines = [
-        "| encoder | batch | encoder ms/img | decoder ms/img | maps ms/img | full ms/img | "
-        "full / encoder | maps share | img/s | peak MB | train s/epoch (188 img) | "
-        "decoder / encoder GFLOPs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| encoder | decoder width | batch | encoder ms/img | decoder ms/img | maps ms/img | "
+        "full ms/img | full / encoder | "
+        + ("ONNX Runtime ms/img | ONNX Runtime / encoder | " if onnx else "")
+        + "img/s | peak MB | train s/epoch (188 img) | decoder / encoder GFLOPs |",
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if onnx else "") + "---|---|---|---|",
     ]
     for r in records:
+        ort = (
+            f"{r['onnxruntime_ms_per_image']:.2f} | {r['onnxruntime_over_encoder']:.2f} | "
+            if onnx
+            else ""
+        )
         lines.append(
-            f"| {r['encoder']} | {r['batch_size']} | {r['encoder_ms_per_image']:.2f} | "
+            f"| {r['encoder']} | {r['decoder_width'] or 'full'} | {r['batch_size']} | "
+            f"{r['encoder_ms_per_image']:.2f} | "
             f"{r['decoder_ms_per_image']:.2f} | {r['maps_ms_per_image']:.2f} | "
-            f"{r['full_ms_per_image']:.2f} | {r['full_over_encoder']:.2f} | "
-            f"{100 * r['maps_share_of_full']:.1f}% | {r['images_per_second']:.1f} | "
-            f"{r['peak_memory_mb']:.0f} | "
+            f"{r['full_ms_per_image']:.2f} | {r['full_over_encoder']:.2f} | {ort}"
+            f"{r['images_per_second']:.1f} | {r['peak_memory_mb']:.0f} | "
             f"{r['train_seconds_per_epoch']:.2f} ({r['train_precision']}) | "
             f"{r['decoder_gflops_per_image']:.2f} / {r['encoder_gflops_per_image']:.2f} |"
         )

@@ -4,7 +4,9 @@ process or on Ray (``--ray``); ``--resume`` finishes an interrupted run."""
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -14,12 +16,24 @@ from hfr.serving.outputs import ResultsWriter, csv_row, prediction_row, unique_n
 from hfr.serving.viz import overlay
 from hfr.sources import expand_sources, read_source
 
+if TYPE_CHECKING:
+    from hfr.onnx_runtime import OnnxModel
+
+logger = logging.getLogger(__name__)
+
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     sources = expand_sources(args.inputs)
+    onnx_file = args.model.endswith(".onnx")
+    if onnx_file and args.backend != "onnxruntime":
+        parser.error("an .onnx model runs with --backend onnxruntime")
     if args.ray:
+        if args.backend != "torch":
+            parser.error("--ray runs the PyTorch model: leave --backend at torch")
         return _run_on_ray(args, sources)
-    model = load_model(args.model, args.device)
+    model = (
+        _onnx_model(args) if args.backend == "onnxruntime" else load_model(args.model, args.device)
+    )
     if model.config.calibration is None:
         raise HFRError(f"{args.model} is not calibrated: train it with `hfr train` first")
     names = dict(zip(sources, unique_names([Path(s) for s in sources]), strict=True))
@@ -58,6 +72,26 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 flagged += bool(prediction.is_anomalous)
     _summary(scored, flagged, failed, len(sources) - len(todo), args.output)
     return 0
+
+
+def _onnx_model(args: argparse.Namespace) -> OnnxModel:
+    """``--model`` as an ONNX Runtime model: the .onnx file itself, or the model exported to
+    ``OUTPUT/model.onnx`` first (checked against PyTorch, as ``hfr export`` checks it)."""
+    from hfr.onnx_runtime import OnnxModel
+
+    if args.model.endswith(".onnx"):
+        return OnnxModel(args.model)
+    from hfr.export import export_onnx, max_onnx_difference
+
+    model = load_model(args.model, "cpu")
+    path = Path(args.output, "model.onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, path)
+    difference = max_onnx_difference(model, path)
+    logger.info(
+        "exported to %s; max |onnx - torch| of the scores: %.2e", path, difference["scores"]
+    )
+    return OnnxModel(path)
 
 
 def _run_on_ray(args: argparse.Namespace, sources: list[str]) -> int:

@@ -12,6 +12,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 AUTO = "auto"  # a setting that training decides from the training images
+FULL_WIDTH = "full"  # a decoder whose blocks are as wide as the features they decode
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,20 @@ def term_weight(text: str) -> float:
     if not 0 <= weight < math.inf:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 1: {text!r}")
     return weight
+
+
+def width_or_full(text: str) -> int | None:
+    """``--decoder-width``: a number of channels >= 1, or ``full`` (each level's own width).
+
+    Example:
+        >>> width_or_full("64"), width_or_full("full")
+        (64, None)
+    """
+    if text == FULL_WIDTH:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected {FULL_WIDTH} or a whole number >= 1: {text!r}")
+    return int(text)
 
 
 def weight_or_auto(text: str) -> float | str:

@@ -30,6 +30,7 @@ from hfr.config import compat
 from hfr.config.checks import (
     check,
     exact_keys,
+    is_int,
     is_number,
     optional_object,
     optional_str,
@@ -156,6 +157,7 @@ class HFRConfig:
     encoder_fingerprint: str | None
     feature_location: str
     decoder: str
+    decoder_width: int | None
     preprocessing: Preprocessing
     sigma: float
     scoring: Scoring
@@ -190,6 +192,12 @@ class HFRConfig:
             self.feature_location,
         )
         check(self.decoder in DECODERS, "decoder", f"one of {DECODERS}", self.decoder)
+        check(
+            self.decoder_width is None or (is_int(self.decoder_width) and self.decoder_width >= 1),
+            "decoder_width",
+            "null or an integer >= 1",
+            self.decoder_width,
+        )
         check(
             isinstance(self.preprocessing, Preprocessing),
             "preprocessing",
@@ -273,6 +281,7 @@ class HFRConfig:
             encoder_fingerprint=None,
             feature_location=settings.feature_location,
             decoder=decoder,
+            decoder_width=settings.decoder_width,
             preprocessing=preprocessing,
             sigma=sigma,
             scoring=scoring,

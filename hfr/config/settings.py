@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from hfr.config.checks import is_int, is_number
 from hfr.config.options import (
     AUTO,
+    FULL_WIDTH,
     image_size,
     level_weights,
     setting,
     term_weight,
     weight_or_auto,
+    width_or_full,
 )
 from hfr.errors import TrainingError
 from hfr.scoring.calibration import DEFAULT_THRESHOLD_FIT, THRESHOLD_FITS
@@ -52,6 +54,11 @@ DEFAULT_SCORING = "hfr"
 # That needs a stride-16 map of 4x4 or more: "context" from CONTEXT_MIN_INPUT px a side on.
 DECODERS = ("paper", "context")
 CONTEXT_MIN_INPUT = 64
+# The most channels in a decoder block (hfr.network.decoder.hidden_width); None: each block as
+# wide as the features it decodes. A narrow decoder is cheaper (ResNet18's 2.42 -> 0.61 GFLOPs per
+# 256x256 image at 64) but, over five seeds, width 64 cost EfficientNet-Lite0's screw 0.006 image
+# AUROC and 0.004 AUPRO (research/results/decoder_width_0.22): full width stays the default.
+DEFAULT_DECODER_WIDTH = None
 DEFAULT_SIGMA = 4.0  # the paper's; kept with its decoder
 # The context decoder smooths less: its fine levels are predicted from a 5x5 neighbourhood, so
 # its maps are spread already, and sigma 4 blurred small defects away.
@@ -79,6 +86,12 @@ DEFAULT_MEMORY_POOLING = 1
 # of bottle and screw showed screw's image AUROC and verdict rising from PatchCore's smallest,
 # 1 %, to 5 %, and bottle unmoved (research/notebook.md, "Five seeds: the coreset fraction").
 DEFAULT_MEMORY_FRACTION = 0.05
+# The most patch vectors the memory keeps: its search then costs ~1.5 ms per 256x256 image with
+# MobileNetV2 on 2 CPU threads however large the training set (47 ms at 10,000 images without
+# it), and its coreset is chosen from at most limit / fraction vectors (bottle's and screw's
+# 5 % are 2406 and 3686: the limit leaves them unchanged; research/results/memory_cost_0.22.json).
+DEFAULT_MEMORY_LIMIT = 4096
+MIN_MEMORY = 16  # patch vectors a memory keeps at least, however few the training images
 # How the colour term (terms.colour) measures a cell's colour against the normal ones at that
 # cell: "mahalanobis", the root of the mean over channels of the squared standardised
 # difference (PaDiM's distance), or "squared", that mean itself, whose long tail lets a few
@@ -225,6 +238,15 @@ class ModelSettings:
         f"(default: context from {CONTEXT_MIN_INPUT} px a side, paper below)",
         choices=DECODERS,
     )
+    decoder_width: int | None = setting(
+        DEFAULT_DECODER_WIDTH,
+        "--decoder-width",
+        "most channels in a decoder block: a wide encoder's decoder is then cheaper (ResNet18 "
+        "at 64: a quarter of the GFLOPs), at some accuracy (docs/method.md, 'Decoder width'); "
+        f"{FULL_WIDTH} (default): each block as wide as the features it decodes",
+        parse=width_or_full,
+        metavar="N",
+    )
 
 
 @dataclass(frozen=True)
@@ -291,6 +313,14 @@ class TrainConfig:
         "share of the training images' patch vectors the patch memory keeps",
         parse=float,
     )
+    memory_limit: int = setting(
+        DEFAULT_MEMORY_LIMIT,
+        "--memory-limit",
+        "the most patch vectors the patch memory keeps, so that its search and its coreset "
+        "cost the same however many training images there are (beyond limit / fraction "
+        "vectors, a random sample of that many)",
+        parse=int,
+    )
     threshold_fit: str = setting(
         DEFAULT_THRESHOLD_FIT,
         "--threshold-fit",
@@ -354,6 +384,11 @@ class TrainConfig:
                 "memory_fraction",
                 is_number(self.memory_fraction) and 0 < self.memory_fraction <= 1,
                 "a number in (0, 1]",
+            ),
+            (
+                "memory_limit",
+                is_int(self.memory_limit) and self.memory_limit >= MIN_MEMORY,
+                f"an integer >= {MIN_MEMORY}",
             ),
             (
                 "threshold_fit",

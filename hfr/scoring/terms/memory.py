@@ -5,8 +5,11 @@ cells, or a part bent into a shape the decoder can still continue, leaves small 
 This term asks instead whether any training image held a patch like it, wherever that patch
 was (PatchCore's idea, Roth et al. 2022). Each stride-16 cell is described by its stride-8
 features (pooled to stride 16) and its stride-16 features, a greedy coreset keeps a share of
-the training images' vectors (``TrainConfig.memory_fraction``, 5 % by default), and a cell's
-term is the distance to the nearest one. ``scoring.memory_pooling`` says whether each feature
+the training images' vectors (``TrainConfig.memory_fraction``, 5 % by default) up to a limit
+(``TrainConfig.memory_limit``), and a cell's term is the distance to the nearest one. Beyond the
+limit the coreset is chosen from a seeded random sample of ``limit / fraction`` vectors, as many
+as a training set at the limit has: the memory's search and its coreset then cost the same
+however many training images there are. ``scoring.memory_pooling`` says whether each feature
 is first averaged over its ``k`` x ``k`` neighbourhood: 1 (none, the default) or 3
 (PatchCore's, whose coarser vectors cost bottle's AUPRO). See docs/method.md, "Patch memory".
 """
@@ -21,7 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfr.config import DEFAULT_MEMORY_FRACTION, DEFAULT_MEMORY_POOLING
+from hfr.config import (
+    DEFAULT_MEMORY_FRACTION,
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_MEMORY_POOLING,
+    MIN_MEMORY,
+)
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
 from hfr.scoring.terms.base import TrainingEvidence
 
@@ -30,7 +38,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MIN_MEMORY = 16  # patches kept at least, however few the training images
+SEARCH_CHUNK = 256  # memory rows per block of the nearest-neighbour search
 STATE_PREFIX = "memory."
 STATE_KEY = STATE_PREFIX + "bank"
 
@@ -81,16 +89,52 @@ def greedy_coreset(vectors: torch.Tensor, count: int) -> torch.Tensor:
     return chosen
 
 
-def kept_vectors(vectors: torch.Tensor, fraction: float) -> torch.Tensor:
+def kept_vectors(
+    vectors: torch.Tensor, fraction: float, limit: int = DEFAULT_MEMORY_LIMIT
+) -> torch.Tensor:
     """The rows of ``vectors`` (N, C) a memory keeps: the :func:`greedy_coreset` of
-    ``fraction`` of them, at least ``MIN_MEMORY``.
+    ``fraction`` of them, at least ``MIN_MEMORY`` and at most ``limit``.
 
     Example:
         >>> tuple(kept_vectors(torch.randn(1000, 4), 0.05).shape)
         (50, 4)
     """
-    count = max(MIN_MEMORY, round(fraction * len(vectors)))
+    count = max(MIN_MEMORY, min(limit, round(fraction * len(vectors))))
     return vectors[greedy_coreset(vectors, count)].clone()
+
+
+def sampling_rate(total: int, fraction: float, limit: int) -> float:
+    """The share of ``total`` patch vectors a memory chooses its coreset from: all of them
+    while ``fraction`` of them stays within ``limit``, else ``limit / fraction`` of them.
+
+    Example:
+        >>> sampling_rate(48_128, 0.05, 4096), sampling_rate(163_840, 0.05, 4096)
+        (1.0, 0.5)
+    """
+    return 1.0 if fraction * total <= limit else limit / fraction / total
+
+
+def nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` Euclidean distance of each row of ``queries`` (N, C) to its nearest row of
+    ``bank`` (M, C).
+
+    ``|q - b|^2 = |q|^2 + (|b|^2 - 2 q.b)``: the bracket is one matrix product with the bank's
+    norms as its bias, taken ``SEARCH_CHUNK`` bank rows at a time so that each ``(N, chunk)``
+    block stays in cache; ``|q|^2`` is added after the minimum. The bank's size is fixed, so the
+    loop unrolls into a fixed graph when traced (ONNX export).
+
+    Example:
+        >>> bank = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+        >>> nearest_distances(torch.tensor([[3.0, 3.0], [0.0, 1.0]]), bank).tolist()
+        [1.0, 1.0]
+    """
+    bank_norms = bank.pow(2).sum(1)
+    nearest = None
+    for start in range(0, len(bank), SEARCH_CHUNK):
+        rows = slice(start, start + SEARCH_CHUNK)
+        block = torch.addmm(bank_norms[rows], queries, bank[rows].T, alpha=-2).amin(1)
+        nearest = block if nearest is None else torch.minimum(nearest, block)
+    return (nearest + queries.pow(2).sum(1)).clamp_min(0).sqrt()
 
 
 class PatchMemory(nn.Module):
@@ -119,16 +163,30 @@ class PatchMemory(nn.Module):
         *,
         pooling: int = DEFAULT_MEMORY_POOLING,
         fraction: float = DEFAULT_MEMORY_FRACTION,
+        limit: int = DEFAULT_MEMORY_LIMIT,
+        images: int | None = None,
     ) -> PatchMemory:
-        """The coreset of the patch vectors of normal images, given as batches of encoder
-        features ``[f1, f2, f3]``."""
-        parts = [
-            patch_vectors(levels, pooling).detach().permute(0, 2, 3, 1).flatten(0, 2)
-            for levels in batches
-        ]
+        """The coreset of the patch vectors of ``images`` normal images (``None``: as many as
+        the batches hold, read first), given as batches of encoder features ``[f1, f2, f3]``;
+        beyond ``limit`` kept vectors, of a seeded random sample (:func:`sampling_rate`) taken
+        batch by batch, so the vectors of a large set are never held at once."""
+        batches = iter(batches) if images is not None else list(batches)
+        if images is None:
+            images = sum(len(levels[-1]) for levels in batches)
+        generator = torch.Generator().manual_seed(0)
+        parts, rate = [], 1.0
+        for levels in batches:
+            vectors = patch_vectors(levels, pooling).detach().permute(0, 2, 3, 1).flatten(0, 2)
+            if not parts:
+                total = images * (len(vectors) // max(1, len(levels[-1])))
+                rate = sampling_rate(total, fraction, limit)
+            if rate < 1.0:
+                sampled = torch.rand(len(vectors), generator=generator) < rate
+                vectors = vectors[sampled.to(vectors.device)]
+            parts.append(vectors)
         if not parts or sum(len(part) for part in parts) < 2:
             raise TrainingError("a patch memory needs the features of one image or more")
-        return cls(kept_vectors(torch.cat(parts), fraction), pooling=pooling)
+        return cls(kept_vectors(torch.cat(parts), fraction, limit), pooling=pooling)
 
     @classmethod
     def from_state(
@@ -160,12 +218,7 @@ class PatchMemory(nn.Module):
             )
         batch, channels, height, width = vectors.shape
         queries = vectors.float().permute(0, 2, 3, 1).reshape(-1, channels)
-        squared = (
-            queries.pow(2).sum(1, keepdim=True)
-            - 2 * queries @ self.bank.T
-            + self.bank.pow(2).sum(1)
-        )  # one matrix product, exported to ONNX as it is
-        return squared.min(1).values.clamp_min(0).sqrt().view(batch, height, width)
+        return nearest_distances(queries, self.bank).view(batch, height, width)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The ``(B, H/16, W/16)`` map of encoder features ``[f1, f2, f3]``."""
@@ -186,6 +239,8 @@ class PatchMemory(nn.Module):
             evidence.features(),
             pooling=scoring.memory_pooling,
             fraction=evidence.training.memory_fraction,
+            limit=evidence.training.memory_limit,
+            images=evidence.count,
         )
         logger.info("patch memory: %d of the training patches", len(memory.bank))
         return memory
