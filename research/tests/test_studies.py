@@ -318,3 +318,22 @@ def test_aspect_crop_keeps_defects_and_drops_images_that_lose_them(tmp_path: Pat
             assert dataset.test[0].mask((36, 48)).any()
         else:
             assert len(sizes) > 1  # each image its own aspect
+
+
+def test_the_decoder_width_summary_holds_each_mean_to_its_bar() -> None:
+    """Five-seed means per category and backbone, and the bar of issue 38: a drop of more than
+    0.005 image AUROC or 0.002 pixel AUROC / AUPRO fails."""
+    study = _load_script("decoder_width_study")
+
+    def row(seed: int, narrow_aupro: float) -> dict:
+        full = {"image_auroc": 0.99, "pixel_auroc": 0.99, "aupro": 0.95}
+        narrow = {**full, "aupro": narrow_aupro}
+        return {"category": "screw", "backbone": "b", "seed": seed, "full": full, "narrow": narrow}
+
+    within = study.summary_rows([row(0, 0.949), row(1, 0.950)])[0]  # mean drop 0.0005
+    assert within["seeds"] == 2 and within["aupro"]["change"] == pytest.approx(-0.0005)
+    assert within["aupro"]["within_bar"] and within["image_auroc"]["within_bar"]
+    beyond = study.summary_rows([row(0, 0.945), row(1, 0.946)])[0]  # mean drop 0.0045
+    assert not beyond["aupro"]["within_bar"]
+    table = study.table([beyond], 64)
+    assert "| screw | b | 2 |" in table and "| no |" in table
