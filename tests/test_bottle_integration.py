@@ -124,3 +124,19 @@ def test_the_hfr_command_from_outside_the_checkout(
     assert main(["push", "--model", str(model_dir), "--org", "acme", "--dry-run"]) == 0
     push = capsys.readouterr()
     assert "dry run:" in push.out and "acme/hfr-mvtec-bottle" in push.out
+
+
+def test_the_bundled_model_scores_its_held_out_images_as_it_recorded(
+    bottle: Path, mobilenet_weights: str
+) -> None:
+    """A saved model scores as it did when it was saved: the bundled bottle model (calibrated by
+    0.21) gives its 21 held-out training images the normal scores its calibration recorded, to
+    float32 rounding (later versions reorder sums: the memory search in blocks, BatchNorm folded
+    into the decoder's convolutions)."""
+    from hfr.train import training_split
+
+    model = HFR.from_pretrained("hfr-mvtec-bottle-mobilenetv2")
+    held_out = training_split(model, load_mvtec(bottle.parent, "bottle").train)[1]
+    scores = np.sort([p.score for p in model.predict(held_out)])
+    recorded = np.sort(model.config.calibration.scores)
+    np.testing.assert_allclose(scores, recorded, rtol=1e-6, atol=0)
