@@ -131,15 +131,11 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
 
 def onnx_session(model: HFR, threads: int) -> Any:
     """An ONNX Runtime session of ``model`` exported to ONNX, on ``threads`` CPU threads."""
-    import onnxruntime
-
     from hfr.export import export_onnx
+    from hfr.onnx_runtime import OnnxModel
 
     with tempfile.TemporaryDirectory() as folder:
-        path = export_onnx(model, Path(folder, "model.onnx"))
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return OnnxModel(export_onnx(model, Path(folder, "model.onnx")), threads=threads).session
 
 
 def add_random_terms(model: HFR) -> None:

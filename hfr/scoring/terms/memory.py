@@ -114,9 +114,11 @@ def sampling_rate(total: int, fraction: float, limit: int) -> float:
     return 1.0 if fraction * total <= limit else limit / fraction / total
 
 
-def nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+def nearest_distances(
+    queries: torch.Tensor, bank: torch.Tensor, bank_norms: torch.Tensor | None = None
+) -> torch.Tensor:
     """``(N,)`` Euclidean distance of each row of ``queries`` (N, C) to its nearest row of
-    ``bank`` (M, C).
+    ``bank`` (M, C), whose squared norms ``bank_norms`` are computed when not given.
 
     ``|q - b|^2 = |q|^2 + (|b|^2 - 2 q.b)``: the bracket is one matrix product with the bank's
     norms as its bias, taken ``SEARCH_CHUNK`` bank rows at a time so that each ``(N, chunk)``
@@ -128,7 +130,8 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor
         >>> nearest_distances(torch.tensor([[3.0, 3.0], [0.0, 1.0]]), bank).tolist()
         [1.0, 1.0]
     """
-    bank_norms = bank.pow(2).sum(1)
+    if bank_norms is None:
+        bank_norms = bank.pow(2).sum(1)
     nearest = None
     for start in range(0, len(bank), SEARCH_CHUNK):
         rows = slice(start, start + SEARCH_CHUNK)
@@ -154,6 +157,8 @@ class PatchMemory(nn.Module):
     def __init__(self, bank: torch.Tensor, *, pooling: int = DEFAULT_MEMORY_POOLING) -> None:
         super().__init__()
         self.register_buffer("bank", bank.float())
+        # the search's bias, computed once; derived from the bank, so never saved
+        self.register_buffer("bank_norms", self.bank.pow(2).sum(1), persistent=False)
         self.pooling = pooling
 
     @classmethod
@@ -218,7 +223,7 @@ class PatchMemory(nn.Module):
             )
         batch, channels, height, width = vectors.shape
         queries = vectors.float().permute(0, 2, 3, 1).reshape(-1, channels)
-        return nearest_distances(queries, self.bank).view(batch, height, width)
+        return nearest_distances(queries, self.bank, self.bank_norms).view(batch, height, width)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The ``(B, H/16, W/16)`` map of encoder features ``[f1, f2, f3]``."""
