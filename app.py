@@ -4,8 +4,10 @@ python app.py  # http://127.0.0.1:7860
 
 Settings come from the environment when the app starts (never at import): HFR_HUB_ORG (the Hub
 organisation whose hfr-* repos are offered; empty: no Hub), HFR_MODEL_DIRS (model folders,
-separated by ':'), HFR_EXAMPLES_DIR, HFR_MAX_SIDE, HFR_MODEL_CACHE, HFR_CONCURRENCY and
-HFR_TEMP_MAX_AGE (seconds an upload or result file is kept). A Space deployed by
+separated by ':'), HFR_EXAMPLES_DIR, HFR_MAX_SIDE, HFR_MODEL_CACHE, HFR_CONCURRENCY,
+HFR_TEMP_MAX_AGE (seconds an upload or result file is kept) and HFR_BACKEND ("torch", or
+"onnxruntime": each model exported to ONNX in the background and run by ONNX Runtime on the CPU
+once ready; needs hfr[export]). A Space deployed by
 scripts/deploy_space.py carries its defaults in space_settings.json beside this file.
 """
 
@@ -35,7 +37,7 @@ from hfr.serving.handlers import (
 )
 from hfr.serving.results import CSV_FILES_KEPT, Result, converted, render, write_csv, write_overlay
 from hfr.serving.runtime import CACHES as _CACHES
-from hfr.serving.runtime import MALLOC, run_model, start_upload_sweeper
+from hfr.serving.runtime import MALLOC, run_model, serving_backend, start_upload_sweeper
 from hfr.serving.training import TRAINING_RUNS as _TRAINING_RUNS
 from hfr.serving.training import TrainingReporter, training_summary
 
@@ -75,6 +77,7 @@ class AppSettings:
     cache_size: int = 3
     concurrency: int = 2
     temp_max_age: int = 900
+    backend: str = "torch"
 
     @classmethod
     def load(
@@ -92,6 +95,7 @@ class AppSettings:
             "cache_size": "HFR_MODEL_CACHE",
             "concurrency": "HFR_CONCURRENCY",
             "temp_max_age": "HFR_TEMP_MAX_AGE",
+            "backend": "HFR_BACKEND",
         }
         kinds = {f.name: f.type for f in fields(cls)}
         for name, variable in names.items():
@@ -125,7 +129,11 @@ def example_rows(folder: Path, labels: list[str]) -> list[list]:
 def build_demo(settings: AppSettings | None = None) -> gr.Blocks:
     """The demo's page (a tab to try models, a tab to train one), wired to its handlers."""
     settings = settings or AppSettings()
-    handlers = DemoHandlers(max_side=settings.max_side, cache_size=settings.cache_size)
+    handlers = DemoHandlers(
+        max_side=settings.max_side,
+        cache_size=settings.cache_size,
+        backend=serving_backend(settings.backend),
+    )
     entries, note = discover_models([Path(p) for p in settings.model_dirs], settings.hub_org)
     labels = [e.label for e in entries]
     examples = example_rows(Path(__file__).parent / settings.examples_dir, labels)

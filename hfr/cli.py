@@ -22,7 +22,6 @@ from typing import Any
 
 from hfr import __version__
 from hfr.config.options import (
-    AUTO,
     add_setting_options,
     image_size,
     term_weight,
@@ -32,9 +31,11 @@ from hfr.config.settings import (
     DEFAULT_DECODER_WIDTH,
     DEFAULT_INPUT_SIZE,
     DEFAULT_TARGET_FPR,
-    TERMS,
+    INT8_SCOPES,
+    MAX_INT8_DROPS,
     ModelSettings,
     TrainConfig,
+    benchmark_term_weights,
 )
 from hfr.errors import HFRError
 from hfr.scoring.calibration import THRESHOLD_FITS
@@ -280,6 +281,27 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", required=True, help="ONNX file to write")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset version")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
+    parser.add_argument(
+        "--int8",
+        choices=INT8_SCOPES,
+        help="write an int8 model (ONNX Runtime static quantisation) of the decoder's or of all "
+        "convolutions; kept only if its image AUROC and AUPRO on --data/--category are within "
+        "--max-auroc-drop and --max-aupro-drop of the float export's",
+    )
+    parser.add_argument("--data", help="with --int8: dataset root in MVTec AD layout")
+    parser.add_argument("--category", help="with --int8: the category to calibrate and measure on")
+    parser.add_argument(
+        "--max-auroc-drop",
+        type=float,
+        default=MAX_INT8_DROPS["image_auroc"],
+        help="with --int8: the largest image-AUROC loss accepted",
+    )
+    parser.add_argument(
+        "--max-aupro-drop",
+        type=float,
+        default=MAX_INT8_DROPS["aupro"],
+        help="with --int8: the largest AUPRO loss accepted (where the test images have masks)",
+    )
 
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
@@ -320,12 +342,11 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         help="also time the full pipeline exported to ONNX and run by ONNX Runtime (CPU; "
         "pip install 'hfr[export]')",
     )
-    for name in TERMS:
-        trained = getattr(ModelSettings(), f"{name}_weight")
+    for name, weight in benchmark_term_weights().items():
         parser.add_argument(
             f"--{name}-weight",
             type=term_weight,
-            default=0.0 if trained == AUTO else trained,
+            default=weight,
             metavar="W",
             help=f"time the {name} term too, fitted to random features and images; 0 is off "
             "(default: hfr train's weight, 0 where training decides)",

@@ -75,6 +75,9 @@ def compute_metrics(
         values["pixel_f1_max"], values["pixel_f1_threshold"] = metrics.f1_max(
             result.masks, result.maps
         )
+        if result.defects is not None:
+            pixel, pro = per_defect_pixel_metrics(result, fpr_limit=fpr_limit)
+            values["per_defect_pixel_auroc"], values["per_defect_aupro"] = pixel, pro
     return values
 
 
@@ -88,6 +91,23 @@ def per_defect_image_auroc(result: EvaluationMaps) -> dict[str, float]:
         labels = np.r_[np.zeros(normal.size), np.ones(found.size)]
         table[defect] = metrics.image_auroc(labels, np.r_[normal, found])
     return table
+
+
+def per_defect_pixel_metrics(
+    result: EvaluationMaps, *, fpr_limit: float = AUPRO_FPR_LIMIT
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Pixel AUROC and AUPRO of each defect type, over its images and the normal test images:
+    which kinds of defect the maps outline. A type whose images carry no mask is left out."""
+    defects = np.array(result.defects)
+    normal = result.labels == 0
+    pixel_auroc, aupro = {}, {}
+    for defect in sorted(set(defects[result.labels == 1])):
+        chosen = normal | ((defects == defect) & (result.labels == 1))
+        masks, maps = result.masks[chosen], result.maps[chosen]
+        if masks.any() and not masks.all():
+            pixel_auroc[defect] = metrics.pixel_auroc(masks, maps)
+            aupro[defect] = metrics.aupro(masks, maps, fpr_limit=fpr_limit)
+    return pixel_auroc, aupro
 
 
 def threshold_rates(model: HFR, result: EvaluationMaps) -> dict[str, Any]:

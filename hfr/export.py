@@ -19,6 +19,12 @@ from hfr.model import HFR
 
 logger = logging.getLogger(__name__)
 CONFIG_KEY = "hfr_config"  # the ONNX metadata entry that holds config.json's contents
+QUANTIZATION_KEY = "hfr_int8"  # the int8 scope and accuracy gate of hfr.quantize.export_int8
+ENCODER_PREFIX = "model.network.encoder."  # the exported names of the encoder's parameters
+
+
+OUTPUTS = ("maps", "scores")
+LEVEL_OUTPUTS = ("level1", "level2", "level3")  # the residual maps at strides 4, 8 and 16
 
 
 class _MapsAndScores(nn.Module):
@@ -26,9 +32,9 @@ class _MapsAndScores(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         output = self.model(images)
-        return output.maps, output.scores
+        return output.maps, output.scores, *output.level_maps
 
 
 def export_onnx(model: HFR, path: str | Path, *, opset: int = 18) -> Path:
@@ -36,12 +42,14 @@ def export_onnx(model: HFR, path: str | Path, *, opset: int = 18) -> Path:
 
     Input ``images``: ``(B, 3, H, W)`` float32, preprocessed as ``config["preprocessing"]`` says
     (with ``resize: letterbox``, padded as :func:`hfr.preprocessing.content_box` places the
-    image). Outputs ``maps`` ``(B, H, W)`` over the whole input and ``scores`` ``(B,)``.
+    image). Outputs ``maps`` ``(B, H, W)`` over the whole input, ``scores`` ``(B,)`` and the
+    residual maps of the three levels, ``level1`` to ``level3`` ``(B, H / s, W / s)`` at strides
+    4, 8 and 16 (files written before hfr 0.23 lack them).
 
     Example:
         >>> export_onnx(HFR.from_pretrained("models/bottle"), "bottle.onnx")  # doctest: +SKIP
     """
-    onnx = require("onnx", "export")
+    require("onnx", "export")
     require("onnxscript", "export")
     path = Path(path)
     model = model.to("cpu").eval()
@@ -53,18 +61,28 @@ def export_onnx(model: HFR, path: str | Path, *, opset: int = 18) -> Path:
         _MapsAndScores(model).eval(),
         (example,),
         input_names=["images"],
-        output_names=["maps", "scores"],
+        output_names=[*OUTPUTS, *LEVEL_OUTPUTS],
         dynamic_shapes={"images": {0: batch}},
         opset_version=opset,
         dynamo=True,
     )
     program.save(str(path))
-    exported = onnx.load(str(path))
-    entry = exported.metadata_props.add()
-    entry.key, entry.value = CONFIG_KEY, json.dumps(model.config.to_dict())
-    onnx.save(exported, str(path))
+    set_metadata(path, {CONFIG_KEY: json.dumps(model.config.to_dict())})
     logger.info("wrote %s", path)
     return path
+
+
+def set_metadata(path: str | Path, entries: dict[str, str]) -> None:
+    """Add ``entries`` to the ONNX file's metadata, replacing those of the same keys."""
+    onnx = require("onnx", "export")
+    graph = onnx.load(str(path))
+    kept = [entry for entry in graph.metadata_props if entry.key not in entries]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    for key, value in entries.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(path))
 
 
 def max_onnx_difference(model: HFR, path: str | Path, *, batch_size: int = 3) -> dict[str, float]:
@@ -76,7 +94,7 @@ def max_onnx_difference(model: HFR, path: str | Path, *, batch_size: int = 3) ->
     model = model.to("cpu").eval()
     images = torch.randn(batch_size, 3, *model.config.preprocessing.input_size)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    maps, scores = session.run(None, {"images": images.numpy()})
+    maps, scores = session.run(list(OUTPUTS), {"images": images.numpy()})
     with torch.inference_mode():
         expected = model(images)
     return {

@@ -7,6 +7,8 @@ preprocessing, maps, scores and verdicts as the PyTorch model it was exported fr
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -16,10 +18,11 @@ import torch
 
 from hfr.config import HFRConfig
 from hfr.errors import ModelFormatError
-from hfr.export import CONFIG_KEY
+from hfr.export import CONFIG_KEY, LEVEL_OUTPUTS, OUTPUTS, QUANTIZATION_KEY
 from hfr.extras import require
 from hfr.images import ImageInput
 from hfr.prediction import is_single_image, predict_images
+from hfr.scoring.calibration import Calibration
 from hfr.scoring.maps import AnomalyOutput
 from hfr.scoring.postprocess import Prediction
 
@@ -43,6 +46,9 @@ class OnnxModel:
         if not self.path.is_file():
             raise ModelFormatError(f"{self.path} does not exist: write it with `hfr export`")
         options = onnxruntime.SessionOptions()
+        # its threads sleep between runs rather than spin, leaving the cores to the
+        # preprocessing (torch) that runs between batches
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             options.intra_op_num_threads = threads
         try:
@@ -59,11 +65,29 @@ class OnnxModel:
         self.config = HFRConfig.from_dict(
             json.loads(metadata[CONFIG_KEY]), source=f"{self.path} ({CONFIG_KEY})"
         )
+        gate = metadata.get(QUANTIZATION_KEY)
+        # the int8 scope and accuracy gate of ``hfr export --int8``; None for a float model
+        self.quantization: dict | None = json.loads(gate) if gate else None
+        outputs = {output.name for output in self.session.get_outputs()}
+        self.has_level_maps = set(LEVEL_OUTPUTS) <= outputs
+        self.device = torch.device("cpu")
 
-    def __call__(self, images: torch.Tensor) -> AnomalyOutput:
-        """Maps and scores of a normalised ``(B, 3, H, W)`` batch."""
-        maps, scores = self.session.run(None, {"images": images.float().cpu().numpy()})
-        return AnomalyOutput(torch.from_numpy(maps), torch.from_numpy(scores), [])
+    def __call__(self, images: torch.Tensor, *, level_maps: bool = True) -> AnomalyOutput:
+        """Maps, scores and (with ``level_maps``, where the file has them) level maps of a
+        normalised ``(B, 3, H, W)`` batch."""
+        levels_wanted = level_maps and self.has_level_maps
+        names = [*OUTPUTS, *LEVEL_OUTPUTS] if levels_wanted else list(OUTPUTS)
+        maps, scores, *levels = self.session.run(names, {"images": images.float().cpu().numpy()})
+        return AnomalyOutput(
+            torch.from_numpy(maps), torch.from_numpy(scores), [torch.from_numpy(m) for m in levels]
+        )
+
+    def with_calibration(self, calibration: Calibration) -> OnnxModel:
+        """This model with another calibration (threshold and normalisation), sharing the
+        session, as :meth:`hfr.HFR.with_calibration`."""
+        view = copy.copy(self)
+        view.config = self.config.replace(calibration=calibration)
+        return view
 
     def predict(
         self,
@@ -71,17 +95,21 @@ class OnnxModel:
         *,
         batch_size: int = 16,
         threshold: float | None = None,
+        return_level_maps: bool = False,
         map_size: str = "original",
     ) -> list[Prediction]:
-        """Score images as :meth:`hfr.HFR.predict` does (without the level maps, which the
-        exported graph does not return)."""
+        """Score images as :meth:`hfr.HFR.predict` does."""
+        if return_level_maps and not self.has_level_maps:
+            raise ModelFormatError(
+                f"{self.path} has no level maps (exported before hfr 0.23): export it again"
+            )
         return predict_images(
-            self,
+            functools.partial(self, level_maps=return_level_maps),
             self.config,
             [images] if is_single_image(images) else list(images),
-            device=torch.device("cpu"),
+            device=self.device,
             batch_size=batch_size,
             threshold=threshold,
-            return_level_maps=False,
+            return_level_maps=return_level_maps,
             map_size=map_size,
         )

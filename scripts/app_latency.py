@@ -1,12 +1,16 @@
 """The demo as its users see it: latency per request (cold and warm), and the app under load.
 
 python scripts/app_latency.py --image IMAGE.png --output research/results/app_latency.json
+python scripts/app_latency.py --image IMAGE.png --backend onnxruntime \\
+    --output research/results/app_latency_onnxruntime.json
 python scripts/app_latency.py --image IMAGE.png --clients 20 --requests 5 \\
     --output research/results/app_load.json
 
 Starts app.py on a free local port (CPU, bundled model, no Hub) with its own temp folders, then
 times gradio_client calls end to end: upload, model, overlay, encoding, download. The first call
-loads the model (cold). The breakdown runs the app's own steps in this process (decode, model,
+loads the model (cold). With ``--backend onnxruntime`` the app exports the model in the
+background after that call; the warm calls are timed once its answers say ONNX Runtime scored.
+The breakdown runs the app's own steps in this process (decode, model,
 session state, overlay, WebP encoding, CSV; and, for comparison, Gradio's own WebP encoding of
 the same overlay and numpy's float16 conversion of its map, which the app no longer uses) and
 gives the rest of the warm median to Gradio (queue, events, file copies) and the transfers.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import shlex
 import socket
 import statistics
@@ -48,7 +53,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "hfr-mvtec-bottle-mobilenetv2 (bundled)"
 
 
-def start_app(port: int, temp_root: Path, concurrency: int, temp_max_age: int) -> subprocess.Popen:
+def start_app(
+    port: int, temp_root: Path, concurrency: int, temp_max_age: int, backend: str
+) -> subprocess.Popen:
     """app.py in its own process, its temp files (Gradio's and its own) under ``temp_root``."""
     env = {
         **os.environ,
@@ -58,6 +65,7 @@ def start_app(port: int, temp_root: Path, concurrency: int, temp_max_age: int) -
         "HFR_HUB_ORG": "",
         "HFR_CONCURRENCY": str(concurrency),
         "HFR_TEMP_MAX_AGE": str(temp_max_age),
+        "HFR_BACKEND": backend,
         "CUDA_VISIBLE_DEVICES": "",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
@@ -87,25 +95,41 @@ def file_count(folder: Path) -> int:
 
 
 class Requester:
-    """One client of the app: sends the image and returns (seconds, score, overlay path)."""
+    """One client of the app: sends the image and returns (seconds, score, overlay path, what
+    scored it)."""
 
     def __init__(self, url: str, image: str) -> None:
         self.client = Client(url, verbose=False)
         self.image = image
 
-    def __call__(self) -> tuple[float, float, str]:
+    def __call__(self) -> tuple[float, float, str, str]:
         began = time.perf_counter()
         result = self.client.predict(
             [handle_file(self.image)], MODEL, 0.5, 0.5, False, api_name="/analyze"
         )
         score = result[1]["data"][0][1]
-        return time.perf_counter() - began, score, result[0][0]["image"]
+        runs_on = re.search(r"analysed in [0-9.]+ s on (.+?)\.", result[-1]).group(1)
+        return time.perf_counter() - began, score, result[0][0]["image"], runs_on
 
 
-def latency(url: str, image: str, warm_runs: int) -> dict:
+def wait_for_backend(request: Requester, runs_on: str, backend: str) -> float:
+    """Send requests until ``backend`` answers them (the app's ONNX export runs in the
+    background); returns the seconds that took."""
+    began = time.perf_counter()
+    while backend == "onnxruntime" and "ONNX Runtime" not in runs_on:
+        if time.perf_counter() - began > 300:
+            raise RuntimeError(f"the app still scores on {runs_on} after 300 s")
+        time.sleep(2)
+        runs_on = request()[3]
+    return time.perf_counter() - began
+
+
+def latency(url: str, image: str, warm_runs: int, backend: str) -> dict:
     request = Requester(url, image)
-    cold, _, overlay_path = request()
-    warm = [request()[0] for _ in range(warm_runs)]
+    cold, _, overlay_path, runs_on = request()
+    export_wait = wait_for_backend(request, runs_on, backend)
+    warm_requests = [request() for _ in range(warm_runs)]
+    warm = [answer[0] for answer in warm_requests]
     with Image.open(image) as picture, Image.open(overlay_path) as overlay_picture:
         sizes = (
             f"{picture.width}x{picture.height}",
@@ -115,6 +139,8 @@ def latency(url: str, image: str, warm_runs: int) -> dict:
         "image_size": sizes[0],
         "overlay_size": sizes[1],
         "cold_seconds": round(cold, 3),
+        "export_wait_seconds": round(export_wait, 1),
+        "warm_runs_on": sorted({answer[3] for answer in warm_requests}),
         "warm_seconds_median": round(statistics.median(warm), 3),
         "warm_seconds": [round(w, 3) for w in warm],
     }
@@ -137,11 +163,12 @@ def session_state(app, uploads, predictions, calibration) -> list:
     ]
 
 
-def breakdown(image: str, runs: int) -> dict[str, float]:
+def breakdown(image: str, runs: int, backend: str) -> dict[str, float]:
     """Median milliseconds of each server-side step of a warm request, with the app's functions."""
     app = load_app()
-    app._CACHES["profile"] = ModelCache(device="cpu")
+    app._CACHES["profile"] = ModelCache(device="cpu", backend=backend)
     entry = next(e for e in discover_models()[0] if e.label == MODEL)
+    app._CACHES["profile"].scorer(entry.source, wait=True)
     folder = Path(tempfile.mkdtemp(prefix="hfr-profile-"))
     limits = UploadLimits(app.MAX_IMAGES, app.AppSettings().max_side)
     steps: dict[str, list[float]] = {}
@@ -171,7 +198,9 @@ def breakdown(image: str, runs: int) -> dict[str, float]:
 def load(url: str, image: str, pid: int, temp_root: Path, args: argparse.Namespace) -> dict:
     """``args.clients`` clients at once, ``args.requests`` requests each."""
     temp_files_at_start = file_count(temp_root)
-    _, reference, _ = Requester(url, image)()
+    first = Requester(url, image)
+    wait_for_backend(first, first()[3], args.backend)
+    _, reference, _, _ = first()  # scored by the backend that answers the load
     after_first = memory_mb(pid)["VmRSS"]
     requesters = [Requester(url, image) for _ in range(args.clients)]
     seconds: list[float] = []
@@ -182,7 +211,7 @@ def load(url: str, image: str, pid: int, temp_root: Path, args: argparse.Namespa
     def client_loop(requester: Requester) -> None:
         for _ in range(args.requests):
             try:
-                took, score, _ = requester()
+                took, score, _, _ = requester()
             except Exception as error:  # every failure is counted and reported
                 with lock:
                     failures.append(f"{type(error).__name__}: {error}")
@@ -244,28 +273,34 @@ def main() -> None:
         help="seconds to wait after the run before counting temp files again "
         "(default: max age + one cleanup period)",
     )
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     temp_root = Path(tempfile.mkdtemp(prefix="hfr-app-load-"))
-    process = start_app(port, temp_root, args.concurrency, args.temp_max_age)
+    process = start_app(port, temp_root, args.concurrency, args.temp_max_age, args.backend)
     url = f"http://127.0.0.1:{port}/"
     try:
         if args.clients:
             results = load(url, args.image, process.pid, temp_root, args)
         else:
-            results = latency(url, args.image, args.warm_runs)
+            results = latency(url, args.image, args.warm_runs, args.backend)
     finally:
         process.terminate()
         process.wait(timeout=30)
     if not args.clients:
-        steps = breakdown(args.image, args.warm_runs)
+        steps = breakdown(args.image, args.warm_runs, args.backend)
         server = sum(steps[k] for k in ("decode", "model", "session_state", "render_total"))
         steps["gradio_and_transfers"] = round(1000 * results["warm_seconds_median"] - server, 1)
         results["warm_breakdown_ms"] = steps
-    results |= {"device": "cpu", "model": MODEL, "command": shlex.join(["python", *sys.argv])}
+    results |= {
+        "device": "cpu",
+        "backend": args.backend,
+        "model": MODEL,
+        "command": shlex.join(["python", *sys.argv]),
+    }
     print(write_json(args.output, results), end="")
 
 

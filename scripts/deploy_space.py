@@ -2,11 +2,13 @@
 
 python scripts/deploy_space.py --space-id ORG/hfr-demo --org ORG
 python scripts/deploy_space.py --space-id ORG/hfr-demo --org ORG --dry-run --output space/
+python scripts/deploy_space.py --space-id ORG/hfr-cpu --org ORG --backend onnxruntime
 
 The Space gets app.py, the hfr package (with its bundled models), pyproject.toml and
 requirements.txt (which installs the package with its app extra), the Space card rendered from
 hub_cards/space_card.md, and space_settings.json, the app's settings as data: it lists the
-hfr-* models of --org.
+hfr-* models of --org. ``--backend onnxruntime`` makes a Space for CPU hardware: the models are
+scored by ONNX Runtime (the export extra is installed, the backend set in its settings).
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ import jinja2
 from huggingface_hub import HfApi
 
 from hfr.hub import repo_name
-from hfr.serving.catalog import bundled_dir
+from hfr.serving.catalog import BACKENDS, bundled_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("app.py", "examples", "hfr", "pyproject.toml", "requirements.txt")
 SETTINGS_FILE = "space_settings.json"
 
 
-def build_space(target: Path, *, org: str) -> Path:
-    """Write the Space's files into ``target``."""
+def build_space(target: Path, *, org: str, backend: str = "torch") -> Path:
+    """Write the Space's files into ``target``: a ZeroGPU Space, or with ``backend``
+    ``"onnxruntime"`` a CPU one."""
     target.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED:
         source = ROOT / name
@@ -44,9 +47,17 @@ def build_space(target: Path, *, org: str) -> Path:
     configs = [json.loads(p.read_text()) for p in bundled_dir().glob("*/config.json")]
     models = sorted(f"{org}/{repo_name(c['dataset'], c['category'])}" for c in configs)
     template = jinja2.Template((ROOT / "hub_cards" / "space_card.md").read_text())
-    card = template.render(gradio_version=gradio.__version__, models=models, org=org)
+    hardware = "cpu-basic" if backend == "onnxruntime" else "zero-a10g"
+    card = template.render(
+        gradio_version=gradio.__version__, models=models, org=org, hardware=hardware
+    )
     (target / "README.md").write_text(card)
-    (target / SETTINGS_FILE).write_text(json.dumps({"hub_org": org}, indent=2) + "\n")
+    settings = {"hub_org": org}
+    if backend == "onnxruntime":
+        settings["backend"] = backend
+        requirements = (target / "requirements.txt").read_text()
+        (target / "requirements.txt").write_text(requirements.replace(".[app]", ".[app,export]"))
+    (target / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     return target
 
 
@@ -59,9 +70,15 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="write the folder, upload nothing")
     parser.add_argument("--output", help="folder to write (default: a temporary one)")
     parser.add_argument("--private", action="store_true")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="torch: a ZeroGPU Space; onnxruntime: a CPU Space scoring with ONNX Runtime",
+    )
     args = parser.parse_args()
     target = Path(args.output or tempfile.mkdtemp(prefix="hfr-space-"))
-    build_space(target, org=args.org)
+    build_space(target, org=args.org, backend=args.backend)
     if args.dry_run:
         print(f"Space files written to {target} (dry run: {shlex.join(['python', *sys.argv])})")
         return

@@ -359,6 +359,64 @@ def test_model_cache_is_a_bounded_lru(tmp_path: Path) -> None:
     assert len(cache) == 2 and sources[1] not in cache and sources[0] in cache
 
 
+def test_the_onnxruntime_backend_scores_as_pytorch_once_exported(tmp_path: Path) -> None:
+    """With the ONNX Runtime backend the app's scoring call answers with PyTorch until the
+    background export is ready, then with the export: the same scores, maps, level maps and
+    verdicts, under the model's calibration or a browser tab's own."""
+    from hfr.onnx_runtime import OnnxModel
+    from hfr.serving.catalog import ModelEntry
+    from hfr.serving.runtime import CACHES, run_model
+
+    model = _calibrated_tiny(3)
+    model.save_pretrained(tmp_path / "model")
+    entry = ModelEntry("widget (local)", str(tmp_path / "model"), "local")
+    cache = ModelCache(capacity=2, device="cpu", backend="onnxruntime")
+    CACHES["onnx-test"] = cache
+    images = synthetic_images(3, seed=6)
+    run_model("onnx-test", entry, images)  # starts the export
+    assert isinstance(cache.scorer(entry.source, wait=True), OnnxModel)
+    strict = model.config.calibration.with_scores([model.predict(images[0])[0].score * 0.5])
+    for calibration, reference in ((None, model), (strict, model.with_calibration(strict))):
+        predictions, used, runs_on = run_model("onnx-test", entry, images, calibration)
+        assert runs_on == "cpu (ONNX Runtime)" and used == reference.config.calibration
+        expected = reference.predict(images, return_level_maps=True)
+        assert [p.is_anomalous for p in predictions] == [p.is_anomalous for p in expected]
+        for ours, theirs in zip(predictions, expected, strict=True):
+            assert ours.normalized_score == pytest.approx(
+                theirs.normalized_score, rel=1e-5, abs=1e-5
+            )
+            np.testing.assert_allclose(ours.anomaly_map, theirs.anomaly_map, rtol=1e-4, atol=1e-5)
+            for level, expected_level in zip(ours.level_maps, theirs.level_maps, strict=True):
+                np.testing.assert_allclose(level, expected_level, rtol=1e-4, atol=1e-5)
+    del CACHES["onnx-test"]
+
+
+def test_a_model_that_cannot_be_exported_is_scored_by_pytorch(tmp_path: Path) -> None:
+    """The export reloads the model from its source; when that fails (here the folder is gone
+    after the first load), PyTorch keeps scoring it."""
+    _calibrated_tiny(4).save_pretrained(tmp_path / "model")
+    cache = ModelCache(capacity=2, device="cpu", backend="onnxruntime")
+    loaded = cache.get(str(tmp_path / "model"))
+    shutil.rmtree(tmp_path / "model")
+    assert cache.scorer(str(tmp_path / "model"), wait=True) is loaded
+
+
+def test_the_backend_setting() -> None:
+    """HFR_BACKEND picks the backend (PyTorch unless it says otherwise); an unknown one is
+    refused when the app starts."""
+    from hfr.errors import HFRError
+    from hfr.serving.runtime import serving_backend
+
+    assert serving_backend("onnxruntime") == "onnxruntime"  # hfr[export] is installed here
+    assert serving_backend("torch") == "torch"
+    with pytest.raises(HFRError, match="backend must be one of"):
+        serving_backend("auto")
+    with pytest.raises(HFRError, match="backend must be one of"):
+        ModelCache(backend="tensorrt")
+    settings = demo_app.AppSettings.load({"HFR_BACKEND": "onnxruntime"}, space_file=Path("none"))
+    assert settings.backend == "onnxruntime" and demo_app.AppSettings().backend == "torch"
+
+
 def _chromium(tmp_path: Path):
     """Headless Chromium through chromedriver (the Debian packages), or a skip."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
@@ -435,6 +493,24 @@ def test_space_folder_and_card(tmp_path: Path) -> None:
     assert json.loads((out / "space_settings.json").read_text()) == {"hub_org": "acme"}
     assert (out / "examples" / "README.md").is_file()  # the examples travel with their licence
     assert (out / "requirements.txt").read_text().strip().endswith(".[app]")
+
+
+def test_a_cpu_space_runs_on_onnx_runtime(tmp_path: Path) -> None:
+    """``--backend onnxruntime`` ships a Space for CPU hardware: the export extra installed,
+    the backend in its settings, CPU hardware suggested on its card."""
+    out = tmp_path / "space"
+    command = [sys.executable, "scripts/deploy_space.py", "--space-id", "acme/hfr-demo"]
+    command += ["--org", "acme", "--backend", "onnxruntime", "--dry-run", "--output", str(out)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    from huggingface_hub import SpaceCard
+
+    assert SpaceCard.load(out / "README.md").data.suggested_hardware == "cpu-basic"
+    settings = json.loads((out / "space_settings.json").read_text())
+    assert settings == {"hub_org": "acme", "backend": "onnxruntime"}
+    assert demo_app.AppSettings.load({}, space_file=out / "space_settings.json").backend == (
+        "onnxruntime"
+    )
+    assert (out / "requirements.txt").read_text().strip().endswith(".[app,export]")
 
 
 def test_examples_are_clickable_per_category(app_url: str, client: Client) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from hfr.export import export_onnx
+from hfr.export import LEVEL_OUTPUTS, export_onnx
 
 
 def _exported_outputs(
@@ -21,7 +21,7 @@ def _exported_outputs(
     """Maps and scores of ``images`` from ``model`` exported to ONNX and run by onnxruntime."""
     path = export_onnx(model, folder / "model.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    maps, scores = session.run(None, {"images": images.numpy()})
+    maps, scores = session.run(["maps", "scores"], {"images": images.numpy()})
     return maps, scores
 
 
@@ -31,11 +31,14 @@ def test_onnx_matches_torch_and_carries_the_config(tmp_path: Path) -> None:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
         images = torch.randn(batch, 3, 64, 64)
-        maps, scores = session.run(None, {"images": images.numpy()})
+        maps, scores, *levels = session.run(None, {"images": images.numpy()})
         with torch.no_grad():
             expected = model(images)
         np.testing.assert_allclose(maps, expected.maps.numpy(), atol=1e-5)
         np.testing.assert_allclose(scores, expected.scores.numpy(), atol=1e-5)
+        for level, expected_level in zip(levels, expected.level_maps, strict=True):
+            np.testing.assert_allclose(level, expected_level.numpy(), atol=1e-5)
+    assert [o.name for o in session.get_outputs()] == ["maps", "scores", *LEVEL_OUTPUTS]
     metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     fingerprint = json.loads(metadata["hfr_config"])["encoder_fingerprint"]
     assert fingerprint == model.config.encoder_fingerprint
@@ -116,8 +119,8 @@ def test_onnx_runtime_predicts_what_pytorch_predicts(calibrated, tmp_path: Path)
     onnx_model = OnnxModel(export_onnx(calibrated, tmp_path / "model.onnx"), threads=1)
     assert onnx_model.config == calibrated.config
     images = [*synthetic_images(5, seed=3), np.full((40, 90), 200, np.uint8)]
-    expected = calibrated.predict(images, batch_size=4)
-    got = onnx_model.predict(images, batch_size=4)
+    expected = calibrated.predict(images, batch_size=4, return_level_maps=True)
+    got = onnx_model.predict(images, batch_size=4, return_level_maps=True)
     assert [p.is_anomalous for p in got] == [p.is_anomalous for p in expected]
     np.testing.assert_allclose(
         [p.score for p in got], [p.score for p in expected], rtol=1e-5, atol=1e-5
@@ -126,6 +129,36 @@ def test_onnx_runtime_predicts_what_pytorch_predicts(calibrated, tmp_path: Path)
         assert ours.anomaly_map.shape == theirs.anomaly_map.shape
         np.testing.assert_allclose(ours.anomaly_map, theirs.anomaly_map, rtol=1e-4, atol=1e-4)
         assert ours.notes == theirs.notes
+        assert len(ours.level_maps) == 3
+        for level, expected_level in zip(ours.level_maps, theirs.level_maps, strict=True):
+            np.testing.assert_allclose(level, expected_level, rtol=1e-4, atol=1e-5)
+
+
+def test_a_file_without_level_maps_scores_but_says_it_has_none(calibrated, tmp_path) -> None:
+    """A file exported before the level outputs existed (made here by removing them from the
+    graph) predicts maps and scores; asking it for level maps is refused with the fix."""
+    from conftest import synthetic_images
+
+    from hfr.errors import ModelFormatError
+    from hfr.onnx_runtime import OnnxModel
+
+    path = export_onnx(calibrated, tmp_path / "model.onnx")
+    graph = onnx.load(str(path))
+    kept = [output for output in graph.graph.output if output.name not in LEVEL_OUTPUTS]
+    del graph.graph.output[:]
+    graph.graph.output.extend(kept)
+    onnx.save(graph, str(tmp_path / "old.onnx"))
+    old = OnnxModel(tmp_path / "old.onnx", threads=1)
+    images = synthetic_images(2, seed=5)
+    assert not old.has_level_maps
+    np.testing.assert_allclose(
+        [p.score for p in old.predict(images)],
+        [p.score for p in calibrated.predict(images)],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    with pytest.raises(ModelFormatError, match="has no level maps .* export it again"):
+        old.predict(images, return_level_maps=True)
 
 
 def test_the_predict_command_runs_on_onnx_runtime(calibrated, tmp_path: Path) -> None:

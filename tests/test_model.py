@@ -350,6 +350,37 @@ def test_per_defect_image_auroc() -> None:
     assert table == {"crack": 1.0, "scratch": 0.5}
 
 
+def test_per_defect_pixel_auroc_and_aupro() -> None:
+    """Each defect type's pixels against its own images' and the normal images' other pixels:
+    the scratch is outlined (1.0 / 1.0), the crack's map points beside it (its one pixel ties
+    with 2 of the 11 normal pixels: 1/11; found only at FPR 1: AUPRO 0)."""
+    from hfr.evaluate import EvaluationMaps, compute_metrics
+
+    masks = np.zeros((4, 2, 2), bool)
+    masks[2, 0, 0] = masks[3, 1, 1] = True
+    maps = np.full((4, 2, 2), 0.1)
+    maps[2:] = [[0.9, 0.0], [0.0, 0.0]]
+    result = EvaluationMaps(
+        maps=maps,
+        masks=masks,
+        labels=np.array([0, 0, 1, 1]),
+        scores=maps.max(axis=(1, 2)),
+        defects=["good", "good", "scratch", "crack"],
+    )
+    values = compute_metrics(result)
+    assert values["per_defect_pixel_auroc"] == pytest.approx({"scratch": 1.0, "crack": 1 / 11})
+    assert values["per_defect_aupro"] == pytest.approx({"scratch": 1.0, "crack": 0.0})
+    from hfr.cards import model_card
+
+    measured = {"aupro_fpr_limit": 0.3, "inference_ms_per_image": 1.0, "device": "cpu"}
+    measured |= {"num_test_images": 4, "num_anomalous": 2, "resolution": "2x2"}
+    config = tiny_model().config.replace(evaluation={**values, **measured})
+    card = str(model_card(config, decoder_parameters=1))
+    assert "| defect | image AUROC | pixel AUROC | AUPRO |" in card
+    assert "| crack | 1.0000 | 0.0909 | 0.0000 |" in card
+    assert "| scratch | 1.0000 | 1.0000 | 1.0000 |" in card
+
+
 def test_a_folder_or_bundled_model_loads_without_asking_the_hub(
     model: HFR, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -59,6 +59,11 @@ CONTEXT_MIN_INPUT = 64
 # 256x256 image at 64) but, over five seeds, width 64 cost EfficientNet-Lite0's screw 0.006 image
 # AUROC and 0.004 AUPRO (research/results/decoder_width_0.22): full width stays the default.
 DEFAULT_DECODER_WIDTH = None
+# What `hfr export --int8` quantises (hfr.quantize): the decoder's convolutions, or the encoder's
+# too; and the largest losses it accepts before refusing to write the int8 model: the bar every
+# change of a default meets (image AUROC 0.005, AUPRO 0.002).
+INT8_SCOPES = ("decoder", "all")
+MAX_INT8_DROPS = {"image_auroc": 0.005, "aupro": 0.002}
 DEFAULT_SIGMA = 4.0  # the paper's; kept with its decoder
 # The context decoder smooths less: its fine levels are predicted from a 5x5 neighbourhood, so
 # its maps are spread already, and sigma 4 blurred small defects away.
@@ -416,3 +421,16 @@ def default_epochs(num_train_images: int, batch_size: int) -> int:
     """
     steps = num_train_images // batch_size + (num_train_images % batch_size >= 2)
     return max(DEFAULT_EPOCHS, math.ceil(MIN_STEPS / max(1, steps)))
+
+
+def benchmark_term_weights() -> dict[str, float]:
+    """The scoring terms' weights ``hfr benchmark`` times by default: ``hfr train``'s, and 0
+    where training decides (``auto``), keyed by term.
+
+    Example:
+        >>> benchmark_term_weights()
+        {'position': 0.0, 'memory': 3.0, 'colour': 0.0}
+    """
+    defaults = ModelSettings()
+    weights = {name: getattr(defaults, f"{name}_weight") for name in TERMS}
+    return {name: 0.0 if weight == AUTO else weight for name, weight in weights.items()}

@@ -1,14 +1,19 @@
 """Which HFR models the demo offers (bundled, local folders, a Hub organisation) and a bounded
-LRU cache of loaded models, so memory stays bounded however many categories are opened."""
+LRU cache of loaded models (and their ONNX Runtime exports, on a CPU), so memory stays bounded
+however many categories are opened."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huggingface_hub import HfApi
 
@@ -17,7 +22,13 @@ from hfr.errors import HFRError
 from hfr.hub import bundled_dir, hub_reachable
 from hfr.model import HFR
 
+if TYPE_CHECKING:
+    from hfr.onnx_runtime import OnnxModel
+
 logger = logging.getLogger(__name__)
+# What scores the demo's images: PyTorch on the app's device, or the model exported to ONNX and
+# run by ONNX Runtime on the CPU (hfr[export]).
+BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -77,14 +88,28 @@ def discover_models(
 
 
 class ModelCache:
-    """Thread-safe LRU cache of loaded models; loading one evicts the least recently used."""
+    """Thread-safe LRU cache of loaded models; loading one evicts the least recently used.
 
-    def __init__(self, capacity: int = 3, device: str | None = None) -> None:
+    With ``backend="onnxruntime"`` each model is also exported to ONNX, in the background from
+    its first use on, and :meth:`scorer` then returns that export run by ONNX Runtime on the CPU
+    (the same scores to float32 rounding, checked at export). PyTorch scores until the export is
+    ready, and for good where it fails.
+    """
+
+    def __init__(
+        self, capacity: int = 3, device: str | None = None, *, backend: str = "torch"
+    ) -> None:
         if capacity < 1:
             raise HFRError(f"capacity must be at least 1, got {capacity}")
+        if backend not in BACKENDS:
+            raise HFRError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.capacity = capacity
         self.device = device
+        self.backend = backend
         self._models: OrderedDict[str, HFR] = OrderedDict()
+        self._exports: dict[str, HFR | OnnxModel] = {}
+        self._exporting: dict[str, threading.Thread] = {}
+        self._export_dir: Path | None = None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -106,5 +131,63 @@ class ModelCache:
             self._models[source] = model
             self._models.move_to_end(source)
             while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
+                evicted, _ = self._models.popitem(last=False)
+                self._exports.pop(evicted, None)
         return model
+
+    def scorer(self, source: str, *, wait: bool = False) -> HFR | OnnxModel:
+        """What scores images of the model at ``source``: the model itself, or with the
+        ``onnxruntime`` backend its ONNX export once that is ready (``wait``: wait for it)."""
+        model = self.get(source)
+        if self.backend == "torch":
+            return model
+        with self._lock:
+            exported = self._exports.get(source)
+            job = self._exporting.get(source)
+            if exported is None and job is None:
+                job = threading.Thread(
+                    target=self._export, args=(source, model), name="hfr-export", daemon=True
+                )
+                self._exporting[source] = job
+                job.start()
+        if exported is not None:
+            return exported
+        if wait:
+            job.join()
+            with self._lock:
+                return self._exports.get(source, model)
+        return model
+
+    def _export(self, source: str, model: HFR) -> None:
+        """Export a copy of ``model`` (the original keeps scoring meanwhile) to ONNX, check it
+        against PyTorch and keep what scores from now on: the export, or ``model`` where that
+        failed."""
+        from hfr.export import export_onnx, max_onnx_difference
+        from hfr.onnx_runtime import OnnxModel
+
+        began = time.perf_counter()
+        result: HFR | OnnxModel = model
+        try:
+            with self._lock:
+                if self._export_dir is None:
+                    self._export_dir = Path(tempfile.mkdtemp(prefix="hfr-onnx-"))
+            name = f"{hashlib.sha256(source.encode()).hexdigest()[:16]}.onnx"
+            copy = HFR.from_pretrained(source)
+            path = export_onnx(copy, self._export_dir / name)
+            difference = max_onnx_difference(copy, path)["scores"]
+            result = OnnxModel(path)
+            logger.info(
+                "%s exported to ONNX in %.1f s; max |onnx - torch| of the scores: %.1e",
+                source,
+                time.perf_counter() - began,
+                difference,
+            )
+        except Exception as error:  # the exporter's errors are untyped: PyTorch keeps scoring
+            logger.warning(
+                "%s could not be exported to ONNX (%s); PyTorch scores it", source, error
+            )
+        finally:
+            with self._lock:
+                if source in self._models:
+                    self._exports[source] = result
+                self._exporting.pop(source, None)

@@ -67,12 +67,13 @@ class DemoHandlers:
     """The handlers of one demo page: its model cache (:data:`hfr.serving.runtime.CACHES`
     holds it by name), its result and trained-model folders, and its encoders to train with.
 
-    ``max_side`` bounds an analysed image's longest side, ``cache_size`` the models kept loaded.
+    ``max_side`` bounds an analysed image's longest side, ``cache_size`` the models kept loaded;
+    ``backend`` says what scores them (:data:`hfr.serving.catalog.BACKENDS`).
     """
 
-    def __init__(self, *, max_side: int, cache_size: int) -> None:
+    def __init__(self, *, max_side: int, cache_size: int, backend: str = "torch") -> None:
         self.max_side = max_side
-        self.cache = ModelCache(capacity=cache_size, device=str(auto_device()))
+        self.cache = ModelCache(capacity=cache_size, device=str(auto_device()), backend=backend)
         self.csv_dir = Path(tempfile.mkdtemp(prefix="hfr-app-"))
         self.trained_root = Path(tempfile.mkdtemp(prefix="hfr-trained-"))
         self.cache_name = self.csv_dir.name

@@ -17,11 +17,13 @@ from gradio.utils import get_upload_folder as gradio_upload_folder
 from hfr.config import ModelSettings
 from hfr.device import auto_device
 from hfr.errors import HFRError
+from hfr.extras import require
+from hfr.onnx_runtime import OnnxModel
 from hfr.progress import ProgressCallback
 from hfr.scoring.calibration import Calibration
 from hfr.scoring.postprocess import Prediction
 from hfr.serving import studio
-from hfr.serving.catalog import ModelCache, ModelEntry
+from hfr.serving.catalog import BACKENDS, ModelCache, ModelEntry
 
 try:  # ZeroGPU on Hugging Face Spaces; the function itself elsewhere
     import spaces
@@ -51,10 +53,10 @@ def run_model(
     """Load the model (once, cached) and score, with ``calibration`` instead of the model's
     own when given (this browser tab's): the only GPU work.
 
-    Returns the predictions, the calibration they used and the device.
+    Returns the predictions, the calibration they used and what ran them.
     """
     try:
-        model = CACHES[cache_name].get(entry.source)
+        model = CACHES[cache_name].scorer(entry.source)
     except HFRError as error:
         raise gr.Error(f"Could not load {entry.label}: {error}", print_exception=False) from error
     if calibration is not None:
@@ -70,7 +72,19 @@ def run_model(
         raise gr.Error(
             f"{entry.label} could not score these images: {error}", print_exception=False
         ) from error
-    return predictions, calibration, str(model.device)
+    runs_on = "cpu (ONNX Runtime)" if isinstance(model, OnnxModel) else str(model.device)
+    return predictions, calibration, runs_on
+
+
+def serving_backend(requested: str) -> str:
+    """``requested`` (one of :data:`hfr.serving.catalog.BACKENDS`), checked: ``"onnxruntime"``
+    needs hfr[export], and says so at start-up rather than at the first request."""
+    if requested not in BACKENDS:
+        raise HFRError(f"backend must be one of {BACKENDS}, got {requested!r}")
+    if requested == "onnxruntime":
+        for module in ("onnx", "onnxscript", "onnxruntime"):
+            require(module, "export")
+    return requested
 
 
 @gpu(duration=TRAIN_GPU_SECONDS)
