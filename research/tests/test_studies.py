@@ -337,3 +337,76 @@ def test_the_decoder_width_summary_holds_each_mean_to_its_bar() -> None:
     assert not beyond["aupro"]["within_bar"]
     table = study.table([beyond], 64)
     assert "| screw | b | 2 |" in table and "| no |" in table
+
+
+def _part_on_background(seed: int) -> np.ndarray:
+    """A 96x96 light background with a dark, striped part (a structure to break)."""
+    rng = np.random.default_rng(seed)
+    image = np.full((96, 96, 3), 200, np.uint8) + rng.integers(0, 6, (96, 96, 1), dtype=np.uint8)
+    rows, cols = np.mgrid[:96, :96]
+    part = (np.abs(rows - 48) < 30) & (np.abs(cols - 48) < 30)
+    stripes = (40 + 60 * ((rows // 4 + cols // 6) % 2)).astype(np.uint8)
+    image[part] = stripes[part][:, None]
+    return image
+
+
+def test_structural_defects_change_their_mask_only_and_are_seeded(tmp_path: Path) -> None:
+    """Each kind changes the image inside its mask by at least MIN_CHANGE on average and
+    nowhere else; the mask lies on the part; the same seed gives the same defect; the written
+    copy is an MVTec-layout category that hfr reads, with every kind's masks."""
+    module = _load_script("structural_defects")
+    image, donor = _part_on_background(0), _part_on_background(1)
+    part = module.part_mask(image)
+    assert 0.3 < part.mean() < 0.5  # the 60x60 square of 96x96, found from the border colour
+    for number, kind in enumerate(module.KINDS):
+        changed, mask = module.with_defect(image, kind, donor, np.random.default_rng(number))
+        again, mask_again = module.with_defect(image, kind, donor, np.random.default_rng(number))
+        assert np.array_equal(changed, again) and np.array_equal(mask, mask_again), kind
+        difference = np.abs(changed.astype(float) - image.astype(float)).mean(axis=2)
+        assert difference[mask].mean() >= module.MIN_CHANGE, kind
+        assert not difference[~mask].any(), kind
+        assert 0.005 < mask.mean() < 0.15 and part[mask].mean() > 0.3, kind
+    root = tmp_path / "data" / "widget"
+    for split, seed in (("train/good", 2), ("test/good", 3)):
+        (root / split).mkdir(parents=True)
+        for index in range(2):
+            picture = Image.fromarray(_part_on_background(seed + 10 * index))
+            picture.save(root / split / f"{index}.png")
+    counts = module.write_category(tmp_path / "data", "widget", tmp_path / "check", seed=0)
+    assert counts == dict.fromkeys(module.KINDS, 2)
+    from hfr.data import load_mvtec
+
+    dataset = load_mvtec(tmp_path / "check", "widget")
+    assert len(dataset.train) == 2 and len(dataset.test) == 2 + 2 * len(module.KINDS)
+    assert {s.defect for s in dataset.test if s.label} == set(module.KINDS)
+    assert all(s.mask((96, 96)).any() for s in dataset.test if s.label)
+
+
+def test_the_structural_table_gathers_each_kind_per_method(tmp_path: Path) -> None:
+    """One column per method and backbone, hfr first; each kind's pixel AUROC / AUPRO as
+    compute_metrics gives them, and the pooled figures in the "all" row."""
+    from hfr.evaluate import EvaluationMaps, compute_metrics
+
+    module = _load_script("structural_defects")
+    kinds = list(module.KINDS)
+    masks = np.zeros((1 + len(kinds), 4, 4), bool)
+    masks[1:, 0, 0] = True
+    maps = np.zeros(masks.shape)
+    maps[1:, 0, 0] = 1.0  # every defect outlined
+    maps[1, 3, 3] = 2.0  # but the first kind's map peaks beside it
+    values = compute_metrics(
+        EvaluationMaps(
+            maps, masks, np.r_[0, np.ones(len(kinds))], maps.max((1, 2)), ["good", *kinds]
+        )
+    )
+    for name in ("hfr_mobilenetv2_bottle", "patchcore_efficientnet_lite0_bottle"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(values))
+    (tmp_path / "patchcore_mobilenetv2_bottle_real.json").write_text("{}")  # not a check's run
+    lines = module.summary_table(tmp_path).splitlines()
+    assert lines[0] == "| category | kind | hfr mobilenetv2 | patchcore efficientnet_lite0 |"
+    pixel, pro = values["per_defect_pixel_auroc"][kinds[0]], values["per_defect_aupro"][kinds[0]]
+    cell = f"{pixel:.3f} / {pro:.3f}"
+    assert pixel < 1.0 and lines[2] == f"| bottle | {kinds[0]} | {cell} | {cell} |"
+    assert lines[3] == f"| bottle | {kinds[1]} | 1.000 / 1.000 | 1.000 / 1.000 |"
+    pooled = f"{values['pixel_auroc']:.3f} / {values['aupro']:.3f}"
+    assert lines[-1] == f"| bottle | all | {pooled} | {pooled} |"
