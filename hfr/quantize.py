@@ -13,6 +13,7 @@ import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,12 +28,15 @@ from hfr.images import ImageInput, read_image
 from hfr.model import HFR
 from hfr.preprocessing import to_batch
 
+if TYPE_CHECKING:
+    from hfr.onnx_runtime import OnnxModel
+
 CALIBRATION_IMAGES = 32
 METRIC_NAMES = {"image_auroc": "image AUROC", "aupro": "AUPRO"}
 
 
 class AccuracyGateError(HFRError):
-    """The quantised model lost more image AUROC than allowed; nothing was written."""
+    """The quantised model lost more image AUROC or AUPRO than allowed; nothing was written."""
 
 
 def quantize_onnx(
@@ -178,7 +182,9 @@ def _convolutions(model: HFR, graph, scope: str) -> list[str]:
     return [node.name for node in convs] if scope == "all" else decoder
 
 
-def _detection_metrics(model, dataset: AnomalyDataset, batch_size: int) -> dict[str, float]:
+def _detection_metrics(
+    model: OnnxModel, dataset: AnomalyDataset, batch_size: int
+) -> dict[str, float]:
     """Image AUROC (and pixel AUROC and AUPRO where there are masks) of ``model`` on the test
     split."""
     maps, _ = collect(model, dataset, batch_size=batch_size, progress=False)

@@ -159,9 +159,9 @@ class ModelCache:
         return model
 
     def _export(self, source: str, model: HFR) -> None:
-        """Export a copy of ``model`` (the original keeps scoring meanwhile) to ONNX, check it
-        against PyTorch and keep what scores from now on: the export, or ``model`` where that
-        failed."""
+        """Load ``source`` afresh on the CPU (``model`` keeps scoring meanwhile), export it to
+        ONNX, check it against PyTorch and keep what scores from now on: the export, or
+        ``model`` where any of that failed."""
         from hfr.export import export_onnx, max_onnx_difference
         from hfr.onnx_runtime import OnnxModel
 
@@ -172,9 +172,9 @@ class ModelCache:
                 if self._export_dir is None:
                     self._export_dir = Path(tempfile.mkdtemp(prefix="hfr-onnx-"))
             name = f"{hashlib.sha256(source.encode()).hexdigest()[:16]}.onnx"
-            copy = HFR.from_pretrained(source)
-            path = export_onnx(copy, self._export_dir / name)
-            difference = max_onnx_difference(copy, path)["scores"]
+            fresh = HFR.from_pretrained(source)
+            path = export_onnx(fresh, self._export_dir / name)
+            difference = max_onnx_difference(fresh, path)["scores"]
             result = OnnxModel(path)
             logger.info(
                 "%s exported to ONNX in %.1f s; max |onnx - torch| of the scores: %.1e",
