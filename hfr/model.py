@@ -32,7 +32,7 @@ from hfr.images import ImageInput, load_rgb
 from hfr.network.autoencoder import FeatureAutoencoder
 from hfr.network.decoder import HierarchicalDecoder
 from hfr.network.encoder import FrozenEncoder
-from hfr.prediction import is_single_image, predict_images
+from hfr.prediction import predict_images
 from hfr.preprocessing import to_batch
 from hfr.scoring import maps as anomaly
 from hfr.scoring.calibration import Calibration
@@ -233,7 +233,7 @@ class HFR(
         return predict_images(
             self,
             self.config,
-            [images] if is_single_image(images) else list(images),
+            images,
             device=self.device,
             batch_size=batch_size,
             threshold=threshold,

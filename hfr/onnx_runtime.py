@@ -21,7 +21,7 @@ from hfr.errors import ModelFormatError
 from hfr.export import CONFIG_KEY, LEVEL_OUTPUTS, OUTPUTS, QUANTIZATION_KEY
 from hfr.extras import require
 from hfr.images import ImageInput
-from hfr.prediction import is_single_image, predict_images
+from hfr.prediction import predict_images
 from hfr.scoring.calibration import Calibration
 from hfr.scoring.maps import AnomalyOutput
 from hfr.scoring.postprocess import Prediction
@@ -106,7 +106,7 @@ class OnnxModel:
         return predict_images(
             functools.partial(self, level_maps=return_level_maps),
             self.config,
-            [images] if is_single_image(images) else list(images),
+            images,
             device=self.device,
             batch_size=batch_size,
             threshold=threshold,

@@ -39,7 +39,7 @@ def check_prediction_options(batch_size: object, map_size: object) -> None:
 def predict_images(
     forward: Callable[[torch.Tensor], AnomalyOutput],
     config: HFRConfig,
-    items: Sequence[ImageInput],
+    images: ImageInput | Sequence[ImageInput],
     *,
     device: torch.device,
     batch_size: int,
@@ -47,11 +47,12 @@ def predict_images(
     return_level_maps: bool,
     map_size: str,
 ) -> list[Prediction]:
-    """Read ``items``, run ``forward`` on their normalised batches (``config``'s preprocessing,
-    on ``device``) and make one :class:`Prediction` per image under ``config``'s calibration;
-    the arguments as :meth:`hfr.HFR.predict` takes them."""
+    """Read ``images`` (one or a list), run ``forward`` on their normalised batches
+    (``config``'s preprocessing, on ``device``) and make one :class:`Prediction` per image under
+    ``config``'s calibration; the arguments as :meth:`hfr.HFR.predict` takes them."""
     check_prediction_options(batch_size, map_size)
     threshold = check_threshold(threshold)
+    items = [images] if is_single_image(images) else list(images)
     preprocessing = config.preprocessing
     predictions: list[Prediction] = []
     for start in range(0, len(items), batch_size):
