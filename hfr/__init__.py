@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hfr._moved import MovedModules
 
-__version__ = "0.23.0"
+__version__ = "0.24.0"
 sys.meta_path.append(MovedModules())
 
 _EXPORTS = {

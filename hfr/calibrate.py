@@ -26,6 +26,7 @@ from hfr.scoring.calibration import (
     check_target_fpr,
     check_threshold_fit,
 )
+from hfr.tiling import image_scores_of, tiles_of
 
 # What `evaluate` measured at the calibrated threshold: stale once the threshold moves.
 THRESHOLD_RESULTS = (
@@ -138,9 +139,10 @@ def recalibrate(
         check_count(len(images))
     elif not images:
         raise TrainingError("give at least one normal image to add")
-    residuals, terms = held_out_maps(model, images, batch_size, progress, ignore_progress)
+    items = tiles_of(images, model.config.preprocessing)
+    residuals, terms = held_out_maps(model, items, batch_size, progress, ignore_progress)
     scored = model.config.replace(scoring=measured_scales(model.config.scoring, residuals, terms))
-    scores = image_scores(model, scored, residuals, terms)
+    scores = image_scores_of(image_scores(model, scored, residuals, terms), items)
     if add:
         calibration = own.with_scores(scores, target_fpr=target_fpr, fit=fit)
     else:

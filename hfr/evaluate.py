@@ -31,10 +31,10 @@ class EvaluationMaps:
 def collect(
     model: HFR, dataset: AnomalyDataset, *, batch_size: int = 16, progress: bool = True
 ) -> tuple[EvaluationMaps, float]:
-    """Maps at the model's input size for every test sample, and inference seconds per image."""
+    """Maps at the model's input size (a tiled model's: at its tiles' scale) for every test
+    sample, and inference seconds per image."""
     if not dataset.test:
         raise DatasetLayoutError(f"{dataset.name}/{dataset.category} has no test samples")
-    size = model.config.preprocessing.input_size
     maps, scores = [], []
     seconds = 0.0
     samples = dataset.test
@@ -47,7 +47,11 @@ def collect(
         seconds += time.perf_counter() - began
         maps += [p.anomaly_map for p in predictions]
         scores += [p.score for p in predictions]
-    masks = np.stack([s.mask(size) for s in samples]) if dataset.has_masks else np.zeros(0)
+    masks = (
+        np.stack([s.mask(m.shape) for s, m in zip(samples, maps, strict=True)])
+        if dataset.has_masks
+        else np.zeros(0)
+    )
     labels = np.array([s.label for s in samples])
     defects = [s.defect for s in samples]
     result = EvaluationMaps(np.stack(maps), masks, labels, np.array(scores), defects)

@@ -13,10 +13,11 @@ import torch
 
 from hfr.config import HFRConfig
 from hfr.errors import HFRError
-from hfr.images import ImageInput, read_image
+from hfr.images import ImageInput, LoadedImage, read_image
 from hfr.preprocessing import content_box, enlargement_notes, to_batch
 from hfr.scoring.maps import AnomalyOutput
 from hfr.scoring.postprocess import Prediction, check_threshold, to_predictions
+from hfr.tiling import tile_note, tiled_forward
 
 MAP_SIZES = ("original", "input")
 
@@ -48,12 +49,27 @@ def predict_images(
     map_size: str,
 ) -> list[Prediction]:
     """Read ``images`` (one or a list), run ``forward`` on their normalised batches
-    (``config``'s preprocessing, on ``device``) and make one :class:`Prediction` per image under
-    ``config``'s calibration; the arguments as :meth:`hfr.HFR.predict` takes them."""
+    (``config``'s preprocessing, on ``device``; with tiles, on each image's tiles) and make one
+    :class:`Prediction` per image under ``config``'s calibration; the arguments as
+    :meth:`hfr.HFR.predict` takes them."""
     check_prediction_options(batch_size, map_size)
     threshold = check_threshold(threshold)
     items = [images] if is_single_image(images) else list(images)
     preprocessing = config.preprocessing
+    if preprocessing.tile is not None:
+        return [
+            _predict_tiled(
+                forward,
+                config,
+                read_image(item),
+                device=device,
+                batch_size=batch_size,
+                threshold=threshold,
+                return_level_maps=return_level_maps,
+                map_size=map_size,
+            )
+            for item in items
+        ]
     predictions: list[Prediction] = []
     for start in range(0, len(items), batch_size):
         loaded = [read_image(item) for item in items[start : start + batch_size]]
@@ -72,3 +88,31 @@ def predict_images(
             prediction.notes = (*image.notes, *enlargement_notes(size, preprocessing))
         predictions += scored
     return predictions
+
+
+def _predict_tiled(
+    forward: Callable[[torch.Tensor], AnomalyOutput],
+    config: HFRConfig,
+    image: LoadedImage,
+    *,
+    device: torch.device,
+    batch_size: int,
+    threshold: float,
+    return_level_maps: bool,
+    map_size: str,
+) -> Prediction:
+    """One image's :class:`Prediction` from its tiles (:func:`hfr.tiling.tiled_forward`), its
+    maps at the image's size or, with ``map_size="input"``, at the tiles' working scale."""
+    size = image.pixels.shape[:2]
+    output = tiled_forward(
+        forward, image.pixels, config.preprocessing, device=device, batch_size=batch_size
+    )
+    (prediction,) = to_predictions(
+        output,
+        calibration=config.calibration,
+        sizes=[size] if map_size == "original" else None,
+        threshold=threshold,
+        return_level_maps=return_level_maps,
+    )
+    prediction.notes = (*image.notes, tile_note(size, config.preprocessing))
+    return prediction

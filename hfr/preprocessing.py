@@ -78,6 +78,21 @@ def enlargement_notes(image_size: tuple[int, int], preprocessing: Preprocessing)
     )
 
 
+def input_description(preprocessing: Preprocessing) -> str:
+    """What the network sees of an image, in words (width x height, as image sizes are said).
+
+    Example:
+        >>> input_description(Preprocessing((256, 320)))
+        '320x256 input'
+        >>> input_description(Preprocessing((256, 256), tile=(512, 1024)))
+        '1024x512 px tiles at 256x256'
+    """
+    height, width = preprocessing.input_size
+    if preprocessing.tile is None:
+        return f"{width}x{height} input"
+    return f"{preprocessing.tile[1]}x{preprocessing.tile[0]} px tiles at {width}x{height}"
+
+
 def to_batch(
     images: Sequence[np.ndarray], preprocessing: Preprocessing, device: torch.device
 ) -> torch.Tensor:

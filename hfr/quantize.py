@@ -27,6 +27,7 @@ from hfr.extras import require
 from hfr.images import ImageInput, read_image
 from hfr.model import HFR
 from hfr.preprocessing import to_batch
+from hfr.tiling import tiles_of
 
 if TYPE_CHECKING:
     from hfr.onnx_runtime import OnnxModel
@@ -50,8 +51,8 @@ def quantize_onnx(
     """Write an int8 copy of ``source`` (``model`` exported by :func:`hfr.export.export_onnx`).
 
     Activation ranges come from ``calibration_images`` (normal images, preprocessed as the
-    model's config says); weights are int8 per output channel. The scoring (maps, memory search,
-    smoothing) stays float. Returns ``target``.
+    model's config says; a tiled model's, their tiles); weights are int8 per output channel.
+    The scoring (maps, memory search, smoothing) stays float. Returns ``target``.
     """
     if scope not in INT8_SCOPES:
         raise HFRError(f"scope must be one of {INT8_SCOPES}, got {scope!r}")
@@ -61,9 +62,10 @@ def quantize_onnx(
     quantization = require("onnxruntime.quantization", "export")
     shape_inference = require("onnxruntime.quantization.shape_inference", "export")
     nodes = _convolutions(model, onnx.load(str(source)), scope)
+    items = tiles_of(calibration_images, model.config.preprocessing)
     batches = [
         {"images": to_batch(chunk, model.config.preprocessing, torch.device("cpu")).numpy()}
-        for chunk in _chunks([read_image(item).pixels for item in calibration_images], 8)
+        for chunk in _chunks([read_image(item).pixels for item in items], 8)
     ]
 
     class Reader(quantization.CalibrationDataReader):

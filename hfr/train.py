@@ -38,6 +38,7 @@ from hfr.progress import ProgressCallback, TrainingProgress, ignore_progress
 from hfr.scoring import maps as anomaly
 from hfr.scoring.calibration import Calibration
 from hfr.scoring.terms import TrainingEvidence, term_type
+from hfr.tiling import image_scores_of, tiles_of
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -133,13 +134,18 @@ def fit(
     train_images, calibration_images = split_for_calibration(
         images, config.calibration_fraction, config.seed
     )
+    result = TrainResult(
+        num_train_images=len(train_images), num_calibration_images=len(calibration_images)
+    )
+    train_images, calibration_images = (
+        tiles_of(part, model.config.preprocessing) for part in (train_images, calibration_images)
+    )
+    if len(train_images) != result.num_train_images:
+        logger.info("%d tiles of %d training images", len(train_images), result.num_train_images)
     if config.epochs is None:
         config = replace(config, epochs=default_epochs(len(train_images), config.batch_size))
         logger.info("%d training images: %d epochs", len(train_images), config.epochs)
     config = replace(config, precision=training_precision(config.precision, model.device))
-    result = TrainResult(
-        num_train_images=len(train_images), num_calibration_images=len(calibration_images)
-    )
     report = on_progress or ignore_progress
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     cache, colours = _train_decoder(
@@ -164,14 +170,14 @@ def fit(
     residuals, terms = held_out_maps(model, calibration_images, config.batch_size, progress, report)
     scored = model.config.replace(scoring=measured_scales(model.config.scoring, residuals, terms))
     calibration = Calibration.from_normal_scores(
-        image_scores(model, scored, residuals, terms),
+        image_scores_of(image_scores(model, scored, residuals, terms), calibration_images),
         target_fpr=config.target_fpr,
         fit=config.threshold_fit,
     )
     result.calibration_seconds = time.perf_counter() - started
     training = _training_record(config, result, evidence, auto_terms, notes)
     model.config = scored.replace(calibration=calibration, training=training)
-    logger.info("calibrated on %d held-out normal images", len(calibration_images))
+    logger.info("calibrated on %d held-out normal images", result.num_calibration_images)
     report_calibration(model.config.calibration)
     return result
 

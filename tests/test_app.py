@@ -378,7 +378,7 @@ def test_the_onnxruntime_backend_scores_as_pytorch_once_exported(tmp_path: Path)
     strict = model.config.calibration.with_scores([model.predict(images[0])[0].score * 0.5])
     for calibration, reference in ((None, model), (strict, model.with_calibration(strict))):
         predictions, used, runs_on = run_model("onnx-test", entry, images, calibration)
-        assert runs_on == "cpu (ONNX Runtime)" and used == reference.config.calibration
+        assert runs_on == "cpu (ONNX Runtime), 64x64 input" and used == reference.config.calibration
         expected = reference.predict(images, return_level_maps=True)
         assert [p.is_anomalous for p in predictions] == [p.is_anomalous for p in expected]
         for ours, theirs in zip(predictions, expected, strict=True):

@@ -54,9 +54,12 @@ FORMAT_VERSION = compat.FORMAT_VERSION
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MAX_INPUT_SIDE = 1024
+MIN_TILE_SIDE, MAX_TILE_SIDE = 16, 65535  # image pixels
 MAX_SIGMA = 64.0
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 RANDOM_WEIGHTS = "random"
+# The scoring terms that model each position of the whole input: off in a tiled model.
+TILED_OFF_TERMS = ("position", "colour")
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,15 @@ class Preprocessing:
     how a different aspect is fitted (``resize``: ``"stretch"``, ``"letterbox"``, or
     ``"auto"``, which training decides from the training images and which stretches until
     then) and normalisation. The whole image is always used (no crop: a defect may sit at the
-    border)."""
+    border). With ``tile`` ``(height, width)``, in image pixels, the image is seen as
+    overlapping tiles of that size, each stretched to the input (:mod:`hfr.tiling`)."""
 
     input_size: tuple[int, int]
     interpolation: str = "bilinear"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     resize: str = "stretch"
+    tile: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         size = self.input_size
@@ -105,16 +110,39 @@ class Preprocessing:
                 "three finite numbers" + (" above 0" if low == 0.0 else ""),
                 values,
             )
+        if self.tile is not None:
+            tile = (self.tile, self.tile) if is_int(self.tile) else self.tile
+            check(
+                isinstance(tile, Sequence)
+                and not isinstance(tile, str)
+                and len(tile) == 2
+                and all(is_int(s) and MIN_TILE_SIDE <= s <= MAX_TILE_SIDE for s in tile),
+                "preprocessing.tile",
+                f"null, or one or two integers in [{MIN_TILE_SIDE}, {MAX_TILE_SIDE}] (pixels)",
+                self.tile,
+            )
+            check(
+                self.resize == "stretch",
+                "preprocessing.resize",
+                "'stretch' with tiles (each tile is stretched to the input)",
+                self.resize,
+            )
+            object.__setattr__(self, "tile", tuple(tile))
         object.__setattr__(self, "input_size", tuple(size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
     @classmethod
     def for_encoder(
-        cls, encoder: str, input_size: int | Sequence[int], *, resize: str = "stretch"
+        cls,
+        encoder: str,
+        input_size: int | Sequence[int],
+        *,
+        resize: str = "stretch",
+        tile: int | Sequence[int] | None = None,
     ) -> Preprocessing:
         """timm's mean, std and interpolation for ``encoder``, at ``input_size``: one side or
-        ``(height, width)``."""
+        ``(height, width)``; ``resize`` and ``tile`` as given."""
         import timm
 
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
@@ -123,7 +151,7 @@ class Preprocessing:
         except (RuntimeError, KeyError):
             cfg = None
         if cfg is None:
-            return cls(input_size=size, resize=resize)
+            return cls(input_size=size, resize=resize, tile=tile)
         interpolation = cfg.interpolation if cfg.interpolation in INTERPOLATIONS else "bilinear"
         return cls(
             input_size=size,
@@ -131,17 +159,24 @@ class Preprocessing:
             mean=cfg.mean,
             std=cfg.std,
             resize=resize,
+            tile=tile,
         )
 
     @classmethod
     def from_dict(cls, values: object) -> Preprocessing:
-        """Build from ``config.json`` values."""
+        """Build from ``config.json`` values (``tile`` may be absent: no tiles)."""
+        if isinstance(values, dict) and "tile" not in values:
+            values = {**values, "tile": None}
         exact_keys("preprocessing", values, cls)
         return cls(**values)
 
     def to_dict(self) -> dict:
-        """JSON-ready form for ``config.json``."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON-ready form for ``config.json`` (``tile`` only when there are tiles, so an
+        untiled model's config reads as before in every hfr version)."""
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if self.tile is None:
+            del values["tile"]
+        return values
 
 
 @dataclass(frozen=True)
@@ -224,6 +259,16 @@ class HFRConfig:
             "a Calibration or null",
             self.calibration,
         )
+        if self.preprocessing.tile is not None:
+            for name in TILED_OFF_TERMS:
+                weight = getattr(self.scoring, f"{name}_weight")
+                check(
+                    weight == 0,
+                    f"scoring.{name}_weight",
+                    "0 with tiles (the term models each position of the whole image, which "
+                    "a tile does not show)",
+                    weight,
+                )
         optional_object("training", self.training)
         optional_object("evaluation", self.evaluation)
         object.__setattr__(self, "sigma", float(self.sigma))
@@ -256,8 +301,12 @@ class HFRConfig:
             settings = ModelSettings(**given)
         elif given:
             raise ConfigError("pass either ModelSettings or its fields as keywords, not both")
+        tiled = settings.tile is not None
         preprocessing = Preprocessing.for_encoder(
-            settings.encoder, settings.input_size, resize=settings.resize
+            settings.encoder,
+            settings.input_size,
+            resize="stretch" if tiled and settings.resize == AUTO else settings.resize,
+            tile=settings.tile,
         )
         decoder = settings.decoder
         if decoder is None:
@@ -266,9 +315,12 @@ class HFRConfig:
         sigma = settings.sigma
         if sigma is None:
             sigma = CONTEXT_SIGMA if decoder == "context" else DEFAULT_SIGMA
+        weights = {f"{term}_weight": getattr(settings, f"{term}_weight") for term in TERMS}
+        if tiled:  # the per-position terms have no place in a tile: "auto" is off
+            weights.update({k: 0.0 for k, v in weights.items() if v == AUTO})
         scoring = Scoring.preset(
             settings.scoring,
-            **{f"{term}_weight": getattr(settings, f"{term}_weight") for term in TERMS},
+            **weights,
             memory_pooling=settings.memory_pooling,
             combination=settings.combination,
             colour_distance=settings.colour_distance,

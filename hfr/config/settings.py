@@ -47,6 +47,9 @@ FEATURE_LOCATIONS = ("stage", "expansion")
 # after normalisation). "auto" stretches when the training images share one aspect and
 # letterboxes when their aspects differ, where stretching would distort each image differently.
 RESIZE_MODES = ("stretch", "letterbox")
+# With tiles (ModelSettings.tile), neighbouring tiles overlap by at least this share of a tile's
+# side, so that a defect on one tile's border lies well inside the next one.
+TILE_OVERLAP = 0.25
 SCORING_PRESETS = ("hfr", "paper")
 DEFAULT_SCORING = "hfr"
 # How the fine levels are decoded: "paper" from d3 (eq. 3-4); "context" from a blind-spot
@@ -149,6 +152,15 @@ class ModelSettings:
         DEFAULT_INPUT_SIZE,
         "--image-size",
         "network input: one side, or HEIGHTxWIDTH (multiples of 16)",
+        parse=image_size,
+    )
+    tile: int | tuple[int, int] | None = setting(
+        None,
+        "--tile",
+        "score each image in overlapping tiles of SIDE or HEIGHTxWIDTH image pixels, each "
+        "resized to the network input, and train on such tiles: for images much larger than "
+        "the input, where a small defect would shrink to a pixel or two (default: the whole "
+        "image in one pass); the position and colour terms are off with tiles",
         parse=image_size,
     )
     resize: str = setting(

@@ -113,7 +113,11 @@ class DemoHandlers:
         ]
         notices += [f"`{name}`: {note}." for (name, _), p in pairs for note in p.notes]
         results.sort(key=lambda r: r.normalized_score, reverse=True)
-        notices.append(f"{len(results)} image(s) analysed in {seconds:.2f} s on {device}.")
+        each = 1000 * seconds / len(results)
+        notices.append(
+            f"{len(results)} image(s) analysed in {seconds:.2f} s ({each:.0f} ms per image) "
+            f"on {device}."
+        )
         notices.append(threshold_note(entry.label, calibration, own is not None))
         shown = render(results, threshold, opacity, show_levels, self.csv_dir)
         MALLOC.trim()

@@ -19,6 +19,7 @@ from hfr.device import auto_device
 from hfr.errors import HFRError
 from hfr.extras import require
 from hfr.onnx_runtime import OnnxModel
+from hfr.preprocessing import input_description
 from hfr.progress import ProgressCallback
 from hfr.scoring.calibration import Calibration
 from hfr.scoring.postprocess import Prediction
@@ -73,7 +74,7 @@ def run_model(
             f"{entry.label} could not score these images: {error}", print_exception=False
         ) from error
     runs_on = "cpu (ONNX Runtime)" if isinstance(model, OnnxModel) else str(model.device)
-    return predictions, calibration, runs_on
+    return predictions, calibration, f"{runs_on}, {input_description(model.config.preprocessing)}"
 
 
 def serving_backend(requested: str) -> str:

@@ -410,3 +410,50 @@ def test_the_structural_table_gathers_each_kind_per_method(tmp_path: Path) -> No
     assert lines[3] == f"| bottle | {kinds[1]} | 1.000 / 1.000 | 1.000 / 1.000 |"
     pooled = f"{values['pixel_auroc']:.3f} / {values['aupro']:.3f}"
     assert lines[-1] == f"| bottle | all | {pooled} | {pooled} |"
+
+
+def test_highres_mosaics_carry_each_real_defect_once_at_its_place(tmp_path: Path) -> None:
+    """grid x grid mosaics of distinct images; each defective test image's defect pasted once,
+    into one cell at its own place, its grown mask the ground truth and nothing else changed."""
+    module = _load_script("highres_defects")
+    root = tmp_path / "data" / "widget"
+    for split, count, seed in (("train/good", 5, 2), ("test/good", 4, 3)):
+        (root / split).mkdir(parents=True)
+        for index in range(count):
+            Image.fromarray(_part_on_background(seed + 10 * index)).save(
+                root / split / f"{index}.png"
+            )
+    (root / "test" / "dent").mkdir(parents=True)
+    (root / "ground_truth" / "dent").mkdir(parents=True)
+    broken = _part_on_background(7)
+    broken[40:50, 40:50] = 255
+    Image.fromarray(broken).save(root / "test" / "dent" / "000.png")
+    mask = np.zeros((96, 96), np.uint8)
+    mask[40:50, 40:50] = 255
+    Image.fromarray(mask).save(root / "ground_truth" / "dent" / "000_mask.png")
+
+    counts = module.write_category(
+        tmp_path / "data", "widget", tmp_path / "check", grid=2, train_mosaics=3, seed=0
+    )
+    assert counts == {"train/good": 3, "test/good": 4, "test/dent": 1}
+    from hfr.data import load_mvtec
+
+    dataset = load_mvtec(tmp_path / "check", "widget")
+    defective = next(s for s in dataset.test if s.label)
+    pixels = np.asarray(Image.open(defective.image))
+    assert pixels.shape[:2] == (192, 192)
+    truth = defective.mask((192, 192))
+    rows, cols = np.nonzero(truth)
+    assert len({(r // 96, c // 96) for r, c in zip(rows, cols, strict=True)}) == 1  # one cell
+    margin = module.MARGIN
+    assert (rows.min() % 96, rows.max() % 96) == (40 - margin, 49 + margin)
+    assert (cols.min() % 96, cols.max() % 96) == (40 - margin, 49 + margin)
+    cell_rows, cell_cols = rows.min() // 96 * 96, cols.min() // 96 * 96
+    cell = pixels[cell_rows : cell_rows + 96, cell_cols : cell_cols + 96]
+    inside = truth[cell_rows : cell_rows + 96, cell_cols : cell_cols + 96]
+    assert np.array_equal(cell[inside], broken[inside])  # the defect and its grown margin
+    goods = [np.asarray(Image.open(p)) for p in sorted((root / "test" / "good").glob("*.png"))]
+    assert any(np.array_equal(cell[~inside], good[~inside]) for good in goods)
+    train = [np.asarray(Image.open(p)) for p in dataset.train]
+    cells = {train[0][r : r + 96, c : c + 96].tobytes() for r in (0, 96) for c in (0, 96)}
+    assert len(cells) == 4  # every cell of a mosaic a different image
