@@ -23,7 +23,7 @@ from typing import Any
 from hfr import __version__
 from hfr.config.options import (
     add_setting_options,
-    image_size,
+    image_sizes,
     term_weight,
     width_or_full,
 )
@@ -321,9 +321,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", default="1,16,32", help="one or a comma-separated list")
     parser.add_argument(
         "--image-size",
-        type=image_size,
-        default=DEFAULT_INPUT_SIZE,
-        help="input side or HEIGHTxWIDTH",
+        type=image_sizes,
+        default=[DEFAULT_INPUT_SIZE],
+        help="input side or HEIGHTxWIDTH; a comma-separated list times each",
     )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")

@@ -144,8 +144,9 @@ def evaluate(
 def report(
     model: HFR, dataset: AnomalyDataset, result: EvaluationMaps, seconds_per_image: float
 ) -> dict:
-    """The metrics of collected maps plus how they were measured."""
-    height, width = model.config.preprocessing.input_size
+    """The metrics of collected maps plus how they were measured (``resolution``: the maps',
+    the input size, or a tiled model's tiles' scale)."""
+    height, width = result.maps.shape[-2:]
     return {
         **compute_metrics(result),
         **threshold_rates(model, result),

@@ -15,6 +15,56 @@ Box = tuple[int, int, int, int]  # top, left, height, width
 ASPECT_SAMPLE = 64  # training images whose sizes decide how images are fitted
 ASPECT_TOLERANCE = 0.02  # aspects within 2 % of the median count as one
 ENLARGEMENT_NOTE_FACTOR = 2.0  # an image enlarged more than this along a side gets a note
+# Training images shrunk more than this along a side get a hint (hfr.preprocessing.reduction_hint)
+REDUCTION_HINT_FACTOR = 4.0
+
+
+def sampled_shapes(images: Sequence[ImageInput]) -> list[tuple[int, int]]:
+    """The ``(height, width)`` of up to ``ASPECT_SAMPLE`` of ``images``, spread evenly over the
+    list (files: from their headers)."""
+    return [image_shape(image) for image in images[:: max(1, len(images) // ASPECT_SAMPLE)]]
+
+
+def typical_size(images: Sequence[ImageInput]) -> tuple[int, int]:
+    """The median height and width of :func:`sampled_shapes` of ``images``.
+
+    Example:
+        >>> typical_size([np.zeros((300, 400, 3), np.uint8), np.zeros((500, 600, 3), np.uint8)])
+        (400, 500)
+    """
+    heights, widths = zip(*sampled_shapes(images), strict=True)
+    return int(np.median(heights)), int(np.median(widths))
+
+
+def reduction(source: tuple[int, int], preprocessing: Preprocessing) -> float:
+    """How many times smaller an untiled network sees an image of ``source`` size along its
+    more reduced side (below 1: enlarged).
+
+    Example:
+        >>> reduction((900, 1200), Preprocessing((256, 256)))
+        4.6875
+    """
+    _, _, height, width = content_box(source, preprocessing)
+    return max(source[0] / height, source[1] / width)
+
+
+def reduction_hint(source: tuple[int, int], preprocessing: Preprocessing) -> str | None:
+    """Advice when an untiled network sees images of ``source`` size more than
+    ``REDUCTION_HINT_FACTOR`` times smaller: what size of defect then shrinks below four input
+    pixels, and the options that keep it; None otherwise.
+
+    Example:
+        >>> reduction_hint((3000, 4000), Preprocessing((256, 256)))[:60]
+        'a defect under about 62 px across then covers fewer than 4 i'
+    """
+    factor = reduction(source, preprocessing)
+    if preprocessing.tile is not None or factor <= REDUCTION_HINT_FACTOR:
+        return None
+    return (
+        f"a defect under about {4 * factor:.0f} px across then covers fewer than 4 input "
+        "pixels; a larger --image-size or --tile keeps such defects (docs/usage.md, 'Large "
+        "images: tiles')"
+    )
 
 
 def fitted_resize(images: Sequence[ImageInput]) -> str:
@@ -28,8 +78,7 @@ def fitted_resize(images: Sequence[ImageInput]) -> str:
         >>> fitted_resize([np.zeros((300, 400, 3), np.uint8), np.zeros((40, 40, 3), np.uint8)])
         'letterbox'
     """
-    step = max(1, len(images) // ASPECT_SAMPLE)
-    aspects = np.array([height / width for height, width in map(image_shape, images[::step])])
+    aspects = np.array([height / width for height, width in sampled_shapes(images)])
     spread = np.abs(aspects / np.median(aspects) - 1).max()
     return "stretch" if spread <= ASPECT_TOLERANCE else "letterbox"
 

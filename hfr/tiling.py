@@ -20,7 +20,7 @@ import torch
 
 from hfr.config import TILE_OVERLAP, Preprocessing
 from hfr.images import ImageInput, image_shape, load_rgb
-from hfr.preprocessing import Box, to_batch
+from hfr.preprocessing import Box, reduction, to_batch
 from hfr.scoring import maps as anomaly
 from hfr.scoring.maps import AnomalyOutput
 
@@ -166,6 +166,26 @@ def tile_note(image_size: tuple[int, int], preprocessing: Preprocessing) -> str:
     )
 
 
+def resolution_summary(source: tuple[int, int], preprocessing: Preprocessing) -> str:
+    """How images of ``source`` size (height, width) reach the network, in words.
+
+    Example:
+        >>> resolution_summary((900, 900), Preprocessing((256, 256)))
+        'trained at 256x256 from 900x900 images (each side 3.5x smaller)'
+        >>> resolution_summary((3000, 4000), Preprocessing((256, 256), tile=(512, 512)))
+        'trained on 512x512 px tiles at 256x256 from 4000x3000 images (88 tiles each)'
+    """
+    height, width = preprocessing.input_size
+    images = f"from {source[1]}x{source[0]} images"
+    if preprocessing.tile is not None:
+        tiles = len(tile_boxes(source, preprocessing.tile))
+        tile = f"{preprocessing.tile[1]}x{preprocessing.tile[0]}"
+        return f"trained on {tile} px tiles at {width}x{height} {images} ({tiles} tiles each)"
+    factor = reduction(source, preprocessing)
+    scale = f"each side {factor:.2g}x smaller" if factor >= 1 else f"enlarged {1 / factor:.2g}x"
+    return f"trained at {width}x{height} {images} ({scale})"
+
+
 def tiles_of(images: Sequence[ImageInput], preprocessing: Preprocessing) -> Sequence[ImageInput]:
     """What the network is trained and calibrated on: ``images`` themselves, or their
     :class:`TiledImages` when ``preprocessing`` has tiles."""
@@ -182,6 +202,7 @@ __all__ = [
     "TiledImages",
     "image_maxima",
     "image_scores_of",
+    "resolution_summary",
     "tile_boxes",
     "tile_note",
     "tile_starts",

@@ -33,12 +33,12 @@ from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.feature_passes import encode_all, feature_batches, image_batches
 from hfr.images import ImageInput
 from hfr.model import HFR
-from hfr.preprocessing import fitted_resize
+from hfr.preprocessing import fitted_resize, reduction_hint, typical_size
 from hfr.progress import ProgressCallback, TrainingProgress, ignore_progress
 from hfr.scoring import maps as anomaly
 from hfr.scoring.calibration import Calibration
 from hfr.scoring.terms import TrainingEvidence, term_type
-from hfr.tiling import image_scores_of, tiles_of
+from hfr.tiling import image_scores_of, resolution_summary, tiles_of
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -131,6 +131,10 @@ def fit(
     """
     config = config or TrainConfig()
     auto_terms = _settle_auto_settings(model, images)
+    source = typical_size(images)
+    resolution = resolution_summary(source, model.config.preprocessing)
+    hint = reduction_hint(source, model.config.preprocessing)
+    logger.info("%s%s", resolution, f". Note: {hint}" if hint else "")
     train_images, calibration_images = split_for_calibration(
         images, config.calibration_fraction, config.seed
     )
@@ -175,7 +179,12 @@ def fit(
         fit=config.threshold_fit,
     )
     result.calibration_seconds = time.perf_counter() - started
-    training = _training_record(config, result, evidence, auto_terms, notes)
+    training = {
+        **_training_record(config, result, evidence, auto_terms, notes),
+        "source_size": list(source),
+        "resolution": resolution,
+        "resolution_hint": hint,
+    }
     model.config = scored.replace(calibration=calibration, training=training)
     logger.info("calibrated on %d held-out normal images", result.num_calibration_images)
     report_calibration(model.config.calibration)

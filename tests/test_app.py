@@ -909,7 +909,7 @@ def test_one_training_at_a_time_the_next_waits_in_the_queue(
     assert any(index == second for index, _ in queued_ranks)
 
 
-def test_the_training_summary_states_the_guarantee_and_warns_of_a_heavy_tail(
+def test_the_training_summary_states_the_guarantee_the_resolution_and_a_heavy_tail(
     tmp_path: Path,
 ) -> None:
     from hfr.config import TrainConfig
@@ -936,3 +936,4 @@ def test_the_training_summary_states_the_guarantee_and_warns_of_a_heavy_tail(
     assert "Warning" not in summary(heavy[:19])
     precision = model.config.training["precision"]
     assert f"1 epochs, in 1.0 s on cpu ({precision}): final loss" in summary(heavy[:19])
+    assert "Trained at 64x64 from 48x48 images (enlarged 1.3x)." in summary(heavy[:19])

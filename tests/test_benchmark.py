@@ -67,13 +67,16 @@ def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
     output, table = tmp_path / "bench.json", tmp_path / "bench.md"
     command = [
         sys.executable, "-m", "hfr", "benchmark", "--device", "cpu", "--encoders", "resnet18",
-        "--batch-size", "1,2", "--image-size", "64", "--repeats", "1", "--position-weight", "1",
-        "--colour-weight", "0.25", "--output", str(output), "--markdown", str(table),
+        "--batch-size", "1,2", "--image-size", "64,64x96", "--repeats", "1",
+        "--position-weight", "1", "--colour-weight", "0.25", "--output", str(output),
+        "--markdown", str(table),
         "--onnxruntime",
     ]  # fmt: skip
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
     records = json.loads(output.read_text())
-    assert [r["batch_size"] for r in records] == [1, 2]
+    assert [(r["input"], r["batch_size"]) for r in records] == [
+        ("64x64", 1), ("64x64", 2), ("96x64", 1), ("96x64", 2)
+    ]  # fmt: skip
     for record in records:
         for key in ("encoder", "device", "batch_size", "encoder_ms_per_image", "full_ms_per_image",
                     "peak_memory_mb", "train_seconds_per_epoch"):  # fmt: skip
@@ -90,4 +93,5 @@ def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
         assert record["onnxruntime_over_encoder"] == pytest.approx(
             record["onnxruntime_ms_per_image"] / record["encoder_ms_per_image"]
         )
-    assert "| resnet18 | full | 2 |" in table.read_text()
+    assert "| resnet18 | 64x64 | full | 2 |" in table.read_text()
+    assert "| resnet18 | 96x64 | full | 1 |" in table.read_text()

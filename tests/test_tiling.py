@@ -239,3 +239,48 @@ def test_an_exported_tiled_model_scores_its_tiles_as_pytorch(tmp_path: Path) -> 
     assert got.score == pytest.approx(expected.score, rel=1e-5, abs=1e-5)
     assert got.is_anomalous == expected.is_anomalous
     np.testing.assert_allclose(got.anomaly_map, expected.anomaly_map, rtol=1e-4, atol=1e-4)
+
+
+def test_training_says_how_much_smaller_the_network_sees_the_images(tmp_path: Path) -> None:
+    small = tiny_model()
+    fit(small, synthetic_images(8, size=200), TrainConfig(epochs=1, batch_size=8), progress=False)
+    training = small.config.training
+    assert training["source_size"] == [200, 200]
+    assert training["resolution"] == "trained at 64x64 from 200x200 images (each side 3.1x smaller)"
+    assert training["resolution_hint"] is None  # within 4x: no advice
+    large = tiny_model()
+    fit(large, synthetic_images(8, size=320), TrainConfig(epochs=1, batch_size=8), progress=False)
+    assert large.config.training["resolution_hint"].startswith(
+        "a defect under about 20 px across then covers fewer than 4 input pixels"
+    )
+    card = str(large.generate_model_card())
+    assert "- Trained at 64x64 from 320x320 images (each side 5x smaller); a defect under" in card
+    tiled = tiny_model(tile=128)
+    fit(tiled, synthetic_images(8, size=320), TrainConfig(epochs=1, batch_size=8), progress=False)
+    assert tiled.config.training["resolution"] == (
+        "trained on 128x128 px tiles at 64x64 from 320x320 images (9 tiles each)"
+    )
+    assert tiled.config.training["resolution_hint"] is None
+
+
+def test_evaluate_measures_a_tiled_model_at_its_tiles_scale(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from hfr.data import AnomalyDataset, TestSample
+    from hfr.evaluate import evaluate
+
+    images = synthetic_images(4, size=200, seed=11)
+    samples = []
+    for index, image in enumerate(images):
+        mask = None
+        if index >= 2:
+            image[80:120, 80:120] = 255
+            mask = tmp_path / f"{index}_mask.png"
+            pixels = np.zeros((200, 200), np.uint8)
+            pixels[80:120, 80:120] = 255
+            Image.fromarray(pixels).save(mask)
+        samples.append(TestSample(image, int(index >= 2), "good" if index < 2 else "spot", mask))
+    model = calibrate(tiny_model(tile=128).eval(), synthetic_images(4, size=200, seed=12))
+    result = evaluate(model, AnomalyDataset("folder", "widget", [], samples), progress=False)
+    assert result["resolution"] == "100x100"  # 200 px seen through 128 px tiles at 64x64
+    assert result["image_auroc"] == 1.0 and result["pixel_auroc"] > 0.5  # masks read at 100x100

@@ -82,7 +82,7 @@ def gflops_per_image(model: HFR) -> tuple[float, float]:
 
 
 def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
-    """All batch sizes for one encoder (run in a child process)."""
+    """All batch sizes for one encoder at ``args.image_size`` (run in a child process)."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     weights = {f"{name}_weight": getattr(args, f"{name}_weight") for name in TERMS}
@@ -119,7 +119,9 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
         for name in dict.fromkeys((precision, "fp32"))
     }
     encoder_gflops, decoder_gflops = gflops_per_image(model)
+    height, width = model.config.preprocessing.input_size
     for record in records:
+        record["input"] = f"{width}x{height}"
         record["train_seconds_per_epoch"] = epoch_seconds[precision]
         record["train_seconds_per_epoch_by_precision"] = epoch_seconds
         record["train_epoch_images"] = BOTTLE_TRAIN_IMAGES
@@ -181,11 +183,11 @@ def machine(device: str) -> str:
 def markdown(records: list[dict], command: str, device: str) -> str:
     onnx = any(r.get("onnxruntime_ms_per_image") is not None for r in records)
     lines = [
-        "| encoder | decoder width | batch | encoder ms/img | decoder ms/img | maps ms/img | "
-        "full ms/img | full / encoder | "
+        "| encoder | input | decoder width | batch | encoder ms/img | decoder ms/img | "
+        "maps ms/img | full ms/img | full / encoder | "
         + ("ONNX Runtime ms/img | ONNX Runtime / encoder | " if onnx else "")
         + "img/s | peak MB | train s/epoch (188 img) | decoder / encoder GFLOPs |",
-        "|---|---|---|---|---|---|---|---|" + ("---|---|" if onnx else "") + "---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if onnx else "") + "---|---|---|---|",
     ]
     for r in records:
         ort = (
@@ -194,18 +196,18 @@ def markdown(records: list[dict], command: str, device: str) -> str:
             else ""
         )
         lines.append(
-            f"| {r['encoder']} | {r['decoder_width'] or 'full'} | {r['batch_size']} | "
-            f"{r['encoder_ms_per_image']:.2f} | "
+            f"| {r['encoder']} | {r['input']} | {r['decoder_width'] or 'full'} | "
+            f"{r['batch_size']} | {r['encoder_ms_per_image']:.2f} | "
             f"{r['decoder_ms_per_image']:.2f} | {r['maps_ms_per_image']:.2f} | "
             f"{r['full_ms_per_image']:.2f} | {r['full_over_encoder']:.2f} | {ort}"
             f"{r['images_per_second']:.1f} | {r['peak_memory_mb']:.0f} | "
             f"{r['train_seconds_per_epoch']:.2f} ({r['train_precision']}) | "
             f"{r['decoder_gflops_per_image']:.2f} / {r['encoder_gflops_per_image']:.2f} |"
         )
-    first = records[0] if records else {"threads": "?", "image_size": "?"}
+    threads = records[0]["threads"] if records else "?"
     header = (
-        f"Machine: {machine(device)}, {first['threads']} threads, torch {torch.__version__}, "
-        f"image size {first['image_size']}.\n\nCommand:\n\n```\n{command}\n```\n\n"
+        f"Machine: {machine(device)}, {threads} threads, torch {torch.__version__}."
+        f"\n\nCommand:\n\n```\n{command}\n```\n\n"
     )
     return header + "\n".join(lines) + "\n"
 
@@ -216,9 +218,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     records: list[dict] = []
     context = multiprocessing.get_context("spawn")
     for encoder in args.encoders.split(","):
-        logger.info("benchmarking %s", encoder)
-        with context.Pool(1) as pool:
-            records += pool.apply(benchmark_encoder, (encoder, args))
+        for size in args.image_size:
+            logger.info("benchmarking %s at %s", encoder, size)
+            at_size = argparse.Namespace(**{**vars(args), "image_size": size})
+            with context.Pool(1) as pool:
+                records += pool.apply(benchmark_encoder, (encoder, at_size))
     write_json(args.output, records)
     if args.markdown:
         Path(args.markdown).write_text(markdown(records, args.command_line, args.device))

@@ -48,6 +48,16 @@ def image_size(text: str) -> int | tuple[int, int]:
     return sides[0] if len(sides) == 1 else sides
 
 
+def image_sizes(text: str) -> list[int | tuple[int, int]]:
+    """A comma-separated list of :func:`image_size` values.
+
+    Example:
+        >>> image_sizes("256,512,320x768")
+        [256, 512, (320, 768)]
+    """
+    return [image_size(part) for part in text.split(",")]
+
+
 def level_weights(text: str) -> tuple[float, float, float]:
     """``--level-weights``: three comma-separated numbers >= 0 for strides 4, 8 and 16.
 

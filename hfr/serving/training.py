@@ -82,6 +82,10 @@ def training_summary(trained: studio.TrainedModel, notices: list[str]) -> str:
         f"final loss {training['final_loss']:.4f}, threshold {calibration.threshold:.4f}. "
         "It is now in the model list of the *Try a model* tab (this session only)."
     ]
+    resolution = training.get("resolution")
+    if resolution:
+        hint = training.get("resolution_hint")
+        lines.append(resolution[0].upper() + resolution[1:] + (f"; {hint}." if hint else "."))
     evaluation = trained.config.evaluation or {}
     if "image_auroc" in evaluation:
         lines.append(f"Image AUROC on your test images: **{evaluation['image_auroc']:.3f}**.")
