@@ -105,7 +105,12 @@ def _predict_tiled(
     maps at the image's size or, with ``map_size="input"``, at the tiles' working scale."""
     size = image.pixels.shape[:2]
     output = tiled_forward(
-        forward, image.pixels, config.preprocessing, device=device, batch_size=batch_size
+        forward,
+        image.pixels,
+        config.preprocessing,
+        device=device,
+        batch_size=batch_size,
+        level_maps=return_level_maps,
     )
     (prediction,) = to_predictions(
         output,

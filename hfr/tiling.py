@@ -123,15 +123,18 @@ def tiled_forward(
     *,
     device: torch.device,
     batch_size: int,
+    level_maps: bool,
 ) -> AnomalyOutput:
     """One image's output, ``(1, H, W)`` maps at its :func:`working_size` and its score, from
-    ``forward`` on its tiles, ``batch_size`` at a time: each tile's map and level maps pasted
-    in place, the larger value kept where tiles overlap, and the largest tile score."""
+    ``forward`` on its tiles, ``batch_size`` at a time: each tile's map (and, with
+    ``level_maps``, its three level maps) pasted in place, the larger value kept where tiles
+    overlap, and the largest tile score."""
     size = working_size(pixels.shape[:2], preprocessing)
     boxes = tile_boxes(pixels.shape[:2], preprocessing.tile)
     scale = (size[0] / pixels.shape[0], size[1] / pixels.shape[1])
     stretched = replace(preprocessing, tile=None)
-    maps = torch.full((4, *size), -math.inf, device=device)  # the map, then the three levels
+    layers = 4 if level_maps else 1  # the map, then the three levels
+    maps = torch.full((layers, *size), -math.inf, device=device)
     score = torch.tensor(-math.inf, device=device)
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
@@ -141,9 +144,11 @@ def tiled_forward(
         for index, (top, left, height, width) in enumerate(chunk):
             bottom, right = round((top + height) * scale[0]), round((left + width) * scale[1])
             top, left = round(top * scale[0]), round(left * scale[1])
-            layers = [output.maps[index], *(level[index] for level in output.level_maps)]
+            tile_maps = [output.maps[index], *(level[index] for level in output.level_maps)]
             size_here = (bottom - top, right - left)
-            pasted = torch.cat([anomaly.resize_maps(m[None].float(), size_here) for m in layers])
+            pasted = torch.cat(
+                [anomaly.resize_maps(m[None].float(), size_here) for m in tile_maps[:layers]]
+            )
             region = maps[:, top:bottom, left:right]
             torch.maximum(region, pasted, out=region)
     return AnomalyOutput(maps=maps[:1], scores=score[None], level_maps=list(maps[1:, None]))

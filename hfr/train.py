@@ -109,6 +109,9 @@ def fit(
     """Train ``model`` on normal ``images``: its decoder, then the scoring terms it weighs
     (``model.terms``), then its scales and threshold on held-out images (``calibration``).
 
+    A tiled model (``preprocessing.tile``) trains and calibrates on its images' tiles
+    (:mod:`hfr.tiling`), its threshold on each held-out image's largest tile score.
+
     The model's ``"auto"`` settings are decided from the training images: ``resize`` by
     :func:`hfr.preprocessing.fitted_resize`, a term's weight by its rule
     (:meth:`~hfr.scoring.terms.base.ScoringTerm.chosen_weight`), from the training images'
@@ -148,7 +151,8 @@ def fit(
         logger.info("%d tiles of %d training images", len(train_images), result.num_train_images)
     if config.epochs is None:
         config = replace(config, epochs=default_epochs(len(train_images), config.batch_size))
-        logger.info("%d training images: %d epochs", len(train_images), config.epochs)
+        unit = "images" if len(train_images) == result.num_train_images else "tiles"
+        logger.info("%d training %s: %d epochs", len(train_images), unit, config.epochs)
     config = replace(config, precision=training_precision(config.precision, model.device))
     report = on_progress or ignore_progress
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
@@ -179,12 +183,8 @@ def fit(
         fit=config.threshold_fit,
     )
     result.calibration_seconds = time.perf_counter() - started
-    training = {
-        **_training_record(config, result, evidence, auto_terms, notes),
-        "source_size": list(source),
-        "resolution": resolution,
-        "resolution_hint": hint,
-    }
+    sizes = {"source_size": list(source), "resolution": resolution, "resolution_hint": hint}
+    training = _training_record(config, result, evidence, auto_terms, notes, sizes)
     model.config = scored.replace(calibration=calibration, training=training)
     logger.info("calibrated on %d held-out normal images", result.num_calibration_images)
     report_calibration(model.config.calibration)
@@ -197,8 +197,10 @@ def _training_record(
     evidence: TrainingEvidence,
     auto_terms: list[str],
     notes: list[str],
+    sizes: dict,
 ) -> dict:
-    """What ``config.json`` records of a run: its settings, as resolved, and what it found."""
+    """What ``config.json`` records of a run: its settings, as resolved, and what it found
+    (``sizes``: the training images' typical size and how the network saw them)."""
     return {
         **asdict(config),
         "final_loss": result.losses[-1] if result.losses else None,
@@ -207,6 +209,7 @@ def _training_record(
         "position_share": evidence.position_share,
         **{f"auto_{name}_weight": name in auto_terms for name in TERMS},
         "term_notes": notes,
+        **sizes,
     }
 
 

@@ -108,7 +108,8 @@ class Requester:
             [handle_file(self.image)], MODEL, 0.5, 0.5, False, api_name="/analyze"
         )
         score = result[1]["data"][0][1]
-        runs_on = re.search(r"analysed in [0-9.]+ s on (.+?)\.", result[-1]).group(1)
+        answer = re.search(r"analysed in [0-9.]+ s \(\d+ ms per image\) on (.+?)\.", result[-1])
+        runs_on = answer.group(1)
         return time.perf_counter() - began, score, result[0][0]["image"], runs_on
 
 
