@@ -155,19 +155,30 @@ def tiled_forward(
 
 
 def tile_note(image_size: tuple[int, int], preprocessing: Preprocessing) -> str:
-    """What a result says of its tiles.
+    """What a result says of its tiles, and when the image is smaller than a tile along a side
+    (its tiles then reach the input enlarged: a scale the model was not trained at).
 
     Example:
         >>> tile_note((3000, 4000), Preprocessing((256, 256), tile=(512, 512)))
         'scored in 88 tiles of 512x512 px (8 x 11), each at 256x256'
+        >>> tile_note((20, 30), Preprocessing((64, 64), tile=(128, 128)))[:77]
+        'scored in 1 tile of 30x20 px (1 x 1), each at 64x64; the image is smaller tha'
     """
     boxes = tile_boxes(image_size, preprocessing.tile)
     rows = len({box[0] for box in boxes})
     _, _, height, width = boxes[0]
     input_height, input_width = preprocessing.input_size
-    return (
-        f"scored in {len(boxes)} tiles of {width}x{height} px ({rows} x {len(boxes) // rows}), "
+    tiles = f"{len(boxes)} tile{'s' if len(boxes) > 1 else ''}"
+    note = (
+        f"scored in {tiles} of {width}x{height} px ({rows} x {len(boxes) // rows}), "
         f"each at {input_width}x{input_height}"
+    )
+    if (height, width) == preprocessing.tile:
+        return note
+    tile_height, tile_width = preprocessing.tile
+    return (
+        f"{note}; the image is smaller than the model's {tile_width}x{tile_height} px tiles, "
+        "so the network sees it at another scale than in training: its score is less reliable"
     )
 
 

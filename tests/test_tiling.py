@@ -284,3 +284,14 @@ def test_evaluate_measures_a_tiled_model_at_its_tiles_scale(tmp_path: Path) -> N
     result = evaluate(model, AnomalyDataset("folder", "widget", [], samples), progress=False)
     assert result["resolution"] == "100x100"  # 200 px seen through 128 px tiles at 64x64
     assert result["image_auroc"] == 1.0 and result["pixel_auroc"] > 0.5  # masks read at 100x100
+
+
+def test_an_image_smaller_than_a_tile_is_scored_with_a_note_on_its_scale() -> None:
+    model = tiny_model(tile=128).eval()
+    (prediction,) = model.predict(synthetic_images(1, size=48)[0])
+    assert prediction.anomaly_map.shape == (48, 48) and np.isfinite(prediction.score)
+    assert prediction.notes == (
+        "scored in 1 tile of 48x48 px (1 x 1), each at 64x64; the image is smaller than the "
+        "model's 128x128 px tiles, so the network sees it at another scale than in training: "
+        "its score is less reliable",
+    )
