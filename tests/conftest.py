@@ -23,6 +23,9 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # Gradio would report to its analytics server
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hfr-tests-hf-home-")
 os.environ.pop("HF_HUB_OFFLINE", None)
+# Two test workers, and the processes they start, share two cores: OpenMP threads that spin
+# while they wait would take turns with each other for whole time slices.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.pop("HF_TOKEN", None)
 
 import numpy as np
@@ -35,7 +38,8 @@ from hfr import HFR
 from hfr.config import HFRConfig, Scoring, TrainConfig
 from hfr.train import fit
 
-torch.set_num_threads(2)
+# Under pytest-xdist two workers share the two cores: one thread each.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(
@@ -117,6 +121,25 @@ def calibrate(model: HFR, images: list[np.ndarray]) -> HFR:
     scores = np.array([p.score for p in model.predict(images)])
     model.config = model.config.replace(calibration=Calibration.from_normal_scores(scores))
     return model
+
+
+# The modules that take longest, longest first: xdist hands out whole modules in the order
+# they are collected, so no worker is left running one of these alone at the end.
+SLOWEST_MODULES = (
+    "test_ray.py",
+    "test_app.py",
+    "test_export.py",
+    "test_quantize.py",
+    "test_benchmark.py",
+    "test_dev_scripts.py",
+    "test_tiling.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run :data:`SLOWEST_MODULES` first, in that order; the rest as collected."""
+    rank = {name: index for index, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 RUNNING_IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

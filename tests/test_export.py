@@ -109,14 +109,20 @@ def calibrated() -> torch.nn.Module:
     return trained_tiny_model(memory_weight=1.0)
 
 
-def test_onnx_runtime_predicts_what_pytorch_predicts(calibrated, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def calibrated_onnx(calibrated, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``calibrated`` exported once for the tests that only read the file."""
+    return export_onnx(calibrated, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+def test_onnx_runtime_predicts_what_pytorch_predicts(calibrated, calibrated_onnx: Path) -> None:
     """The exported file predicts on its own (its config travels in it): the same scores,
     maps and verdicts as the PyTorch model, for images of any size and mode."""
     from conftest import synthetic_images
 
     from hfr.onnx_runtime import OnnxModel
 
-    onnx_model = OnnxModel(export_onnx(calibrated, tmp_path / "model.onnx"), threads=1)
+    onnx_model = OnnxModel(calibrated_onnx, threads=1)
     assert onnx_model.config == calibrated.config
     images = [*synthetic_images(5, seed=3), np.full((40, 90), 200, np.uint8)]
     expected = calibrated.predict(images, batch_size=4, return_level_maps=True)
@@ -134,7 +140,9 @@ def test_onnx_runtime_predicts_what_pytorch_predicts(calibrated, tmp_path: Path)
             np.testing.assert_allclose(level, expected_level, rtol=1e-4, atol=1e-5)
 
 
-def test_a_file_without_level_maps_scores_but_says_it_has_none(calibrated, tmp_path) -> None:
+def test_a_file_without_level_maps_scores_but_says_it_has_none(
+    calibrated, calibrated_onnx: Path, tmp_path: Path
+) -> None:
     """A file exported before the level outputs existed (made here by removing them from the
     graph) predicts maps and scores; asking it for level maps is refused with the fix."""
     from conftest import synthetic_images
@@ -142,8 +150,7 @@ def test_a_file_without_level_maps_scores_but_says_it_has_none(calibrated, tmp_p
     from hfr.errors import ModelFormatError
     from hfr.onnx_runtime import OnnxModel
 
-    path = export_onnx(calibrated, tmp_path / "model.onnx")
-    graph = onnx.load(str(path))
+    graph = onnx.load(str(calibrated_onnx))
     kept = [output for output in graph.graph.output if output.name not in LEVEL_OUTPUTS]
     del graph.graph.output[:]
     graph.graph.output.extend(kept)

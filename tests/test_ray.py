@@ -117,7 +117,7 @@ def test_a_killed_run_resumes_with_only_the_missing_categories(
     command = [
         sys.executable, "-m", "hfr", "train", "--data", str(data), "--all",
         "--output", str(tmp_path / "models"), "--ray", ray_address, "--cpus-per-task", "2",
-        "--epochs", "30", "--batch-size", "4", *TINY_ARGS,
+        "--epochs", "10", "--batch-size", "4", *TINY_ARGS,
     ]  # fmt: skip
     first = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
