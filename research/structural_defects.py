@@ -19,7 +19,9 @@ AUPRO per kind (``per_defect_pixel_auroc``, ``per_defect_aupro``). The kinds, ea
   ``missing`` (mask: both disks);
 - ``rotated``: the disk's content turned by 90, 180 or 270 degrees in place;
 - ``pasted``: a disk of another normal (training) image pasted in (CutPaste);
-- ``texture``: the disk's 8x8 blocks shuffled: its colours kept, its structure gone.
+- ``texture``: the disk's 8x8 blocks shuffled: its colours kept, its structure gone;
+- ``inpainted``: the disk filled with what its rim predicts, diffused inwards (a smooth,
+  locally plausible surface where a feature was: an absence that puts no foreign pixels in).
 
 A defect that changes its disk by less than 10 grey levels on average (a turn of a round,
 uniform region, say) is drawn again. ``--table FOLDER`` gathers the evaluations written there as
@@ -42,7 +44,7 @@ from scipy import ndimage
 
 from hfr.images import list_images, load_rgb
 
-KINDS = ("missing", "moved", "rotated", "pasted", "texture")
+KINDS = ("missing", "moved", "rotated", "pasted", "texture", "inpainted")
 MIN_CHANGE = 10.0  # mean absolute change inside the mask, grey levels
 TRIES = 30
 
@@ -96,6 +98,27 @@ def fill_background(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     region = np.tile(patch, repeats)
     result = image.copy()
     result[rows, cols] = region[rows - rows.min(), cols - cols.min()]
+    return result
+
+
+def inpaint(image: np.ndarray, mask: np.ndarray, radius: float) -> np.ndarray:
+    """``image`` with ``mask`` filled from its rim: the rim's mean colour, then Gaussian blurs
+    from half the radius down to one pixel, each put back under ``mask`` only."""
+    rows, cols = np.nonzero(mask)
+    margin = int(radius) + 4
+    top, left = max(rows.min() - margin, 0), max(cols.min() - margin, 0)
+    bottom, right = rows.max() + margin + 1, cols.max() + margin + 1
+    box = image[top:bottom, left:right].astype(np.float32)
+    inside = mask[top:bottom, left:right]
+    rim = ndimage.binary_dilation(inside, iterations=2) & ~inside
+    box[inside] = box[rim].mean(axis=0)
+    sigma = radius / 2
+    while sigma >= 1:
+        for _ in range(4):
+            box[inside] = ndimage.gaussian_filter(box, (sigma, sigma, 0))[inside]
+        sigma /= 2
+    result = image.copy()
+    result[top:bottom, left:right][inside] = np.clip(np.rint(box[inside]), 0, 255)
     return result
 
 
@@ -184,6 +207,8 @@ def _apply(kind, image, mask, radius, donor, part, rng):
         source_mask = disk(donor.shape[:2], source, radius)
         pasted, pasted_mask = paste(image, donor, source_mask, offset)
         return pasted, pasted_mask
+    if kind == "inpainted":
+        return inpaint(image, mask, radius), mask
     return shuffled_blocks(image, mask, rng), mask
 
 
@@ -245,6 +270,8 @@ def summary_table(folder: Path) -> str:
                     cells.append("")
                 elif kind == "all":
                     cells.append(f"{run['pixel_auroc']:.3f} / {run['aupro']:.3f}")
+                elif kind not in run["per_defect_aupro"]:  # a record from before the kind
+                    cells.append("-")
                 else:
                     pixel, pro = run["per_defect_pixel_auroc"], run["per_defect_aupro"]
                     cells.append(f"{pixel[kind]:.3f} / {pro[kind]:.3f}")

@@ -402,14 +402,22 @@ def test_the_structural_table_gathers_each_kind_per_method(tmp_path: Path) -> No
     for name in ("hfr_mobilenetv2_bottle", "patchcore_efficientnet_lite0_bottle"):
         (tmp_path / f"{name}.json").write_text(json.dumps(values))
     (tmp_path / "patchcore_mobilenetv2_bottle_real.json").write_text("{}")  # not a check's run
+    older = json.loads(json.dumps(values))  # a record made before the last kind existed
+    for per_kind in (older["per_defect_pixel_auroc"], older["per_defect_aupro"]):
+        del per_kind[kinds[-1]]
+    (tmp_path / "padim_mobilenetv2_bottle.json").write_text(json.dumps(older))
     lines = module.summary_table(tmp_path).splitlines()
-    assert lines[0] == "| category | kind | hfr mobilenetv2 | patchcore efficientnet_lite0 |"
+    assert lines[0] == (
+        "| category | kind | hfr mobilenetv2 | padim mobilenetv2 | patchcore efficientnet_lite0 |"
+    )
+    assert lines[-2] == f"| bottle | {kinds[-1]} | 1.000 / 1.000 | - | 1.000 / 1.000 |"
     pixel, pro = values["per_defect_pixel_auroc"][kinds[0]], values["per_defect_aupro"][kinds[0]]
     cell = f"{pixel:.3f} / {pro:.3f}"
-    assert pixel < 1.0 and lines[2] == f"| bottle | {kinds[0]} | {cell} | {cell} |"
-    assert lines[3] == f"| bottle | {kinds[1]} | 1.000 / 1.000 | 1.000 / 1.000 |"
+    assert pixel < 1.0 and lines[2] == f"| bottle | {kinds[0]} | {cell} | {cell} | {cell} |"
+    perfect = "1.000 / 1.000"
+    assert lines[3] == f"| bottle | {kinds[1]} | {perfect} | {perfect} | {perfect} |"
     pooled = f"{values['pixel_auroc']:.3f} / {values['aupro']:.3f}"
-    assert lines[-1] == f"| bottle | all | {pooled} | {pooled} |"
+    assert lines[-1] == f"| bottle | all | {pooled} | {pooled} | {pooled} |"
 
 
 def test_highres_mosaics_carry_each_real_defect_once_at_its_place(tmp_path: Path) -> None:
