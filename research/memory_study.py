@@ -1,20 +1,24 @@
-"""The patch memory's coreset fraction, and the input's colour in its vectors, compared on one
-trained model (no retraining).
+"""The patch memory's coreset fraction, its neighbourhood pooling, and the input's colour in its
+vectors, compared on one trained model (no retraining).
 
 python research/memory_study.py --model MODEL_DIR --data ../shared/datasets/mvtec_ad \
     --category screw --fractions 0.01,0.03,0.05 --shares 0,0.12 \
     --output research/results/memory_study/seed0/screw_mobilenetv2.json
+python research/memory_study.py --model MODEL_DIR --data runs/structural6 --category screw \
+    --poolings 1,3 --output pooling.json
 python research/memory_study.py --model MODEL_DIR --data ../shared/datasets/mnist \
     --protocol mnist --category 8 --fractions 0.01,0.05 --output 8.json
 
-For each fraction (the share of the training images' cells the greedy coreset keeps) and each
-colour share, the memory is rebuilt from the model's training images, in the order training
-used them, and its scale and the threshold are set afresh from the held-out normal images as
-training sets them; then the model is measured on the test split (image AUROC, pixel AUROC,
-AUPRO, the share of defective and good images flagged) and, on MVTec AD, by the synthetic
-large-defect check (``synthetic_defects.py``, seed 0) on the good test images. Training never
-sees the memory, so this is what a model trained with each setting would score; the model's
-own fraction with share 0 reproduces its own memory and threshold.
+For each pooling (the side of the neighbourhood each feature is averaged over first,
+``scoring.memory_pooling``), each fraction (the share of the training images' cells the greedy
+coreset keeps) and each colour share, the memory is rebuilt from the model's training images, in
+the order training used them, and its scale and the threshold are set afresh from the held-out
+normal images as training sets them; then the model is measured on the test split (image AUROC,
+pixel AUROC, AUPRO, each per defect type, the share of defective and good images flagged) and,
+on MVTec AD, by the synthetic large-defect check (``synthetic_defects.py``, seed 0) on the good
+test images. Training never sees the memory, so this is what a model trained with each setting
+would score; the model's own pooling and fraction with share 0 reproduce its own memory and
+threshold.
 
 The colour: an ImageNet encoder keeps a region's features when the region is made brighter or
 darker, so on parts placed at random, where the per-position colour term is off, nothing in
@@ -86,14 +90,15 @@ def hand_inputs_to_memory(model: HFR) -> None:
 
 
 def training_cells(
-    model: HFR, images: Sequence[ImageInput], batch_size: int = 16
+    model: HFR, images: Sequence[ImageInput], pooling: int, batch_size: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(N, C)`` patch vectors and ``(N, 3)`` cell colours of every cell of ``images``."""
+    """The ``(N, C)`` patch vectors (features averaged over ``pooling`` x ``pooling`` first) and
+    ``(N, 3)`` cell colours of every cell of ``images``."""
     vectors, colours = [], []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = model.preprocess(images[start : start + batch_size])
-            cells = patch_vectors(model.encode(batch), model.config.scoring.memory_pooling)
+            cells = patch_vectors(model.encode(batch), pooling)
             vectors.append(cells.permute(0, 2, 3, 1).flatten(0, 2))
             colours.append(cell_colour(batch, cells).permute(0, 2, 3, 1).flatten(0, 2))
     return torch.cat(vectors), torch.cat(colours)
@@ -141,6 +146,7 @@ def main() -> None:
         "--fractions", help="comma-separated (default: the model's own, 0.01 before 0.16)"
     )
     parser.add_argument("--shares", default="0", help="comma-separated")
+    parser.add_argument("--poolings", help="comma-separated sides (default: the model's own)")
     parser.add_argument(
         "--threshold-fits", help="comma-separated: lognormal, normal (default: the model's own)"
     )
@@ -153,34 +159,47 @@ def main() -> None:
     trained, training = model.config, model.config.training or {}
     dataset = load(args.protocol, args.data, args.category)
     training_images, held_out = training_split(model, dataset.train)
-    vectors, colours = training_cells(model, training_images)
+    poolings = args.poolings or str(trained.scoring.memory_pooling)
     good = None  # the synthetic check on MVTec AD's good test images only, not on digits
     if args.protocol == "mvtec":
         good = [load_rgb(s.image) for s in dataset.test if s.label == 0]
     target_fpr = training.get("target_fpr", DEFAULT_TARGET_FPR)
     fractions = args.fractions or str(training.get("memory_fraction", LEGACY_MEMORY_FRACTION))
     rows = []
-    for fraction, share in (
-        (float(fraction), float(share))
+    cells = {}
+    for pooling, fraction, share in (
+        (int(pooling), float(fraction), float(share))
+        for pooling in poolings.split(",")
         for fraction in fractions.split(",")
         for share in args.shares.split(",")
     ):
+        if pooling not in cells:
+            cells[pooling] = training_cells(model, training_images, pooling)
+        vectors, colours = cells[pooling]
         started = time.perf_counter()
         model.terms["memory"] = coloured_memory(
-            vectors, colours, fraction=fraction, share=share, pooling=trained.scoring.memory_pooling
+            vectors, colours, fraction=fraction, share=share, pooling=pooling
         )
         coreset_seconds = time.perf_counter() - started
-        model.config = trained.replace(scoring=replace(trained.scoring, memory_scale=None))
+        scoring = replace(trained.scoring, memory_pooling=pooling, memory_scale=None)
+        model.config = trained.replace(scoring=scoring)
         recalibrate(model, held_out, target_fpr=target_fpr, progress=False)
         maps, _ = collect(model, dataset, progress=False)
         values = {**compute_metrics(maps), **threshold_rates(model, maps)}
-        row = {"fraction": fraction, "memory_size": len(model.term("memory").bank)}
+        row = {
+            "pooling": pooling,
+            "fraction": fraction,
+            "memory_size": len(model.term("memory").bank),
+        }
         row |= {
             "coreset_seconds": coreset_seconds,
             "share": share,
             "factor": model.term("memory").factor,
         }
         row |= {name: values.get(name) for name in (*METRICS, "threshold_tpr", "threshold_fpr")}
+        for name in ("per_defect_pixel_auroc", "per_defect_aupro"):
+            if name in values:
+                row[name] = values[name]
         row["threshold"] = model.config.calibration.threshold
         row["held_out_above_threshold"] = model.config.calibration.num_above
         if args.threshold_fits:
@@ -193,7 +212,7 @@ def main() -> None:
             row["synthetic_pixel_auroc_per_change"] = synthetic["pixel_auroc_per_change"]
         rows.append(row)
         print(
-            f"fraction {fraction:5g} share {share:5g}  "
+            f"pooling {pooling} fraction {fraction:5g} share {share:5g}  "
             + " / ".join("-" if row[name] is None else f"{row[name]:.4f}" for name in METRICS)
             + f"  flagged {row['threshold_tpr']:.3f} / {row['threshold_fpr']:.3f}"
             + (f"  synthetic {row['synthetic_pixel_auroc']:.4f}" if good is not None else "")
@@ -210,7 +229,7 @@ def main() -> None:
         "seed": training.get("seed", 0),
         "command": shlex.join(["python", *sys.argv]),
         "num_training_images": len(training_images),
-        "num_training_cells": len(vectors),
+        "num_training_cells": len(next(iter(cells.values()))[0]),
         "num_held_out_normal": len(held_out),
         "results": rows,
     }

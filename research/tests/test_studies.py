@@ -245,18 +245,23 @@ def test_memory_study_reproduces_the_model_with_its_own_memory(
     record, config = widget_study(
         "memory_study", widget, tmp_path / "memory.json",
         "--fractions", f"{DEFAULT_MEMORY_FRACTION},0.5", "--shares", "0,0.5",
-        "--threshold-fits", "conformal,lognormal",
+        "--threshold-fits", "conformal,lognormal", "--poolings", "1,3",
     )  # fmt: skip
     assert config["training"]["memory_fraction"] == DEFAULT_MEMORY_FRACTION
+    assert config["scoring"]["memory_pooling"] == 1
     rows = record["results"]
-    settings = [(row["fraction"], row["share"]) for row in rows]
-    assert settings == [(f, s) for f in (DEFAULT_MEMORY_FRACTION, 0.5) for s in (0.0, 0.5)]
-    own, coloured, larger = rows[0], rows[1], rows[2]
+    settings = [(row["pooling"], row["fraction"], row["share"]) for row in rows]
+    fractions, shares = (DEFAULT_MEMORY_FRACTION, 0.5), (0.0, 0.5)
+    assert settings == [(p, f, s) for p in (1, 3) for f in fractions for s in shares]
+    own, coloured, larger, pooled = rows[0], rows[1], rows[2], rows[4]
     assert own["factor"] == 0.0 and coloured["factor"] > 0
     # the model's own fraction without colour: its own memory, rebuilt, and its own threshold
     assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
     assert own["held_out_above_threshold"] == config["calibration"]["num_above"]
     assert coloured["threshold"] != own["threshold"]
+    assert pooled["threshold"] != pytest.approx(own["threshold"], rel=1e-3)  # other vectors
+    assert pooled["memory_size"] == own["memory_size"]  # as many cells, the same share kept
+    assert own["per_defect_aupro"].keys() == own["per_defect_pixel_auroc"].keys() != set()
     # the model's own fit gives its own threshold; the other fit sets another from the same scores
     assert config["calibration"]["fit"] == "conformal"
     by_fit = own["verdict_by_fit"]
