@@ -229,7 +229,7 @@ def main() -> None:
         "seed": training.get("seed", 0),
         "command": shlex.join(["python", *sys.argv]),
         "num_training_images": len(training_images),
-        "num_training_cells": len(next(iter(cells.values()))[0]),
+        "num_training_cells": len(vectors),  # each pooling describes the same cells
         "num_held_out_normal": len(held_out),
         "results": rows,
     }
