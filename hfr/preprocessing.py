@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from hfr.config import Preprocessing
+from hfr.config import CONTEXT_MIN_INPUT, DEFAULT_INPUT_SIZE, MAX_INPUT_SIDE, Preprocessing
 from hfr.images import ImageInput, image_shape
 
 Box = tuple[int, int, int, int]  # top, left, height, width
@@ -64,6 +65,30 @@ def reduction_hint(source: tuple[int, int], preprocessing: Preprocessing) -> str
         f"a defect under about {4 * factor:.0f} px across then covers fewer than 4 input "
         "pixels; a larger --image-size or --tile keeps such defects (docs/usage.md, 'Large "
         "images: tiles')"
+    )
+
+
+def auto_input_size(source: tuple[int, int], budget: int) -> tuple[int, int]:
+    """The input ``(height, width)`` for images (or tiles) of ``source`` size when the input size
+    is ``"auto"``: their aspect, with as many pixels as they have but no more than ``budget``
+    and no fewer than a ``DEFAULT_INPUT_SIZE`` square's, each side a multiple of 16 in
+    [``CONTEXT_MIN_INPUT``, ``MAX_INPUT_SIDE``].
+
+    Example:
+        >>> auto_input_size((900, 900), 512 * 512), auto_input_size((512, 512), 512 * 512)
+        ((512, 512), (512, 512))
+        >>> auto_input_size((600, 800), 512 * 512), auto_input_size((460, 1130), 512 * 512)
+        ((432, 576), (320, 800))
+        >>> auto_input_size((28, 28), 512 * 512), auto_input_size((300, 400), 512 * 512)
+        ((256, 256), (288, 400))
+    """
+    floor = DEFAULT_INPUT_SIZE**2
+    pixels = min(max(source[0] * source[1], floor), max(budget, floor))
+    aspect = source[0] / source[1]
+    sides = (math.sqrt(pixels * aspect), math.sqrt(pixels / aspect))
+    return tuple(
+        min(MAX_INPUT_SIDE, max(CONTEXT_MIN_INPUT, 16 * math.floor(side / 16 + 1e-6)))
+        for side in sides
     )
 
 

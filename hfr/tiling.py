@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from hfr.config import TILE_OVERLAP, Preprocessing
+from hfr.config import DEFAULT_INPUT_SIZE, TILE_OVERLAP, Preprocessing
 from hfr.images import ImageInput, image_shape, load_rgb
 from hfr.preprocessing import Box, reduction, to_batch
 from hfr.scoring import maps as anomaly
@@ -183,11 +183,15 @@ def tile_note(image_size: tuple[int, int], preprocessing: Preprocessing) -> str:
 
 
 def resolution_summary(source: tuple[int, int], preprocessing: Preprocessing) -> str:
-    """How images of ``source`` size (height, width) reach the network, in words.
+    """How images of ``source`` size (height, width) reach the network, in words, with the
+    input's pixels (which the time per image follows) against a ``DEFAULT_INPUT_SIZE`` square's
+    where it has more.
 
     Example:
         >>> resolution_summary((900, 900), Preprocessing((256, 256)))
         'trained at 256x256 from 900x900 images (each side 3.5x smaller)'
+        >>> resolution_summary((1200, 1600), Preprocessing((432, 576)))[41:]
+        '(each side 2.8x smaller; 3.8x the pixels and time per image of 256x256)'
         >>> resolution_summary((3000, 4000), Preprocessing((256, 256), tile=(512, 512)))
         'trained on 512x512 px tiles at 256x256 from 4000x3000 images (88 tiles each)'
     """
@@ -199,6 +203,10 @@ def resolution_summary(source: tuple[int, int], preprocessing: Preprocessing) ->
         return f"trained on {tile} px tiles at {width}x{height} {images} ({tiles} tiles each)"
     factor = reduction(source, preprocessing)
     scale = f"each side {factor:.2g}x smaller" if factor >= 1 else f"enlarged {1 / factor:.2g}x"
+    if height * width > DEFAULT_INPUT_SIZE**2:
+        cost = height * width / DEFAULT_INPUT_SIZE**2
+        square = f"{DEFAULT_INPUT_SIZE}x{DEFAULT_INPUT_SIZE}"
+        scale += f"; {cost:.2g}x the pixels and time per image of {square}"
     return f"trained at {width}x{height} {images} ({scale})"
 
 

@@ -33,7 +33,7 @@ from hfr.errors import TrainingDivergedError, TrainingError
 from hfr.feature_passes import encode_all, feature_batches, image_batches
 from hfr.images import ImageInput
 from hfr.model import HFR
-from hfr.preprocessing import fitted_resize, reduction_hint, typical_size
+from hfr.preprocessing import auto_input_size, fitted_resize, reduction_hint, typical_size
 from hfr.progress import ProgressCallback, TrainingProgress, ignore_progress
 from hfr.scoring import maps as anomaly
 from hfr.scoring.calibration import Calibration
@@ -112,8 +112,9 @@ def fit(
     A tiled model (``preprocessing.tile``) trains and calibrates on its images' tiles
     (:mod:`hfr.tiling`), its threshold on each held-out image's largest tile score.
 
-    The model's ``"auto"`` settings are decided from the training images: ``resize`` by
-    :func:`hfr.preprocessing.fitted_resize`, a term's weight by its rule
+    The model's ``"auto"`` settings are decided from the training images: the input size by
+    :func:`hfr.preprocessing.auto_input_size` (from their typical size, or the tiles'),
+    ``resize`` by :func:`hfr.preprocessing.fitted_resize`, a term's weight by its rule
     (:meth:`~hfr.scoring.terms.base.ScoringTerm.chosen_weight`), from the training images'
     features.
 
@@ -133,8 +134,9 @@ def fit(
         >>> fit(model, images, TrainConfig(epochs=50))  # doctest: +SKIP
     """
     config = config or TrainConfig()
-    auto_terms = _settle_auto_settings(model, images)
     source = typical_size(images)
+    budget = model.config.preprocessing.input_budget
+    auto_terms = _settle_auto_settings(model, images, source)
     resolution = resolution_summary(source, model.config.preprocessing)
     hint = reduction_hint(source, model.config.preprocessing)
     logger.info("%s%s", resolution, f". Note: {hint}" if hint else "")
@@ -184,6 +186,7 @@ def fit(
     )
     result.calibration_seconds = time.perf_counter() - started
     sizes = {"source_size": list(source), "resolution": resolution, "resolution_hint": hint}
+    sizes |= {"auto_input_size": budget is not None, "input_budget": budget}
     training = _training_record(config, result, evidence, auto_terms, notes, sizes)
     model.config = scored.replace(calibration=calibration, training=training)
     logger.info("calibrated on %d held-out normal images", result.num_calibration_images)
@@ -269,10 +272,20 @@ def _train_decoder(
     return cache, colours
 
 
-def _settle_auto_settings(model: HFR, images: Sequence[ImageInput]) -> list[str]:
-    """Decide ``resize`` from ``images`` where it is ``"auto"``, and set the ``"auto"`` term
-    weights to 0 until the training features decide them; return those terms' names."""
+def _settle_auto_settings(
+    model: HFR, images: Sequence[ImageInput], source: tuple[int, int]
+) -> list[str]:
+    """Decide the input size (from ``source``, the images' typical size, or the tiles') and
+    ``resize`` from ``images`` where they are ``"auto"``, and set the ``"auto"`` term weights
+    to 0 until the training features decide them; return those terms' names."""
     config = model.config
+    budget = config.preprocessing.input_budget
+    if budget is not None:
+        seen = config.preprocessing.tile or source
+        size = auto_input_size(seen, budget)
+        preprocessing = replace(config.preprocessing, input_size=size, input_budget=None)
+        config = config.replace(preprocessing=preprocessing)
+        logger.info("input %dx%d chosen within %d pixels", size[1], size[0], budget)
     if config.preprocessing.resize == AUTO:
         preprocessing = replace(config.preprocessing, resize=fitted_resize(images))
         config = config.replace(preprocessing=preprocessing)

@@ -6,7 +6,7 @@ python research/int8_study.py --data ../shared/datasets/mvtec_ad --models-dir ru
     --output research/results/int8_0.23
 
 The models are seed 0 of ``--models-dir`` (laid out as ``BACKBONE/seed0/CATEGORY``, as
-``research/decoder_width_study.py`` keeps them), trained there with ``hfr train`` when missing.
+``research/five_seed_study.py`` keeps them), trained there with ``hfr train`` when missing.
 Every scope is measured whatever its loss (the gate's limits are lifted here); ``accepted``
 says whether ``hfr export --int8`` would have kept it at the default limits (image AUROC 0.005,
 AUPRO 0.002).
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from decoder_width_study import BACKBONES, trained_model
+from five_seed_study import BACKBONES, trained_model
 
 from hfr.config.settings import INT8_SCOPES, MAX_INT8_DROPS
 from hfr.data import load_mvtec
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for backbone in args.backbones.split(","):
         for category in args.categories.split(","):
             folder = Path(args.models_dir, backbone, "seed0", category)
-            model = trained_model(folder, args.data, backbone, category, 0, "full")
+            model = trained_model(folder, args.data, backbone, category, 0, [])
             dataset = load_mvtec(args.data, category)
             with tempfile.TemporaryDirectory() as work:
                 paths = {"float": export_onnx(model, Path(work, "float.onnx"))}

@@ -246,3 +246,36 @@ def test_training_records_the_position_share_and_the_card_shows_it(
     assert plain.config.training["position_share"] is None  # no cache, no term: not measured
     plain.save_pretrained(tmp_path / "plain")
     assert "Position explains" not in (tmp_path / "plain" / "README.md").read_text()
+
+
+def test_the_alignment_rule_reads_a_larger_input_at_the_256_scale() -> None:
+    """The auto rules read the share on about 32x32 stride-8 cells: features of a 512x512
+    input (64x64 cells) that repeat each 32x32 cell 2x2 give the 32x32 share, while the
+    position term keeps its statistics at 64x64."""
+    from hfr.scoring.terms.base import TrainingEvidence
+
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.randn(6, 4, 32, 32, generator=generator) + torch.randn(1, 4, 32, 32) * 2
+
+    def doubled(values: torch.Tensor) -> torch.Tensor:
+        return values.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+
+    # each image's own detail within a cell, averaging to 0 over its 2x2 block
+    checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(32, 32)
+    detail = doubled(torch.randn(coarse.shape, generator=generator)) * checker
+    fine = doubled(coarse) + detail
+
+    def evidence(level: torch.Tensor) -> TrainingEvidence:
+        return TrainingEvidence(
+            features=lambda: iter([[level, level, level]]),
+            images=lambda: iter([]),
+            colours=None,
+            count=len(level),
+            training=TrainConfig(),
+        )
+
+    at_512, at_256 = evidence(fine), evidence(coarse)
+    assert at_512.measured_share() == pytest.approx(at_256.measured_share(), abs=1e-4)
+    assert FeatureMoments.of([fine]).position_share() < at_512.measured_share() - 0.05
+    assert at_512.moments.mean.shape == (4, 64, 64)
+    assert at_256.measured_share() == round(FeatureMoments.of([coarse]).position_share(), 4)

@@ -48,6 +48,24 @@ def image_size(text: str) -> int | tuple[int, int]:
     return sides[0] if len(sides) == 1 else sides
 
 
+def image_size_or_auto(text: str) -> int | tuple[int, int] | str:
+    """``--image-size``: :func:`image_size`, or ``auto`` (chosen by training from the training
+    images' size and aspect, within ``--input-budget``).
+
+    Example:
+        >>> image_size_or_auto("auto"), image_size_or_auto("320x768")
+        ('auto', (320, 768))
+    """
+    if text == AUTO:
+        return AUTO
+    try:
+        return image_size(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto, SIDE or HEIGHTxWIDTH (e.g. 320x768): {text!r}"
+        ) from None
+
+
 def image_sizes(text: str) -> list[int | tuple[int, int]]:
     """A comma-separated list of :func:`image_size` values.
 

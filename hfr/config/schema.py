@@ -41,6 +41,7 @@ from hfr.config.settings import (
     CONTEXT_MIN_INPUT,
     CONTEXT_SIGMA,
     DECODERS,
+    DEFAULT_INPUT_SIZE,
     DEFAULT_SIGMA,
     FEATURE_LOCATIONS,
     RESIZE_MODES,
@@ -54,6 +55,7 @@ FORMAT_VERSION = compat.FORMAT_VERSION
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MAX_INPUT_SIDE = 1024
+MIN_INPUT_BUDGET = 32 * 32  # pixels: the smallest input
 MIN_TILE_SIDE, MAX_TILE_SIDE = 16, 65535  # image pixels
 MAX_SIGMA = 64.0
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -69,7 +71,12 @@ class Preprocessing:
     ``"auto"``, which training decides from the training images and which stretches until
     then) and normalisation. The whole image is always used (no crop: a defect may sit at the
     border). With ``tile`` ``(height, width)``, in image pixels, the image is seen as
-    overlapping tiles of that size, each stretched to the input (:mod:`hfr.tiling`)."""
+    overlapping tiles of that size, each stretched to the input (:mod:`hfr.tiling`).
+
+    ``input_budget`` (pixels) is set while the input size is ``"auto"``: training then chooses
+    the size from the training images within that many pixels
+    (:func:`hfr.preprocessing.auto_input_size`) and clears it; until then the input is
+    ``DEFAULT_INPUT_SIZE`` square."""
 
     input_size: tuple[int, int]
     interpolation: str = "bilinear"
@@ -77,6 +84,7 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     resize: str = "stretch"
     tile: tuple[int, int] | None = None
+    input_budget: int | None = None
 
     def __post_init__(self) -> None:
         size = self.input_size
@@ -128,6 +136,13 @@ class Preprocessing:
                 self.resize,
             )
             object.__setattr__(self, "tile", tuple(tile))
+        check(
+            self.input_budget is None
+            or (is_int(self.input_budget) and self.input_budget >= MIN_INPUT_BUDGET),
+            "preprocessing.input_budget",
+            f"null, or an integer >= {MIN_INPUT_BUDGET} (pixels)",
+            self.input_budget,
+        )
         object.__setattr__(self, "input_size", tuple(size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
@@ -140,21 +155,33 @@ class Preprocessing:
         *,
         resize: str = "stretch",
         tile: int | Sequence[int] | None = None,
+        input_budget: int | Sequence[int] | None = None,
     ) -> Preprocessing:
-        """timm's mean, std and interpolation for ``encoder``, at ``input_size``: one side or
-        ``(height, width)``; ``resize`` and ``tile`` as given."""
+        """timm's mean, std and interpolation for ``encoder``, at ``input_size``: one side,
+        ``(height, width)`` or ``"auto"`` within ``input_budget`` (the pixels of a square of
+        that side or of ``(height, width)``); ``resize`` and ``tile`` as given.
+
+        Example:
+            >>> Preprocessing.for_encoder("resnet18", "auto", input_budget=512).input_budget
+            262144
+        """
         import timm
 
-        size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        sizes = {"input_size": _sides(input_size), "input_budget": None}
+        if input_size == AUTO:
+            sizes = {
+                "input_size": _sides(DEFAULT_INPUT_SIZE),
+                "input_budget": _pixels(input_budget),
+            }
         try:
             cfg = timm.models.get_pretrained_cfg(encoder)
         except (RuntimeError, KeyError):
             cfg = None
         if cfg is None:
-            return cls(input_size=size, resize=resize, tile=tile)
+            return cls(**sizes, resize=resize, tile=tile)
         interpolation = cfg.interpolation if cfg.interpolation in INTERPOLATIONS else "bilinear"
         return cls(
-            input_size=size,
+            **sizes,
             interpolation=interpolation,
             mean=cfg.mean,
             std=cfg.std,
@@ -164,19 +191,37 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, values: object) -> Preprocessing:
-        """Build from ``config.json`` values (``tile`` may be absent: no tiles)."""
-        if isinstance(values, dict) and "tile" not in values:
-            values = {**values, "tile": None}
+        """Build from ``config.json`` values (``tile`` and ``input_budget`` may be absent: no
+        tiles, a fixed input size)."""
+        if isinstance(values, dict):
+            values = {"tile": None, "input_budget": None, **values}
         exact_keys("preprocessing", values, cls)
         return cls(**values)
 
     def to_dict(self) -> dict:
-        """JSON-ready form for ``config.json`` (``tile`` only when there are tiles, so an
-        untiled model's config reads as before in every hfr version)."""
+        """JSON-ready form for ``config.json`` (``tile`` only when there are tiles and
+        ``input_budget`` only while the size is undecided, so a trained untiled model's config
+        reads as before in every hfr version)."""
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        if self.tile is None:
-            del values["tile"]
+        for name in ("tile", "input_budget"):
+            if values[name] is None:
+                del values[name]
         return values
+
+
+def _sides(size: object) -> object:
+    """A side ``s`` as ``(s, s)``; anything else as it is (checked by :class:`Preprocessing`)."""
+    if is_int(size):
+        return size, size
+    return tuple(size) if isinstance(size, Sequence) and not isinstance(size, str) else size
+
+
+def _pixels(size: object) -> object:
+    """The pixels of a square of side ``size`` or of ``(height, width)``; anything else as it
+    is (checked by :class:`Preprocessing`)."""
+    sides = _sides(size)
+    pair = isinstance(sides, tuple) and len(sides) == 2 and all(is_int(s) for s in sides)
+    return sides[0] * sides[1] if pair else size
 
 
 @dataclass(frozen=True)
@@ -276,8 +321,10 @@ class HFRConfig:
     @property
     def unresolved(self) -> list[str]:
         """The settings still ``"auto"``, which training decides from the training images."""
-        resize = ["preprocessing.resize"] if self.preprocessing.resize == AUTO else []
-        return resize + [f"scoring.{name}" for name in self.scoring.unresolved]
+        preprocessing = self.preprocessing
+        size = ["preprocessing.input_size"] if preprocessing.input_budget is not None else []
+        resize = ["preprocessing.resize"] if preprocessing.resize == AUTO else []
+        return size + resize + [f"scoring.{name}" for name in self.scoring.unresolved]
 
     @classmethod
     def build(cls, settings: ModelSettings | None = None, /, **keywords: Any) -> HFRConfig:
@@ -307,6 +354,7 @@ class HFRConfig:
             settings.input_size,
             resize="stretch" if tiled and settings.resize == AUTO else settings.resize,
             tile=settings.tile,
+            input_budget=settings.input_budget,
         )
         decoder = settings.decoder
         if decoder is None:

@@ -24,6 +24,7 @@ from hfr.config.options import (
     AUTO,
     FULL_WIDTH,
     image_size,
+    image_size_or_auto,
     level_weights,
     setting,
     term_weight,
@@ -35,6 +36,10 @@ from hfr.scoring.calibration import DEFAULT_THRESHOLD_FIT, THRESHOLD_FITS
 
 DEFAULT_ENCODER = "resnet18.tv_in1k"
 DEFAULT_INPUT_SIZE = 256
+# With input_size "auto", training fits the training images' aspect within as many pixels as a
+# square input of this side (hfr.preprocessing.auto_input_size): 512x512, about 4x the time of
+# 256x256 per image, and never fewer pixels than DEFAULT_INPUT_SIZE's square.
+DEFAULT_INPUT_BUDGET = 512
 # The scoring terms added to the residual levels, each a module of hfr.scoring.terms with a
 # weight setting (``<name>_weight``) and a scale that calibration measures.
 TERMS = ("position", "memory", "colour")
@@ -131,9 +136,9 @@ class ModelSettings:
     """What a new model is built from: the encoder, its input and how its maps are made.
 
     ``None`` and ``"auto"`` are decided when the model is built (``sigma``, ``decoder``,
-    ``level_weights``: from the input size and the scoring) or trained (``resize``,
-    ``position_weight``, ``colour_weight``: from the training images). Checked when the model's
-    config is built (:meth:`HFRConfig.build <hfr.config.HFRConfig.build>`).
+    ``level_weights``: from the input size and the scoring) or trained (``input_size``,
+    ``resize``, ``position_weight``, ``colour_weight``: from the training images). Checked
+    when the model's config is built (:meth:`HFRConfig.build <hfr.config.HFRConfig.build>`).
     """
 
     encoder: str = setting(DEFAULT_ENCODER, "--encoder", "timm model name")
@@ -148,10 +153,19 @@ class ModelSettings:
         "stage outputs (paper) or the expansion layers of MobileNet/EfficientNet encoders",
         choices=FEATURE_LOCATIONS,
     )
-    input_size: int | tuple[int, int] = setting(
+    input_size: int | tuple[int, int] | str = setting(
         DEFAULT_INPUT_SIZE,
         "--image-size",
-        "network input: one side, or HEIGHTxWIDTH (multiples of 16)",
+        "network input: one side, or HEIGHTxWIDTH (multiples of 16), or auto: the training "
+        "images' (or tiles') aspect with as many pixels as they have, at most --input-budget "
+        f"and at least {DEFAULT_INPUT_SIZE}x{DEFAULT_INPUT_SIZE}'s",
+        parse=image_size_or_auto,
+    )
+    input_budget: int | tuple[int, int] = setting(
+        DEFAULT_INPUT_BUDGET,
+        "--input-budget",
+        "with --image-size auto, the most pixels the input may have, as the SIDE of a square "
+        "or HEIGHTxWIDTH: the time per image grows with them (512: about 4x 256's)",
         parse=image_size,
     )
     tile: int | tuple[int, int] | None = setting(

@@ -1,0 +1,198 @@
+"""Does a setting cost accuracy? Models trained with ``hfr train`` and a candidate's options
+against models trained with the reference's, on five seeds of bottle and screw with both
+backbones, held to the bar every change of a default meets: no five-seed mean lower by more
+than 0.005 image AUROC or 0.002 pixel AUROC / AUPRO.
+
+python research/five_seed_study.py --data ../shared/datasets/mvtec_ad \
+    --candidate="--image-size 512" --models-dir runs/size512 --reference-dir runs/guarantee \
+    --output research/results/image_size_0.25
+
+(``--candidate=...`` with ``=``: argparse reads a value that starts with ``--`` as an option.)
+Each model is trained as a user trains it (``hfr train`` with the defaults, the backbone's
+ImageNet weights, ``--seed`` and the options; a model already in its folder, laid out as
+``BACKBONE/seedS/CATEGORY``, is reused) and measured with :func:`hfr.evaluate.evaluate` on the
+category's test split. Each measurement is kept in ``OUTPUT/measured/`` beside the model's
+weights fingerprint, so that a study run again (or run one model at a time while the others
+train) measures each model once. Each row also records the model's input size, training
+seconds and milliseconds per test image, and the input ``--image-size auto`` would choose for
+the category's training images at the default budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hfr import HFR
+from hfr.cli import main as hfr_main
+from hfr.config import DEFAULT_INPUT_BUDGET
+from hfr.data import load_mvtec
+from hfr.evaluate import evaluate
+from hfr.preprocessing import auto_input_size, typical_size
+from hfr.serving.outputs import write_json
+
+BACKBONES = {
+    "mobilenetv2": ("mobilenetv2_100", "mobilenet_v2-b0353104.pth"),
+    "efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet-lite0-57934424.pth"),
+}
+METRICS = {"image_auroc": 0.005, "pixel_auroc": 0.002, "aupro": 0.002}  # the largest drop allowed
+SCRIPT = "research/five_seed_study.py"
+
+
+def trained_model(
+    folder: Path, data: str, backbone: str, category: str, seed: int, options: list[str]
+) -> HFR:
+    """The model in ``folder``, trained there with ``hfr train`` and ``options`` when missing."""
+    if not (folder / "config.json").is_file():
+        encoder, weights = BACKBONES[backbone]
+        argv = ["-q", "train", "--data", data, "--category", category, "--encoder", encoder]
+        argv += ["--encoder-weights", weights, "--seed", str(seed), *options]
+        if hfr_main([*argv, "--output", str(folder)]) != 0:
+            raise SystemExit(f"training {backbone} {category} seed {seed} failed")
+    return HFR.from_pretrained(folder)
+
+
+def measured(folder: Path, model: HFR, data: str, category: str, cache: Path) -> dict:
+    """The model's image AUROC, pixel AUROC and AUPRO on the test split, its input size,
+    training seconds and ms per test image: from ``cache`` when it holds this model's
+    measurement (the same weights file), else measured and written there."""
+    fingerprint = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    if cache.is_file():
+        kept = json.loads(cache.read_text())
+        if kept.get("weights_sha256") == fingerprint:
+            return kept["measured"]
+    report = evaluate(model, load_mvtec(data, category), progress=False)
+    config = model.config
+    result = {
+        "input_size": list(config.preprocessing.input_size),
+        "decoder_width": config.decoder_width,
+        **{name: report[name] for name in METRICS},
+        "train_seconds": (config.training or {}).get("seconds"),
+        "ms_per_image": report["inference_ms_per_image"],
+    }
+    write_json(cache, {"model": str(folder), "weights_sha256": fingerprint, "measured": result})
+    return result
+
+
+def auto_choice(data: str, category: str) -> list[int]:
+    """The input ``--image-size auto`` chooses for the category's training images at the
+    default budget."""
+    images = load_mvtec(data, category).train
+    return list(auto_input_size(typical_size(images), DEFAULT_INPUT_BUDGET**2))
+
+
+def summary_rows(rows: list[dict]) -> list[dict]:
+    """Per category and backbone: each metric's mean over the seeds for the reference and the
+    candidate, its change and whether that is within the bar, and the mean costs."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["category"], row["backbone"]), []).append(row)
+    result = []
+    for (category, backbone), group in groups.items():
+        line = {"category": category, "backbone": backbone, "seeds": len(group)}
+        for name, allowed in METRICS.items():
+            reference = float(np.mean([row["reference"][name] for row in group]))
+            candidate = float(np.mean([row["candidate"][name] for row in group]))
+            line[name] = {"reference": reference, "candidate": candidate}
+            line[name]["change"] = candidate - reference
+            line[name]["within_bar"] = candidate - reference >= -allowed
+        for cost in ("ms_per_image", "train_seconds"):
+            values = [[row[side][cost] for row in group] for side in ("reference", "candidate")]
+            known = all(v is not None for side in values for v in side)
+            line[cost] = [float(np.mean(side)) for side in values] if known else None
+        result.append(line)
+    return result
+
+
+def table(rows: list[dict], reference: str, candidate: str) -> str:
+    """The summary as a markdown table."""
+    lines = [
+        f"| category | backbone | seeds | image AUROC {reference} -> {candidate} | pixel AUROC | "
+        "AUPRO | ms / test image | within the bar |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [
+            f"{row[name]['reference']:.4f} -> {row[name]['candidate']:.4f} "
+            f"({row[name]['change']:+.4f})"
+            for name in METRICS
+        ]
+        cost = row.get("ms_per_image")
+        cells.append(f"{cost[0]:.0f} -> {cost[1]:.0f}" if cost else "-")
+        within = all(row[name]["within_bar"] for name in METRICS)
+        lines.append(
+            f"| {row['category']} | {row['backbone']} | {row['seeds']} | {' | '.join(cells)} | "
+            f"{'yes' if within else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options every five-seed study takes (the settings compared are the caller's)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", required=True, help="MVTec AD root")
+    parser.add_argument("--categories", default="bottle,screw")
+    parser.add_argument("--backbones", default=",".join(BACKBONES))
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--models-dir", required=True, help="where the candidate models go")
+    parser.add_argument("--reference-dir", required=True, help="the reference models (or where)")
+    parser.add_argument("--output", required=True, help="folder for runs.json, summary.*")
+    return parser
+
+
+def run(
+    args: argparse.Namespace,
+    options: dict[str, list[str]],
+    labels: tuple[str, str],
+    command: str,
+) -> int:
+    """Train (where missing) and measure the reference and candidate models of ``args``
+    (``options``: the ``hfr train`` options of each side), write the records under
+    ``args.output`` with ``command`` and print the summary labelled ``labels``."""
+    output = Path(args.output)
+    rows = []
+    for backbone in args.backbones.split(","):
+        for category in args.categories.split(","):
+            for seed in map(int, args.seeds.split(",")):
+                where = Path(backbone, f"seed{seed}", category)
+                row = {"category": category, "backbone": backbone, "seed": seed}
+                for side, root in (
+                    ("reference", args.reference_dir),
+                    ("candidate", args.models_dir),
+                ):
+                    folder = Path(root, where)
+                    model = trained_model(
+                        folder, args.data, backbone, category, seed, options[side]
+                    )
+                    cache = output / "measured" / side / where.with_suffix(".json")
+                    row[side] = measured(folder, model, args.data, category, cache)
+                row["auto_input_size"] = auto_choice(args.data, category)
+                rows.append(row)
+                print(row, flush=True)
+    summary = summary_rows(rows)
+    write_json(output / "runs.json", {"command": command, "options": options, "runs": rows})
+    write_json(output / "summary.json", {"command": command, "summary": summary})
+    (output / "summary.md").write_text(f"`{command}`\n\n{table(summary, *labels)}")
+    print(table(summary, *labels))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    study = parser(__doc__.split("\n\n")[0])
+    study.add_argument("--candidate", required=True, help="hfr train options, one string")
+    study.add_argument("--reference", default="", help="hfr train options (default: none)")
+    args = study.parse_args(argv)
+    options = {side: shlex.split(getattr(args, side)) for side in ("reference", "candidate")}
+    labels = (args.reference or "defaults", args.candidate)
+    command = shlex.join(["python", SCRIPT, *(sys.argv[1:] if argv is None else argv)])
+    return run(args, options, labels, command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
