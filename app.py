@@ -28,6 +28,7 @@ from hfr.progress import TrainingProgress
 from hfr.serving import studio
 from hfr.serving.catalog import discover_models
 from hfr.serving.handlers import (
+    INPUT_CHOICES,
     MAX_IMAGES,
     MAX_TEST_IMAGES,
     MAX_TRAIN_IMAGES,
@@ -241,7 +242,9 @@ def _train_tab(encoders: dict, on_space: bool) -> SimpleNamespace:
             f"Upload {studio.MIN_NORMAL_IMAGES} to {MAX_TRAIN_IMAGES} images of your part "
             "without defects (image files or .zip archives, 50 MB per file; 50 or more give "
             f"a steadier model). They are reduced to {TRAIN_MAX_SIDE} px on their longest "
-            "side; the network sees 256x256. 10 % are held out to set the threshold. One "
+            "side; the network sees 256x256, or, with the input size from the images, up to "
+            f"{TRAIN_MAX_SIDE}x{TRAIN_MAX_SIDE}'s pixels at their aspect. 10 % are held out "
+            "to set the threshold. One "
             "training runs at a time: others wait in a queue, with their position shown. "
             "Optionally add labelled test images (up to "
             f"{MAX_TEST_IMAGES} each) to see how well good and defective ones are told apart."
@@ -277,6 +280,12 @@ def _train_tab(encoders: dict, on_space: bool) -> SimpleNamespace:
                     "whose parts sit in the same place)",
                     elem_id="train-position",
                 )
+                input_size = gr.Radio(
+                    [(label, value) for value, (label, _) in INPUT_CHOICES.items()],
+                    value="256",
+                    label="Input size (the summary says what the network saw and its cost)",
+                    elem_id="train-input-size",
+                )
                 with gr.Accordion(
                     "Labelled test images (optional)", open=False, elem_id="test-images"
                 ):
@@ -290,8 +299,8 @@ def _train_tab(encoders: dict, on_space: bool) -> SimpleNamespace:
             with gr.Column(scale=1):
                 results = _train_results(on_space)
     return SimpleNamespace(
-        inputs=[train_files, train_name, encoder_choice, epochs, position, good_files,
-                defective_files],
+        inputs=[train_files, train_name, encoder_choice, epochs, position, input_size,
+                good_files, defective_files],
         train_button=train_button, cancel_button=cancel_button, **vars(results),
     )  # fmt: skip
 

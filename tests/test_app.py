@@ -567,14 +567,38 @@ def _normal_pngs(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 def _train(
-    client: Client, paths: list[Path], name: str, epochs: int, *, position: str = "off", **tests
+    client: Client,
+    paths: list[Path],
+    name: str,
+    epochs: int,
+    *,
+    position: str = "off",
+    input_size: str = "256",
+    **tests,
 ):
     files = [handle_file(str(p)) for p in paths]
     good = [handle_file(str(p)) for p in tests.get("good", [])]
     defective = [handle_file(str(p)) for p in tests.get("defective", [])]
     return client.submit(
-        files, name, MOBILENET, epochs, position, good, defective, api_name="/train"
+        files, name, MOBILENET, epochs, position, input_size, good, defective, api_name="/train"
     )
+
+
+@pytest.mark.slow
+def test_training_takes_the_input_size_from_the_images(
+    client: Client, tmp_path: Path, mobilenet_weights: str
+) -> None:
+    """ "From the images": 96x192 uploads train at their 1:2 aspect with a 256x256's pixels,
+    and the summary says so; a choice the radio does not offer is refused before it runs."""
+    images = synthetic_images(10, size=192, seed=5)
+    paths = []
+    for index, image in enumerate(images):
+        paths.append(tmp_path / f"wide_{index}.png")
+        Image.fromarray(image[:96]).save(paths[-1])
+    _, summary, _, _ = _train(client, paths, "wide", 1, input_size="auto").result(timeout=300)
+    assert "Trained at 352x176 from 192x96 images (enlarged 1.8x)" in summary
+    with pytest.raises(Exception, match="400 Bad Request"):  # Gradio checks the radio's value
+        _train(client, paths, "wide", 1, input_size="huge").result(timeout=60)
 
 
 @pytest.mark.slow

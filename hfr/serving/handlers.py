@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 from huggingface_hub.errors import HfHubHTTPError
 
-from hfr.config import AUTO
+from hfr.config import AUTO, DEFAULT_INPUT_BUDGET, DEFAULT_INPUT_SIZE
 from hfr.device import auto_device
 from hfr.errors import HFRError, TrainingCancelled
 from hfr.scoring.calibration import Calibration
@@ -28,16 +28,27 @@ MAX_IMAGES = 64
 # Training in the browser: the limits stated on the page.
 MAX_TRAIN_IMAGES = 300
 MAX_TEST_IMAGES = 100
-TRAIN_MAX_SIDE = 512  # the network sees 256x256; smaller copies keep 300 images in ~240 MB
+# Uploads are reduced to this side: the network sees at most 512x512's pixels (INPUT_CHOICES),
+# and smaller copies keep 300 images in ~240 MB.
+TRAIN_MAX_SIDE = 512
 # The training tab's "Per-position statistics" choices: label, value, the weight it trains with.
 POSITION_CHOICES = {
     "auto": ("Automatic: on when the images look aligned", AUTO),
     "on": ("On: every part sits in the same place (a fixed camera and fixture)", ALIGNED_WEIGHT),
     "off": ("Off: parts placed or turned at random", 0.0),
 }
+# The training tab's "Input size" choices: label, the input size it trains with.
+INPUT_CHOICES = {
+    "256": (f"{DEFAULT_INPUT_SIZE}x{DEFAULT_INPUT_SIZE}: the fastest", DEFAULT_INPUT_SIZE),
+    "auto": (
+        f"From the images: their aspect, up to {DEFAULT_INPUT_BUDGET}x{DEFAULT_INPUT_BUDGET}'s "
+        "pixels (finer defects, up to 4x the time)",
+        AUTO,
+    ),
+}
 TRAINED_RUNS_KEPT = 16
 TRAINED = "trained here"
-TRAINING_INPUTS = 8  # files, name, encoder, epochs, position, good, defective, model entries
+TRAINING_INPUTS = 9  # files, name, encoder, epochs, position, input size, good, defective, entries
 
 
 @dataclass(frozen=True)
@@ -177,8 +188,8 @@ class DemoHandlers:
         return render(results, threshold, opacity, show_levels, self.csv_dir)
 
     def queue_training(
-        self, files, name, encoder_label, epochs, position, good_files, defective_files, entries,
-        request: gr.Request,
+        self, files, name, encoder_label, epochs, position, input_size, good_files,
+        defective_files, entries, request: gr.Request,
     ) -> tuple[dict, ...]:  # fmt: skip
         """Take a ticket for a training as it joins the queue, so that Cancel reaches it there
         (Gradio runs an event's validator, with the event's inputs, when the event is queued).
@@ -187,26 +198,28 @@ class DemoHandlers:
         return tuple(gr.validate(True, "") for _ in range(TRAINING_INPUTS))
 
     def train(
-        self, files, name, encoder_label, epochs, position, good_files, defective_files, entries,
-        request: gr.Request, progress=gr.Progress(),
+        self, files, name, encoder_label, epochs, position, input_size, good_files,
+        defective_files, entries, request: gr.Request, progress=gr.Progress(),
     ):  # fmt: skip
         """Train a category on the uploaded normal images and offer it in the first tab."""
         ticket = TRAINING_RUNS.start(request.session_hash)
         try:
             uploads = (files, good_files, defective_files)
-            return self._train(ticket, uploads, name, encoder_label, epochs, position, entries,
-                               progress)  # fmt: skip
+            choices = (encoder_label, position, input_size)
+            return self._train(ticket, uploads, name, choices, epochs, entries, progress)
         finally:
             TRAINING_RUNS.close(ticket)
             MALLOC.trim()
 
-    def _train(self, ticket, uploads, name, encoder_label, epochs, position, entries, progress):
-        """:meth:`train` for the run of ``ticket``: checks, uploads, training, results."""
+    def _train(self, ticket, uploads, name, choices, epochs, entries, progress):
+        """:meth:`train` for the run of ``ticket``: checks, uploads, training, results
+        (``choices``: the encoder's label, the position and input size choices)."""
         hidden = gr.update(visible=False)
         not_started = (entries, gr.update(), "**Training cancelled before it started.**")
         if TRAINING_RUNS.cancelled(ticket):
             return (*not_started, hidden, hidden, None)
-        self._check_training_inputs(uploads[0], name, encoder_label, position)
+        self._check_training_inputs(uploads[0], name, *choices)
+        encoder_label, position, input_size = choices
         normal, good, defective = (
             read_uploads(upload_paths(files), UploadLimits(count, TRAIN_MAX_SIDE))
             for files, count in zip(
@@ -217,7 +230,9 @@ class DemoHandlers:
             return (*not_started, hidden, hidden, None)
         studio.prune_runs(self.trained_root, TRAINED_RUNS_KEPT - 1)
         settings = replace(
-            self.encoders[encoder_label], position_weight=POSITION_CHOICES[position][1]
+            self.encoders[encoder_label],
+            position_weight=POSITION_CHOICES[position][1],
+            input_size=INPUT_CHOICES[input_size][1],
         )
         try:
             trained = run_training(
@@ -234,7 +249,7 @@ class DemoHandlers:
             raise gr.Error(f"Training failed: {error}", print_exception=False) from error
         return self._trained(trained, entries, (normal, good, defective))
 
-    def _check_training_inputs(self, files, name, encoder_label, position) -> None:
+    def _check_training_inputs(self, files, name, encoder_label, position, input_size) -> None:
         """Refuse, with a message on the page, what cannot be trained."""
         if not files:
             raise gr.Error("Upload normal images (files or a .zip) first.", print_exception=False)
@@ -244,6 +259,8 @@ class DemoHandlers:
             )
         if position not in POSITION_CHOICES:
             raise gr.Error(f"Pick one of {list(POSITION_CHOICES)}.", print_exception=False)
+        if input_size not in INPUT_CHOICES:
+            raise gr.Error(f"Pick one of {list(INPUT_CHOICES)}.", print_exception=False)
         try:
             studio.model_name(name)
         except HFRError as error:
