@@ -143,6 +143,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--models-dir", required=True, help="where the candidate models go")
     parser.add_argument("--reference-dir", required=True, help="the reference models (or where)")
     parser.add_argument("--output", required=True, help="folder for runs.json, summary.*")
+    parser.add_argument(
+        "--trained-only",
+        action="store_true",
+        help="leave out the seeds whose candidate model is not trained yet (no training)",
+    )
     return parser
 
 
@@ -161,6 +166,11 @@ def run(
         for category in args.categories.split(","):
             for seed in map(int, args.seeds.split(",")):
                 where = Path(backbone, f"seed{seed}", category)
+                if (
+                    args.trained_only
+                    and not (Path(args.models_dir, where) / "config.json").exists()
+                ):
+                    continue
                 row = {"category": category, "backbone": backbone, "seed": seed}
                 for side, root in (
                     ("reference", args.reference_dir),

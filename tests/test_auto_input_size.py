@@ -102,10 +102,9 @@ def test_the_command_line_takes_auto_and_a_budget() -> None:
         ]
     )
     assert (args.input_size, args.input_budget) == ("auto", (384, 512))
-    with pytest.raises(SystemExit):
-        parser.parse_args(
-            ["train", "--train-dir", "x", "--output", "y", "--image-size", "automatic"]
-        )
+    for wrong in (["--image-size", "automatic"], ["--input-budget", "10"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--train-dir", "x", "--output", "y", *wrong])
 
 
 @pytest.mark.parametrize("budget", [8, 0, "512", (512,)])

@@ -13,6 +13,7 @@ from typing import Any
 
 AUTO = "auto"  # a setting that training decides from the training images
 FULL_WIDTH = "full"  # a decoder whose blocks are as wide as the features they decode
+MIN_INPUT_SIDE = 32  # the smallest input side (hfr.config.schema.Preprocessing)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,23 @@ def image_size_or_auto(text: str) -> int | tuple[int, int] | str:
         raise argparse.ArgumentTypeError(
             f"expected auto, SIDE or HEIGHTxWIDTH (e.g. 320x768): {text!r}"
         ) from None
+
+
+def input_budget(text: str) -> int | tuple[int, int]:
+    """``--input-budget``: :func:`image_size`, at least 32x32's pixels.
+
+    Example:
+        >>> input_budget("512"), input_budget("384x512")
+        (512, (384, 512))
+    """
+    size = image_size(text)
+    sides = (size, size) if isinstance(size, int) else size
+    if sides[0] * sides[1] < MIN_INPUT_SIDE**2:
+        raise argparse.ArgumentTypeError(
+            f"expected SIDE or HEIGHTxWIDTH with at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE}'s "
+            f"pixels (e.g. 512): {text!r}"
+        )
+    return size
 
 
 def image_sizes(text: str) -> list[int | tuple[int, int]]:

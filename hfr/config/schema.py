@@ -35,6 +35,7 @@ from hfr.config.checks import (
     optional_object,
     optional_str,
 )
+from hfr.config.options import MIN_INPUT_SIDE
 from hfr.config.scoring import Scoring
 from hfr.config.settings import (
     AUTO,
@@ -55,7 +56,7 @@ FORMAT_VERSION = compat.FORMAT_VERSION
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MAX_INPUT_SIDE = 1024
-MIN_INPUT_BUDGET = 32 * 32  # pixels: the smallest input
+MIN_INPUT_BUDGET = MIN_INPUT_SIDE**2  # pixels: the smallest input's
 MIN_TILE_SIDE, MAX_TILE_SIDE = 16, 65535  # image pixels
 MAX_SIGMA = 64.0
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -93,9 +94,9 @@ class Preprocessing:
             and not isinstance(size, str)
             and len(size) == 2
             and all(isinstance(s, int) and not isinstance(s, bool) for s in size)
-            and all(32 <= s <= MAX_INPUT_SIDE and s % 16 == 0 for s in size),
+            and all(MIN_INPUT_SIDE <= s <= MAX_INPUT_SIDE and s % 16 == 0 for s in size),
             "preprocessing.input_size",
-            f"two integers, multiples of 16 in [32, {MAX_INPUT_SIDE}]",
+            f"two integers, multiples of 16 in [{MIN_INPUT_SIDE}, {MAX_INPUT_SIDE}]",
             size,
         )
         check(
@@ -140,7 +141,7 @@ class Preprocessing:
             self.input_budget is None
             or (is_int(self.input_budget) and self.input_budget >= MIN_INPUT_BUDGET),
             "preprocessing.input_budget",
-            f"null, or an integer >= {MIN_INPUT_BUDGET} (pixels)",
+            f"null, or at least {MIN_INPUT_BUDGET} pixels ({MIN_INPUT_SIDE}x{MIN_INPUT_SIDE}'s)",
             self.input_budget,
         )
         object.__setattr__(self, "input_size", tuple(size))

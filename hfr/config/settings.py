@@ -25,6 +25,7 @@ from hfr.config.options import (
     FULL_WIDTH,
     image_size,
     image_size_or_auto,
+    input_budget,
     level_weights,
     setting,
     term_weight,
@@ -166,7 +167,7 @@ class ModelSettings:
         "--input-budget",
         "with --image-size auto, the most pixels the input may have, as the SIDE of a square "
         "or HEIGHTxWIDTH: the time per image grows with them (512: about 4x 256's)",
-        parse=image_size,
+        parse=input_budget,
     )
     tile: int | tuple[int, int] | None = setting(
         None,
