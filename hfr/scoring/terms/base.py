@@ -29,7 +29,8 @@ ALIGNMENT_LEVEL = 1  # the stride-8 level of [f1, f2, f3], whose alignment the a
 # The auto rules read the alignment on a grid of about this many cells, the stride-8 map of a
 # 256x256 input where their thresholds were measured: on a finer grid (a larger input) the same
 # small shifts between images read as variance at a position, and bottle's share fell from
-# 0.88 to 0.79 at 512x512 (research/notebook.md, "A larger input: the alignment rule's scale").
+# 0.88 to 0.79 at 512x512 (research/notebook.md, "A larger input on MVTec AD, and the
+# alignment rule's scale").
 ALIGNMENT_CELLS = 32 * 32
 
 
