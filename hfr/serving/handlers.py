@@ -42,7 +42,7 @@ INPUT_CHOICES = {
     "256": (f"{DEFAULT_INPUT_SIZE}x{DEFAULT_INPUT_SIZE}: the fastest", DEFAULT_INPUT_SIZE),
     "auto": (
         f"From the images: their aspect, up to {DEFAULT_INPUT_BUDGET}x{DEFAULT_INPUT_BUDGET}'s "
-        "pixels (finer defects, up to 4x the time)",
+        "pixels (finer defects, about 4x the time at 512x512)",
         AUTO,
     ),
 }
