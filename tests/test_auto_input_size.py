@@ -111,3 +111,11 @@ def test_the_command_line_takes_auto_and_a_budget() -> None:
 def test_a_budget_that_is_not_a_size_is_refused(budget) -> None:
     with pytest.raises(ConfigError, match="input_budget"):
         tiny_model(input_size="auto", input_budget=budget)
+
+
+def test_a_budget_without_auto_is_refused_rather_than_ignored() -> None:
+    with pytest.raises(ConfigError, match="give input_size='auto'"):
+        tiny_model(input_budget=384)  # a fixed 64x64 input
+    assert tiny_model(input_size="auto", input_budget=384).config.preprocessing.input_budget == (
+        384 * 384
+    )

@@ -42,6 +42,7 @@ from hfr.config.settings import (
     CONTEXT_MIN_INPUT,
     CONTEXT_SIGMA,
     DECODERS,
+    DEFAULT_INPUT_BUDGET,
     DEFAULT_INPUT_SIZE,
     DEFAULT_SIGMA,
     FEATURE_LOCATIONS,
@@ -349,6 +350,12 @@ class HFRConfig:
             settings = ModelSettings(**given)
         elif given:
             raise ConfigError("pass either ModelSettings or its fields as keywords, not both")
+        if settings.input_size != AUTO and settings.input_budget != DEFAULT_INPUT_BUDGET:
+            raise ConfigError(
+                f"input_budget ({settings.input_budget!r}) sets the most pixels of an input size "
+                f"chosen from the images: give input_size='auto' (--image-size auto) with it, or "
+                f"leave it out with input_size {settings.input_size!r}"
+            )
         tiled = settings.tile is not None
         preprocessing = Preprocessing.for_encoder(
             settings.encoder,
