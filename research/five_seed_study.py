@@ -21,6 +21,7 @@ the category's training images at the default budget.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import shlex
@@ -80,11 +81,12 @@ def measured(folder: Path, model: HFR, data: str, category: str, cache: Path) ->
     return result
 
 
-def auto_choice(data: str, category: str) -> list[int]:
+@functools.cache
+def auto_choice(data: str, category: str) -> tuple[int, int]:
     """The input ``--image-size auto`` chooses for the category's training images at the
-    default budget."""
+    default budget (read once per category)."""
     images = load_mvtec(data, category).train
-    return list(auto_input_size(typical_size(images), DEFAULT_INPUT_BUDGET**2))
+    return auto_input_size(typical_size(images), DEFAULT_INPUT_BUDGET**2)
 
 
 def summary_rows(rows: list[dict]) -> list[dict]:
@@ -182,7 +184,7 @@ def run(
                     )
                     cache = output / "measured" / side / where.with_suffix(".json")
                     row[side] = measured(folder, model, args.data, category, cache)
-                row["auto_input_size"] = auto_choice(args.data, category)
+                row["auto_input_size"] = list(auto_choice(args.data, category))
                 rows.append(row)
                 print(row, flush=True)
     summary = summary_rows(rows)

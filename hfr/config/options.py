@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
+from hfr.config.checks import is_int
+
 AUTO = "auto"  # a setting that training decides from the training images
 FULL_WIDTH = "full"  # a decoder whose blocks are as wide as the features they decode
 MIN_INPUT_SIDE = 32  # the smallest input side (hfr.config.schema.Preprocessing)
@@ -75,13 +77,26 @@ def input_budget(text: str) -> int | tuple[int, int]:
         (512, (384, 512))
     """
     size = image_size(text)
-    sides = (size, size) if isinstance(size, int) else size
-    if sides[0] * sides[1] < MIN_INPUT_SIDE**2:
+    if size_pixels(size) < MIN_INPUT_SIDE**2:
         raise argparse.ArgumentTypeError(
             f"expected SIDE or HEIGHTxWIDTH with at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE}'s "
             f"pixels (e.g. 512): {text!r}"
         )
     return size
+
+
+def size_pixels(size: object) -> object:
+    """The pixels of a square of side ``size`` or of a ``(height, width)`` pair; anything else
+    as it is (for the caller's check to name).
+
+    Example:
+        >>> size_pixels(512), size_pixels((384, 512)), size_pixels("512")
+        (262144, 196608, '512')
+    """
+    if is_int(size):
+        return size * size
+    pair = isinstance(size, tuple | list) and len(size) == 2 and all(is_int(s) for s in size)
+    return size[0] * size[1] if pair else size
 
 
 def image_sizes(text: str) -> list[int | tuple[int, int]]:

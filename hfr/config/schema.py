@@ -35,7 +35,7 @@ from hfr.config.checks import (
     optional_object,
     optional_str,
 )
-from hfr.config.options import MIN_INPUT_SIDE
+from hfr.config.options import MIN_INPUT_SIDE, size_pixels
 from hfr.config.scoring import Scoring
 from hfr.config.settings import (
     AUTO,
@@ -173,7 +173,7 @@ class Preprocessing:
         if input_size == AUTO:
             sizes = {
                 "input_size": _sides(DEFAULT_INPUT_SIZE),
-                "input_budget": _pixels(input_budget),
+                "input_budget": size_pixels(input_budget),
             }
         try:
             cfg = timm.models.get_pretrained_cfg(encoder)
@@ -216,14 +216,6 @@ def _sides(size: object) -> object:
     if is_int(size):
         return size, size
     return tuple(size) if isinstance(size, Sequence) and not isinstance(size, str) else size
-
-
-def _pixels(size: object) -> object:
-    """The pixels of a square of side ``size`` or of ``(height, width)``; anything else as it
-    is (checked by :class:`Preprocessing`)."""
-    sides = _sides(size)
-    pair = isinstance(sides, tuple) and len(sides) == 2 and all(is_int(s) for s in sides)
-    return sides[0] * sides[1] if pair else size
 
 
 @dataclass(frozen=True)
