@@ -28,6 +28,9 @@ from hfr.config.options import (
     width_or_full,
 )
 from hfr.config.settings import (
+    AUTO,
+    DECODER_BLOCKS,
+    DEFAULT_DECODER_BLOCKS,
     DEFAULT_DECODER_WIDTH,
     DEFAULT_INPUT_SIZE,
     DEFAULT_TARGET_FPR,
@@ -335,6 +338,12 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_DECODER_WIDTH,
         metavar="N",
         help="most channels in a decoder block, or full (default: hfr train's)",
+    )
+    parser.add_argument(
+        "--decoder-blocks",
+        choices=(AUTO, *DECODER_BLOCKS),
+        default=DEFAULT_DECODER_BLOCKS,
+        help="the decoder's spatial convolutions (default: hfr train's)",
     )
     parser.add_argument(
         "--onnxruntime",

@@ -49,6 +49,7 @@ _NETWORK_FIELDS = (
     "feature_location",
     "decoder",
     "decoder_width",
+    "decoder_blocks",
 )
 
 
@@ -100,11 +101,14 @@ class HFR(
             feature_location=config.feature_location,
             decoder=config.decoder,
             decoder_width=config.decoder_width,
+            decoder_blocks=config.decoder_blocks,
             fingerprint=config.encoder_fingerprint,
         )
         self.scorer = Scorer()
         self._config = config.replace(
-            encoder_weights=config.weights_file_name, encoder_fingerprint=self.network.fingerprint
+            encoder_weights=config.weights_file_name,
+            encoder_fingerprint=self.network.fingerprint,
+            decoder_blocks=self.network.decoder_blocks,
         )
         self.eval()
 

@@ -31,6 +31,7 @@ class Timing:
     peak_memory_mb: float
     images_per_second: float
     decoder_width: int | None = None
+    decoder_blocks: str = "dense"
     onnxruntime_ms_per_image: float | None = None
     onnxruntime_over_encoder: float | None = None
 
@@ -133,6 +134,7 @@ def time_pipeline(
         peak_memory_mb=peak_memory_mb(device),
         images_per_second=batch_size / seconds["full"],
         decoder_width=model.config.decoder_width,
+        decoder_blocks=model.config.decoder_blocks,
         onnxruntime_ms_per_image=per_image.get("onnxruntime"),
         onnxruntime_over_encoder=(
             seconds["onnxruntime"] / seconds["encoder"] if onnx_session is not None else None

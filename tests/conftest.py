@@ -59,7 +59,8 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 def tiny_model(seed: int = 0, **kwargs) -> HFR:
     """ResNet18 with random weights at a 64x64 input: fast enough for any unit test. It scores
-    with the residual levels alone (no patch memory, no colour term, images stretched) unless
+    with the residual levels alone (no patch memory, no colour term, images stretched) and has
+    dense decoder blocks (so that a test can rewrite its config as any earlier format's) unless
     ``kwargs`` say otherwise.
 
     ``seed`` fixes the decoder's initialisation.
@@ -72,15 +73,16 @@ def tiny_model(seed: int = 0, **kwargs) -> HFR:
         "memory_weight": 0.0,
         "colour_weight": 0.0,
         "resize": "stretch",
+        "decoder_blocks": "dense",
     }
     return HFR(**{**options, **kwargs})
 
 
 def as_format_1(config: dict) -> dict:
     """``config`` (today's ``config.json`` contents) as 0.1-0.19 wrote it: format 1, without
-    ``hfr_version``, the decoder's width and the calibration's guarantee and scores; a test then
-    removes the keys that its version lacked."""
-    added = ("hfr_version", "decoder_width")
+    ``hfr_version``, the decoder's width and blocks and the calibration's guarantee and scores;
+    a test then removes the keys that its version lacked."""
+    added = ("hfr_version", "decoder_width", "decoder_blocks")
     older = {key: value for key, value in copy.deepcopy(config).items() if key not in added}
     if isinstance(older.get("calibration"), dict):
         for key in ("guaranteed_fpr", "fpr_bound", "scores"):

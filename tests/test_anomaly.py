@@ -8,7 +8,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch.nn import functional as F
 
-from hfr.network.decoder import ConvBlock, HierarchicalDecoder, upsample2x_nearest
+from hfr.network.decoder import ContextInput, ConvBlock, HierarchicalDecoder, upsample2x_nearest
 from hfr.scoring import maps as anomaly
 
 
@@ -104,14 +104,18 @@ def test_upsampling_copies_exactly_in_both_layouts() -> None:
     assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
 
 
-@pytest.mark.parametrize("width", [None, 6])
-def test_context_decoder_never_sees_a_cell_through_its_own_context(width: int | None) -> None:
+@pytest.mark.parametrize(("width", "separable"), [(None, False), (6, False), (None, True)])
+def test_context_decoder_never_sees_a_cell_through_its_own_context(
+    width: int | None, separable: bool
+) -> None:
     """The blind spot: changing f3 at one cell leaves that cell's context features unchanged
     and changes those of the cells around it; the fine levels are decoded from the context.
-    A narrow decoder (``width`` under f3's 16 channels) first projects f3 cell by cell, which
-    keeps the blind spot."""
+    A narrow decoder (``width`` under f3's 16 channels) first projects f3 cell by cell, and a
+    separable one mixes the depthwise ring's channels cell by cell: both keep the blind spot."""
     torch.manual_seed(0)
-    decoder = HierarchicalDecoder([8, 12, 16], context=True, width=width).eval()
+    decoder = HierarchicalDecoder(
+        [8, 12, 16], context=True, width=width, separable=separable
+    ).eval()
     f3 = torch.randn(2, 16, 7, 7)
     changed = f3.clone()
     changed[:, :, 3, 3] += 5.0
@@ -127,7 +131,7 @@ def test_context_decoder_never_sees_a_cell_through_its_own_context(width: int | 
         (2, 16, 7, 7),
     ]
     torch.testing.assert_close(d3, decoder.level3(f3))
-    paper = HierarchicalDecoder([8, 12, 16], width=width)
+    paper = HierarchicalDecoder([8, 12, 16], width=width, separable=separable)
     assert set(decoder.state_dict()) > set(paper.state_dict())
     assert not any("ring" in key for key in decoder.state_dict())  # a constant, not a weight
 
@@ -147,20 +151,56 @@ def test_decoder_width_caps_the_blocks_and_a_wide_cap_changes_nothing() -> None:
     assert [tuple(d.shape[1:]) for d in outputs] == [(16, 16, 16), (32, 8, 8), (96, 4, 4)]
 
 
-def test_eval_mode_folds_batch_norm_into_the_convolution() -> None:
+def test_separable_blocks_cost_less_and_keep_every_shape() -> None:
+    """Separable blocks filter each channel alone (depthwise) and leave the mixing to 1x1
+    convolutions: fewer weights, the same outputs' shapes, and the dense decoder's weight names
+    for every tensor the two share."""
+    channels = [16, 32, 96]
+    dense = HierarchicalDecoder(channels, context=True)
+    separable = HierarchicalDecoder(channels, context=True, separable=True)
+    spatial = [
+        m for m in separable.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
+    ]
+    assert spatial and all(conv.groups == conv.in_channels == conv.out_channels for conv in spatial)
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(separable) < count(dense) / 2
+    outputs = separable.eval()(torch.randn(2, 96, 4, 4))
+    assert [tuple(d.shape[1:]) for d in outputs] == [(16, 16, 16), (32, 8, 8), (96, 4, 4)]
+    assert set(separable.state_dict()) - set(dense.state_dict()) == {"context.0.mix.weight"}
+
+
+@pytest.mark.parametrize(("in_channels", "groups"), [(6, 1), (5, 5)])
+def test_eval_mode_folds_batch_norm_into_the_convolution(in_channels: int, groups: int) -> None:
     """In eval mode a block is one convolution with its BatchNorm folded in: the same function
-    as convolution, BatchNorm (running statistics) and LeakyReLU applied in turn."""
+    as convolution, BatchNorm (running statistics) and LeakyReLU applied in turn, dense or
+    depthwise (``groups``)."""
     torch.manual_seed(0)
-    block = ConvBlock(6, 5, 3)
+    block = ConvBlock(in_channels, 5, 3, groups=groups)
     conv, norm, act = block
     norm.running_mean.normal_()
     norm.running_var.uniform_(0.5, 2.0)
     norm.weight.data.normal_()
     norm.bias.data.normal_()
-    x = torch.randn(2, 6, 9, 9)
+    x = torch.randn(2, in_channels, 9, 9)
     block.eval()
     with torch.no_grad():
         torch.testing.assert_close(block(x), act(norm(conv(x))), rtol=1e-5, atol=1e-5)
+
+
+def test_the_separable_ring_folds_its_batch_norm_into_the_mix() -> None:
+    """The separable ring in eval mode equals its depthwise ring, 1x1 mix, BatchNorm (running
+    statistics) and LeakyReLU applied in turn."""
+    torch.manual_seed(0)
+    ring = ContextInput(6, separable=True)
+    ring.norm.running_mean.normal_()
+    ring.norm.running_var.uniform_(0.5, 2.0)
+    ring.norm.weight.data.normal_()
+    x = torch.randn(2, 6, 7, 7)
+    ring.eval()
+    with torch.no_grad():
+        depthwise = F.conv2d(x, ring.conv.weight * ring.ring, padding=2, groups=6)
+        expected = ring.act(ring.norm(ring.mix(depthwise)))
+        torch.testing.assert_close(ring(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_operators_cached_under_inference_mode_still_serve_training() -> None:

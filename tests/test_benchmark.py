@@ -70,7 +70,7 @@ def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
         "--batch-size", "1,2", "--image-size", "64,64x96", "--repeats", "1",
         "--position-weight", "1", "--colour-weight", "0.25", "--output", str(output),
         "--markdown", str(table),
-        "--onnxruntime",
+        "--onnxruntime", "--decoder-blocks", "separable",
     ]  # fmt: skip
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
     records = json.loads(output.read_text())
@@ -89,9 +89,10 @@ def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
         assert set(by_precision) == {record["train_precision"], "fp32"}
         assert record["train_seconds_per_epoch"] == by_precision[record["train_precision"]] > 0
         assert record["decoder_width"] is None  # hfr train's default: full width
+        assert record["decoder_blocks"] == "separable"
         assert record["onnxruntime_ms_per_image"] > 0
         assert record["onnxruntime_over_encoder"] == pytest.approx(
             record["onnxruntime_ms_per_image"] / record["encoder_ms_per_image"]
         )
-    assert "| resnet18 | 64x64 | full | 2 |" in table.read_text()
-    assert "| resnet18 | 96x64 | full | 1 |" in table.read_text()
+    assert "| resnet18 | 64x64 | full, separable | 2 |" in table.read_text()
+    assert "| resnet18 | 96x64 | full, separable | 1 |" in table.read_text()

@@ -76,9 +76,12 @@ def test_unreadable_files_are_config_errors(tmp_path: Path, content: bytes, mess
 def test_round_trip_and_configs_of_earlier_versions(tmp_path: Path) -> None:
     config = HFRConfig.from_dict(GOOD)
     assert config.to_dict() == GOOD
-    assert GOOD["format_version"] == 4 and GOOD["hfr_version"] == hfr.__version__
+    assert GOOD["format_version"] == 5 and GOOD["hfr_version"] == hfr.__version__
     legacy = {**as_format_1(GOOD), "input_size": 64}  # written before the typed config
-    assert HFRConfig.from_dict(legacy) == config.replace(hfr_version=None, decoder_width=None)
+    before = config.replace(hfr_version=None, decoder_width=None, decoder_blocks="dense")
+    assert HFRConfig.from_dict(legacy) == before
+    format_4 = {k: v for k, v in GOOD.items() if k != "decoder_blocks"} | {"format_version": 4}
+    assert HFRConfig.from_dict(format_4).decoder_blocks == "dense"  # 0.22-0.24: dense blocks
     del legacy["feature_location"]
     assert HFRConfig.from_dict(legacy).feature_location == "stage"
     del legacy["decoder"]  # before 0.6: the paper's decoder

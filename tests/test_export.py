@@ -47,9 +47,17 @@ def test_onnx_matches_torch_and_carries_the_config(tmp_path: Path) -> None:
     model(torch.randn(2, 3, 64, 64)).maps.sum().backward()
 
 
-def test_onnx_export_of_expansion_features_matches_torch(tmp_path: Path) -> None:
-    model = tiny_model(encoder="mobilenetv2_100", feature_location="expansion", input_size=32)
-    images = torch.randn(2, 3, 32, 32)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"encoder": "mobilenetv2_100", "feature_location": "expansion", "input_size": 32},
+        {"decoder_blocks": "separable"},  # ResNet18's default: depthwise convolutions
+    ],
+)
+def test_onnx_export_of_other_networks_matches_torch(tmp_path: Path, options: dict) -> None:
+    model = tiny_model(**options)
+    side = model.config.preprocessing.input_size[0]
+    images = torch.randn(2, 3, side, side)
     maps, scores = _exported_outputs(model, tmp_path, images)
     with torch.no_grad():
         expected = model(images)

@@ -13,8 +13,9 @@ from conftest import as_format_1, calibrate, synthetic_images, tiny_model
 
 import hfr
 from hfr import HFR
-from hfr.config import Scoring
+from hfr.config import MAX_DENSE_DECODER_SHARE, Scoring
 from hfr.errors import ConfigError, EncoderWeightsError, ModelFormatError, ModelNotFoundError
+from hfr.network.autoencoder import dense_decoder_share
 from hfr.scoring import maps as anomaly
 
 
@@ -218,7 +219,7 @@ def test_config_describes_encoder_preprocessing_and_calibration(model: HFR, tmp_
     assert config["encoder_fingerprint"] == model.config.encoder_fingerprint
     assert config["preprocessing"]["input_size"] == [64, 64]
     assert config["calibration"]["threshold"] == model.config.calibration.threshold
-    assert config["format_version"] == 4 and config["hfr_version"] == hfr.__version__
+    assert config["format_version"] == 5 and config["hfr_version"] == hfr.__version__
 
 
 def _edit_config(folder: Path, **changes) -> None:
@@ -237,7 +238,7 @@ def test_loading_refuses_other_encoder_weights(model: HFR, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"format_version": 99}, "format_version must be 1 to 4"),
+        ({"format_version": 99}, "format_version must be 1 to 5"),
         ({"sigma": -1}, "sigma"),
         ({"preprocessing": {"input_size": [50, 50]}}, "preprocessing must be an object"),
         ({"calibration": {"threshold": "high"}}, "calibration"),
@@ -407,3 +408,38 @@ def test_a_narrow_decoder_saves_loads_and_stays_narrow(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\['decoder_width'\] are fixed by the network"):
         model.config = model.config.replace(decoder_width=None)
     assert tiny_model().config.decoder_width is None  # full width by default
+
+
+@pytest.mark.parametrize(
+    ("encoder", "blocks"),
+    [("resnet18", "separable"), ("mobilenetv2_100", "dense"), ("tf_efficientnet_lite0", "dense")],
+)
+def test_auto_blocks_are_dense_only_where_they_cost_at_most_half_the_encoder(
+    encoder: str, blocks: str
+) -> None:
+    """``decoder_blocks="auto"`` (the default) is decided when the network is built, from the
+    dense decoder's FLOPs over the encoder's (ResNet18 0.66, the mobile encoders 0.42-0.43), and
+    the config then says which; a choice given is kept."""
+    model = HFR(encoder=encoder, encoder_weights="random", input_size=64)
+    assert model.config.decoder_blocks == blocks
+    depthwise = model.decoder.level1.convs[1][0].groups > 1
+    assert depthwise == (blocks == "separable")
+    share = dense_decoder_share(model.network.encoder, context=True, width=None)
+    assert (share > MAX_DENSE_DECODER_SHARE) == (blocks == "separable")
+    chosen = HFR(encoder=encoder, encoder_weights="random", input_size=64, decoder_blocks="dense")
+    assert chosen.config.decoder_blocks == "dense"
+
+
+def test_separable_blocks_save_load_and_stay_separable(tmp_path: Path) -> None:
+    """``decoder_blocks`` is part of the network: saved in config.json (format 5), rebuilt on
+    load with the same scores, and fixed for the model's life."""
+    model = tiny_model(decoder_blocks="separable")
+    assert model.decoder.level1.convs[1][0].groups == model.decoder.level1.convs[1][0].in_channels
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["decoder_blocks"] == "separable"
+    loaded = HFR.from_pretrained(tmp_path)
+    images = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(loaded(images).scores, model(images).scores, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"\['decoder_blocks'\] are fixed by the network"):
+        model.config = model.config.replace(decoder_blocks="dense")
+    assert tiny_model().config.decoder_blocks == "dense"

@@ -91,6 +91,7 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
         encoder_weights="random",
         input_size=args.image_size,
         decoder_width=args.decoder_width,
+        decoder_blocks=args.decoder_blocks,
         **weights,
     ).to(device)
     add_random_terms(model)
@@ -183,7 +184,7 @@ def machine(device: str) -> str:
 def markdown(records: list[dict], command: str, device: str) -> str:
     onnx = any(r.get("onnxruntime_ms_per_image") is not None for r in records)
     lines = [
-        "| encoder | input | decoder width | batch | encoder ms/img | decoder ms/img | "
+        "| encoder | input | decoder width, blocks | batch | encoder ms/img | decoder ms/img | "
         "maps ms/img | full ms/img | full / encoder | "
         + ("ONNX Runtime ms/img | ONNX Runtime / encoder | " if onnx else "")
         + "img/s | peak MB | train s/epoch (188 img) | decoder / encoder GFLOPs |",
@@ -196,7 +197,8 @@ def markdown(records: list[dict], command: str, device: str) -> str:
             else ""
         )
         lines.append(
-            f"| {r['encoder']} | {r['input']} | {r['decoder_width'] or 'full'} | "
+            f"| {r['encoder']} | {r['input']} | {r['decoder_width'] or 'full'}, "
+            f"{r.get('decoder_blocks', 'dense')} | "
             f"{r['batch_size']} | {r['encoder_ms_per_image']:.2f} | "
             f"{r['decoder_ms_per_image']:.2f} | {r['maps_ms_per_image']:.2f} | "
             f"{r['full_ms_per_image']:.2f} | {r['full_over_encoder']:.2f} | {ort}"

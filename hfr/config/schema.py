@@ -41,6 +41,7 @@ from hfr.config.settings import (
     AUTO,
     CONTEXT_MIN_INPUT,
     CONTEXT_SIGMA,
+    DECODER_BLOCKS,
     DECODERS,
     DEFAULT_INPUT_BUDGET,
     DEFAULT_INPUT_SIZE,
@@ -232,6 +233,7 @@ class HFRConfig:
     feature_location: str
     decoder: str
     decoder_width: int | None
+    decoder_blocks: str
     preprocessing: Preprocessing
     sigma: float
     scoring: Scoring
@@ -271,6 +273,12 @@ class HFRConfig:
             "decoder_width",
             "null or an integer >= 1",
             self.decoder_width,
+        )
+        check(
+            self.decoder_blocks in (AUTO, *DECODER_BLOCKS),
+            "decoder_blocks",
+            f"one of {(AUTO, *DECODER_BLOCKS)}",
+            self.decoder_blocks,
         )
         check(
             isinstance(self.preprocessing, Preprocessing),
@@ -382,6 +390,7 @@ class HFRConfig:
             feature_location=settings.feature_location,
             decoder=decoder,
             decoder_width=settings.decoder_width,
+            decoder_blocks=settings.decoder_blocks,
             preprocessing=preprocessing,
             sigma=sigma,
             scoring=scoring,

@@ -71,6 +71,16 @@ CONTEXT_MIN_INPUT = 64
 # 256x256 image at 64) but, over five seeds, width 64 cost EfficientNet-Lite0's screw 0.006 image
 # AUROC and 0.004 AUPRO (research/results/decoder_width_0.22): full width stays the default.
 DEFAULT_DECODER_WIDTH = None
+# The decoder's spatial convolutions: "dense" ones, or "separable" ones (depthwise, their channels
+# mixed by the 1x1 convolutions around them), whose cost grows with a block's width, not its square.
+# "auto" keeps the decoder within the budget of one forward pass: dense blocks where they cost at
+# most MAX_DENSE_DECODER_SHARE of the encoder's FLOPs (MobileNetV2 0.42, EfficientNet-Lite0 0.43
+# at full width), separable ones beyond (ResNet18 0.66, Wide-ResNet50-2 1.61), because separable
+# blocks cost accuracy where dense ones are affordable: over five seeds they lowered screw's AUPRO
+# by 0.0045 with MobileNetV2 and 0.0016 with EfficientNet-Lite0 (research/results/separable_0.25).
+DECODER_BLOCKS = ("dense", "separable")
+DEFAULT_DECODER_BLOCKS = AUTO
+MAX_DENSE_DECODER_SHARE = 0.5
 # What `hfr export --int8` quantises (hfr.quantize): the decoder's convolutions, or the encoder's
 # too; and the largest losses it accepts before refusing to write the int8 model: the bar every
 # change of a default meets (image AUROC 0.005, AUPRO 0.002).
@@ -281,6 +291,15 @@ class ModelSettings:
         f"{FULL_WIDTH} (default): each block as wide as the features it decodes",
         parse=width_or_full,
         metavar="N",
+    )
+    decoder_blocks: str = setting(
+        DEFAULT_DECODER_BLOCKS,
+        "--decoder-blocks",
+        "the decoder's spatial convolutions: dense, or separable (depthwise, then 1x1): cheaper "
+        "(ResNet18's decoder a sixth of the GFLOPs), at some accuracy; auto (default): dense "
+        f"where they cost at most {MAX_DENSE_DECODER_SHARE:g}x the encoder's FLOPs "
+        "(docs/method.md, 'Separable decoder blocks')",
+        choices=(AUTO, *DECODER_BLOCKS),
     )
 
 

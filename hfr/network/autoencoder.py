@@ -5,10 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hfr.config import AUTO, MAX_DENSE_DECODER_SHARE
 from hfr.device import precision_autocast, scoring_precision
 from hfr.errors import EncoderWeightsError
 from hfr.network.decoder import HierarchicalDecoder
 from hfr.network.encoder import FrozenEncoder, build_encoder
+
+# The blocks "auto" chose, by encoder name, feature location, decoder and width: the choice
+# depends on the network's shapes only, so each is counted once per process.
+_CHOSEN_BLOCKS: dict[tuple[str, str, bool, int | None], str] = {}
 
 
 class FeatureAutoencoder(nn.Module):
@@ -22,12 +27,15 @@ class FeatureAutoencoder(nn.Module):
         decoder: ``"context"`` or ``"paper"``.
         decoder_width: the most channels in a decoder block, or ``None`` for each block as
             wide as the features it decodes.
+        decoder_blocks: ``"dense"`` or ``"separable"`` spatial convolutions in the decoder, or
+            ``"auto"`` for :func:`chosen_decoder_blocks` (then in ``self.decoder_blocks``).
         fingerprint: the fingerprint the encoder's weights must have (the one the decoder was
             trained on), or ``None`` for any.
 
     Example:
         >>> net = FeatureAutoencoder("resnet18", "random", feature_location="stage",
-        ...                          decoder="context", decoder_width=64)
+        ...                          decoder="context", decoder_width=64,
+        ...                          decoder_blocks="separable")
         >>> features, reconstructions = net(torch.zeros(1, 3, 64, 64))
         >>> [tuple(f.shape[1:]) for f in reconstructions]
         [(64, 16, 16), (128, 8, 8), (256, 4, 4)]
@@ -41,6 +49,7 @@ class FeatureAutoencoder(nn.Module):
         feature_location: str,
         decoder: str,
         decoder_width: int | None,
+        decoder_blocks: str,
         fingerprint: str | None = None,
     ) -> None:
         super().__init__()
@@ -54,8 +63,20 @@ class FeatureAutoencoder(nn.Module):
                 f"fingerprint {self.fingerprint}, but this decoder was trained on weights with "
                 f"fingerprint {fingerprint}; load the weights file it was trained with"
             )
+        context = decoder == "context"
+        if decoder_blocks == AUTO:
+            key = (encoder, feature_location, context, decoder_width)
+            if key not in _CHOSEN_BLOCKS:
+                _CHOSEN_BLOCKS[key] = chosen_decoder_blocks(
+                    self.encoder, context=context, width=decoder_width
+                )
+            decoder_blocks = _CHOSEN_BLOCKS[key]
+        self.decoder_blocks = decoder_blocks
         self.decoder = HierarchicalDecoder(
-            self.encoder.channels, context=decoder == "context", width=decoder_width
+            self.encoder.channels,
+            context=context,
+            width=decoder_width,
+            separable=decoder_blocks == "separable",
         )
 
     @property
@@ -82,3 +103,34 @@ class FeatureAutoencoder(nn.Module):
         """Encoder features ``[f1, f2, f3]`` and decoder reconstructions ``[d1, d2, d3]``."""
         features = self.encode(images)
         return features, self.decode(features[-1])
+
+
+def dense_decoder_share(encoder: FrozenEncoder, *, context: bool, width: int | None) -> float:
+    """The FLOPs of a dense decoder over those of ``encoder`` (counted on a 64x64 input: both grow
+    with the pixels alike). The decoder is counted on the meta device: nothing is allocated and
+    no random number drawn, so the model built after it is the same.
+
+    Example:
+        >>> encoder, _ = build_encoder("resnet18", "random")
+        >>> round(dense_decoder_share(encoder, context=True, width=None), 2)
+        0.66
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    parameter = next(encoder.parameters())
+    images = torch.zeros(1, 3, 64, 64, dtype=parameter.dtype, device=parameter.device)
+    with FlopCounterMode(display=False) as counter:
+        deepest = encoder(images)[-1]
+    encoder_flops = counter.get_total_flops()
+    with torch.device("meta"):
+        decoder = HierarchicalDecoder(encoder.channels, context=context, width=width).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            decoder(torch.empty(deepest.shape))
+    return counter.get_total_flops() / encoder_flops
+
+
+def chosen_decoder_blocks(encoder: FrozenEncoder, *, context: bool, width: int | None) -> str:
+    """``"dense"`` blocks where a dense decoder costs at most ``MAX_DENSE_DECODER_SHARE`` of the
+    encoder's FLOPs, else ``"separable"`` ones (the decoder blocks ``"auto"`` chooses)."""
+    share = dense_decoder_share(encoder, context=context, width=width)
+    return "dense" if share <= MAX_DENSE_DECODER_SHARE else "separable"

@@ -18,11 +18,21 @@ def folded_batch_norm(
 
 class ConvBlock(nn.Sequential):
     """Convolution, BatchNorm, LeakyReLU; in eval mode one convolution with the BatchNorm folded
-    in (the same function, one pass over the activations fewer)."""
+    in (the same function, one pass over the activations fewer). ``groups=in_channels`` (with
+    as many out channels) makes the convolution depthwise: each channel filtered alone."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, groups: int = 1
+    ) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                padding=kernel_size // 2,
+                groups=groups,
+                bias=False,
+            ),
             nn.BatchNorm2d(out_channels),
             nn.LeakyReLU(0.1, inplace=True),
         )
@@ -33,21 +43,30 @@ class ConvBlock(nn.Sequential):
         if self.training:
             return act(norm(conv(x)))
         weight, bias = folded_batch_norm(conv.weight, norm)
-        return act(F.conv2d(x, weight, bias, padding=conv.padding))
+        return act(F.conv2d(x, weight, bias, padding=conv.padding, groups=conv.groups))
 
 
 class LevelDecoder(nn.Module):
     """Three conv blocks (1x1, 3x3, 1x1) and a 1x1 projection to one level's channels.
 
-    The blocks are ``out_channels`` wide, or ``width`` where that is fewer.
+    The blocks are ``out_channels`` wide, or ``width`` where that is fewer; with ``separable``
+    the 3x3 convolution is depthwise (its channels mixed by the 1x1 blocks around it), which
+    makes the block's cost grow with its width rather than with its square.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, width: int | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int | None = None,
+        *,
+        separable: bool = False,
+    ) -> None:
         super().__init__()
         hidden = hidden_width(out_channels, width)
         self.convs = nn.Sequential(
             ConvBlock(in_channels, hidden, 1),
-            ConvBlock(hidden, hidden, 3),
+            ConvBlock(hidden, hidden, 3, groups=hidden if separable else 1),
             ConvBlock(hidden, hidden, 1),
         )
         self.project = nn.Conv2d(hidden, out_channels, 1)
@@ -72,13 +91,17 @@ class ContextInput(nn.Module):
     A 5x5 convolution whose centre 3x3 taps are held at zero (a ring), then BatchNorm and
     LeakyReLU. Followed by any 3x3 convolution, a cell's result still never depends on the cell's
     own features: it is predicted from its surroundings, so a defect cannot be copied through.
+    With ``separable`` the ring is depthwise and a 1x1 convolution mixes its channels (still
+    blind to the cell itself: the 1x1 sees only the ring's output there).
     """
 
-    def __init__(self, channels: int, width: int | None = None) -> None:
+    def __init__(self, channels: int, width: int | None = None, *, separable: bool = False) -> None:
         super().__init__()
         hidden = hidden_width(channels, width)
         self.reduce = nn.Conv2d(channels, hidden, 1, bias=False) if hidden < channels else None
-        self.conv = nn.Conv2d(hidden, hidden, 5, padding=2, bias=False)
+        groups = hidden if separable else 1
+        self.conv = nn.Conv2d(hidden, hidden, 5, padding=2, groups=groups, bias=False)
+        self.mix = nn.Conv2d(hidden, hidden, 1, bias=False) if separable else None
         self.norm = nn.BatchNorm2d(hidden)
         self.act = nn.LeakyReLU(0.1, inplace=True)
         ring = torch.ones(1, 1, 5, 5)
@@ -90,11 +113,16 @@ class ContextInput(nn.Module):
         convolution in eval mode."""
         if self.reduce is not None:
             x = self.reduce(x)
-        weight = self.conv.weight * self.ring
+        ring = self.conv.weight * self.ring
+        if self.mix is None:  # the dense ring: the BatchNorm folds into it
+            weight, padding = ring, 2
+        else:  # the depthwise ring, then the 1x1 mix: the BatchNorm folds into the mix
+            x = F.conv2d(x, ring, padding=2, groups=self.conv.groups)
+            weight, padding = self.mix.weight, 0
         if self.training:
-            return self.act(self.norm(F.conv2d(x, weight, padding=2)))
+            return self.act(self.norm(F.conv2d(x, weight, padding=padding)))
         weight, bias = folded_batch_norm(weight, self.norm)
-        return self.act(F.conv2d(x, weight, bias, padding=2))
+        return self.act(F.conv2d(x, weight, bias, padding=padding))
 
 
 class HierarchicalDecoder(nn.Module):
@@ -105,6 +133,9 @@ class HierarchicalDecoder(nn.Module):
         context: decode ``d2`` (and so ``d1``) from a blind-spot description of ``f3``
             (:class:`ContextInput`, then a level block) instead of from ``d3``: each cell's fine
             levels are predicted from the cells around it. ``False`` is the paper's decoder.
+        width: the most channels in a block (:func:`hidden_width`), ``None`` for none.
+        separable: depthwise spatial convolutions, each followed by 1x1 ones that mix the
+            channels, instead of dense ones.
 
     Example:
         >>> decoder = HierarchicalDecoder([16, 24, 32], context=True)
@@ -113,16 +144,24 @@ class HierarchicalDecoder(nn.Module):
     """
 
     def __init__(
-        self, channels: list[int], *, context: bool = False, width: int | None = None
+        self,
+        channels: list[int],
+        *,
+        context: bool = False,
+        width: int | None = None,
+        separable: bool = False,
     ) -> None:
         super().__init__()
         c1, c2, c3 = channels
         source = hidden_width(c3, width) if context else c3
-        self.level3 = LevelDecoder(c3, c3, width)
-        self.level2 = LevelDecoder(source, c2, width)
-        self.level1 = LevelDecoder(c2, c1, width)
+        self.level3 = LevelDecoder(c3, c3, width, separable=separable)
+        self.level2 = LevelDecoder(source, c2, width, separable=separable)
+        self.level1 = LevelDecoder(c2, c1, width, separable=separable)
         self.context = (
-            nn.Sequential(ContextInput(c3, width), LevelDecoder(source, source, width))
+            nn.Sequential(
+                ContextInput(c3, width, separable=separable),
+                LevelDecoder(source, source, width, separable=separable),
+            )
             if context
             else None
         )
