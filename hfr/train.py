@@ -140,6 +140,10 @@ def fit(
     resolution = resolution_summary(source, model.config.preprocessing)
     hint = reduction_hint(source, model.config.preprocessing)
     logger.info("%s%s", resolution, f". Note: {hint}" if hint else "")
+    if model.config.decoder_blocks == "separable":
+        logger.info(
+            "separable decoder blocks (depthwise, then 1x1): --decoder-blocks dense for dense"
+        )
     train_images, calibration_images = split_for_calibration(
         images, config.calibration_fraction, config.seed
     )

@@ -49,6 +49,7 @@ GOOD = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=
         ({"decoder": "unet"}, "decoder must be one of"),
         ({"decoder_width": 0}, "decoder_width must be null or an integer >= 1"),
         ({"decoder_width": 64.0}, "decoder_width must be null or an integer >= 1"),
+        ({"decoder_blocks": "sparse"}, "decoder_blocks must be one of"),
     ],
 )
 def test_bad_values_name_the_field(changes: dict, message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -430,11 +431,19 @@ def test_auto_blocks_are_dense_only_where_they_cost_at_most_half_the_encoder(
     assert chosen.config.decoder_blocks == "dense"
 
 
-def test_separable_blocks_save_load_and_stay_separable(tmp_path: Path) -> None:
-    """``decoder_blocks`` is part of the network: saved in config.json (format 5), rebuilt on
-    load with the same scores, and fixed for the model's life."""
+def test_separable_blocks_train_save_load_and_stay_separable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``decoder_blocks`` is part of the network: trained (the log says which blocks, and how to
+    change them), saved in config.json (format 5), rebuilt on load with the same scores, and
+    fixed for the model's life."""
+    from hfr.train import TrainConfig, fit
+
     model = tiny_model(decoder_blocks="separable")
     assert model.decoder.level1.convs[1][0].groups == model.decoder.level1.convs[1][0].in_channels
+    with caplog.at_level(logging.INFO, logger="hfr.train"):
+        fit(model, synthetic_images(8), TrainConfig(epochs=1, batch_size=4), progress=False)
+    assert "separable decoder blocks" in caplog.text and "--decoder-blocks dense" in caplog.text
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["decoder_blocks"] == "separable"
     loaded = HFR.from_pretrained(tmp_path)
