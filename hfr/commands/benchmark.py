@@ -198,7 +198,7 @@ def markdown(records: list[dict], command: str, device: str) -> str:
         )
         lines.append(
             f"| {r['encoder']} | {r['input']} | {r['decoder_width'] or 'full'}, "
-            f"{r.get('decoder_blocks', 'dense')} | "
+            f"{r['decoder_blocks']} | "
             f"{r['batch_size']} | {r['encoder_ms_per_image']:.2f} | "
             f"{r['decoder_ms_per_image']:.2f} | {r['maps_ms_per_image']:.2f} | "
             f"{r['full_ms_per_image']:.2f} | {r['full_over_encoder']:.2f} | {ort}"
