@@ -25,13 +25,8 @@ from hfr.config.options import (
     add_setting_options,
     image_sizes,
     term_weight,
-    width_or_full,
 )
 from hfr.config.settings import (
-    AUTO,
-    DECODER_BLOCKS,
-    DEFAULT_DECODER_BLOCKS,
-    DEFAULT_DECODER_WIDTH,
     DEFAULT_INPUT_SIZE,
     DEFAULT_TARGET_FPR,
     INT8_SCOPES,
@@ -332,19 +327,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last tensors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
-    parser.add_argument(
-        "--decoder-width",
-        type=width_or_full,
-        default=DEFAULT_DECODER_WIDTH,
-        metavar="N",
-        help="most channels in a decoder block, or full (default: hfr train's)",
-    )
-    parser.add_argument(
-        "--decoder-blocks",
-        choices=(AUTO, *DECODER_BLOCKS),
-        default=DEFAULT_DECODER_BLOCKS,
-        help="the decoder's spatial convolutions (default: hfr train's)",
-    )
+    add_setting_options(parser, ModelSettings, names=("decoder_width", "decoder_blocks"))
     parser.add_argument(
         "--onnxruntime",
         action="store_true",

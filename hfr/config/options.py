@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
@@ -175,16 +175,18 @@ def weight_or_auto(text: str) -> float | str:
 
 
 def add_setting_options(
-    group: argparse._ArgumentGroup,
+    group: argparse.ArgumentParser | argparse._ArgumentGroup,
     settings: type,
     *,
     defaults: dict[str, Any] | None = None,
+    names: Collection[str] | None = None,
 ) -> None:
-    """One option per field of the settings class ``settings`` that declares a flag, its
-    destination the field's name; ``defaults`` replaces a field's default by name."""
+    """One option per field of the settings class ``settings`` that declares a flag (of the
+    fields in ``names`` only, when given), its destination the field's name; ``defaults``
+    replaces a field's default by name."""
     for item in fields(settings):
         option: Option | None = item.metadata.get("option")
-        if option is None:
+        if option is None or (names is not None and item.name not in names):
             continue
         default = (defaults or {}).get(item.name, _default(item))
         if option.negated:
