@@ -27,6 +27,7 @@ from hfr.config.options import (
     term_weight,
 )
 from hfr.config.settings import (
+    BACKENDS,
     DEFAULT_INPUT_SIZE,
     DEFAULT_TARGET_FPR,
     INT8_SCOPES,
@@ -39,7 +40,6 @@ from hfr.errors import HFRError
 from hfr.scoring.calibration import THRESHOLD_FITS
 
 PROTOCOLS = ("mvtec", "mnist", "fashion-mnist", "cifar10")
-PREDICT_BACKENDS = ("torch", "onnxruntime")
 # Option parsers that moved to the settings they parse (0.20), still found here with a warning.
 _MOVED = {"level_weights", "weight_or_auto"}
 
@@ -179,7 +179,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     parser.add_argument(
         "--backend",
-        choices=PREDICT_BACKENDS,
+        choices=BACKENDS,
         default="torch",
         help="onnxruntime: run the model exported to ONNX on the CPU (pip install "
         "'hfr[export]'); --model is then an .onnx file from `hfr export`, or a model that is "

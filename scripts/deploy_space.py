@@ -19,14 +19,14 @@ import shlex
 import shutil
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
-import gradio
 import jinja2
 from huggingface_hub import HfApi
 
-from hfr.hub import repo_name
-from hfr.serving.catalog import BACKENDS, bundled_dir
+from hfr.config.settings import BACKENDS
+from hfr.hub import bundled_dir, repo_name
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("app.py", "examples", "hfr", "pyproject.toml", "requirements.txt")
@@ -49,7 +49,7 @@ def build_space(target: Path, *, org: str, backend: str = "torch") -> Path:
     template = jinja2.Template((ROOT / "hub_cards" / "space_card.md").read_text())
     hardware = "cpu-basic" if backend == "onnxruntime" else "zero-a10g"
     card = template.render(
-        gradio_version=gradio.__version__, models=models, org=org, hardware=hardware
+        gradio_version=version("gradio"), models=models, org=org, hardware=hardware
     )
     (target / "README.md").write_text(card)
     settings = {"hub_org": org}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import json
 import os
@@ -26,6 +27,7 @@ from hfr.serving.catalog import ModelCache, folder_models
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@functools.cache
 def _load_app_module():
     """app.py as a module, by its path: the tests import the installed hfr, not the checkout."""
     spec = importlib.util.spec_from_file_location("hfr_demo_app", ROOT / "app.py")
@@ -35,7 +37,15 @@ def _load_app_module():
     return module
 
 
-demo_app = _load_app_module()
+class _DemoApp:
+    """app.py's names, loaded at the first use: collecting this module costs no Gradio import
+    in a test worker that runs none of its tests."""
+
+    def __getattr__(self, name: str):
+        return getattr(_load_app_module(), name)
+
+
+demo_app = _DemoApp()
 BUNDLED = "hfr-mvtec-bottle-mobilenetv2 (bundled)"
 SCREW = "hfr-mvtec-screw-mobilenetv2 (bundled)"
 

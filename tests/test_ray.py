@@ -4,13 +4,14 @@ halfway and resumed. Ray is the ``ray`` extra, installed with the test extra."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -18,11 +19,13 @@ from conftest import synthetic_images, write_pngs
 from PIL import Image
 
 from hfr import HFR
+from hfr.cli import main
 from hfr.config import TrainConfig
 from hfr.pipeline import ModelSettings, RunOptions
 from hfr.scale.fleet import FINISHED, TRAINED, CategoryJob, train_all
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+T = TypeVar("T")
 TINY = ModelSettings(encoder="resnet18", encoder_weights="random", input_size=64)
 TINY_ARGS = ["--encoder", "resnet18", "--encoder-weights", "random", "--image-size", "64"]
 
@@ -106,11 +109,12 @@ def test_mobilenetv2_trains_a_few_bottle_images_on_ray(
 
 
 def test_a_killed_run_resumes_with_only_the_missing_categories(
-    ray_address: str, tmp_path: Path
+    ray_address: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """The command in its own process group, killed (SIGKILL) once the first category is done;
-    run again, it skips that one, resumes the interrupted one from its checkpoint and trains
-    the last. One category at a time (2 CPUs per task on 2 CPUs) makes the order certain."""
+    run again (in this process, on the same Ray), it skips that one, resumes the interrupted
+    one from its checkpoint and trains the last. One category at a time (2 CPUs per task on 2
+    CPUs) makes the order certain."""
     data = tmp_path / "data"
     for seed, name in enumerate(("c1", "c2", "c3")):
         _category(data, name, count=20, seed=seed)
@@ -141,12 +145,13 @@ def test_a_killed_run_resumes_with_only_the_missing_categories(
     first.wait(timeout=30)
     weights = tmp_path / "models" / f"hfr-mvtec-{done}" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"{done}: finished earlier" in rerun.stdout
-    assert sum(": trained" in line for line in rerun.stdout.splitlines()) == 2
+    capsys.readouterr()
+    assert main(command[3:]) == 0  # run again in this process, on the same Ray
+    rerun = capsys.readouterr().out
+    assert f"{done}: finished earlier" in rerun
+    assert sum(": trained" in line for line in rerun.splitlines()) == 2
     assert weights.stat().st_mtime_ns == stamp  # not trained again
-    assert "resumed at epoch" in rerun.stdout  # the interrupted one went on from its checkpoint
+    assert "resumed at epoch" in rerun  # the interrupted one went on from its checkpoint
     for name in ("c1", "c2", "c3"):
         assert HFR.from_pretrained(tmp_path / "models" / f"hfr-mvtec-{name}").config.calibration
 
@@ -201,25 +206,25 @@ def test_ray_data_scores_30_bottle_images_exactly_as_hfr_predict(
     assert len(list((tmp_path / "overlays").glob("*.overlay.png"))) == 30
 
 
+def _one_thread(function: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """``function`` run in this process with one torch thread, as each actor has: on a CPU, a
+    convolution's float32 result can depend on the thread count (by about one unit in the last
+    place)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _single_process_scores(model: str, images: list[Path], batch_size: int) -> dict[str, float]:
-    """``HFR.predict`` in a fresh process with one thread, as each actor has, in batches of
-    ``batch_size``: on a CPU, a convolution's float32 result can depend on the thread count and
-    on the batch (by about one unit in the last place), and in this process earlier tests ran
-    with two threads."""
-    code = (
-        "import json, sys\n"
-        "from hfr import HFR\n"
-        "paths = sys.argv[3:]\n"
-        "model = HFR.from_pretrained(sys.argv[1])\n"
-        "scores = [p.score for p in model.predict(paths, batch_size=int(sys.argv[2]))]\n"
-        "print(json.dumps(dict(zip(paths, scores))))\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code, model, str(batch_size), *map(str, images)],
-        capture_output=True, text=True, timeout=300, check=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-    return json.loads(run.stdout)
+    """``HFR.predict`` with one thread in batches of ``batch_size``, as the actors score (a
+    convolution's float32 result can also depend on the batch it runs in)."""
+    predictions = _one_thread(HFR.from_pretrained(model).predict, images, batch_size=batch_size)
+    return {str(path): p.score for path, p in zip(images, predictions, strict=True)}
 
 
 def _image_set(folder: Path, count: int, size: int = 160) -> list[Path]:
@@ -227,7 +232,7 @@ def _image_set(folder: Path, count: int, size: int = 160) -> list[Path]:
 
 
 def test_lists_of_paths_and_uris_are_scored_like_single_process_predict(
-    ray_address: str, tmp_path: Path, mobilenet_weights: str
+    ray_address: str, tmp_path: Path, mobilenet_weights: str, capsys: pytest.CaptureFixture
 ) -> None:
     import pyarrow as arrow
     import pyarrow.parquet as parquet
@@ -243,19 +248,13 @@ def test_lists_of_paths_and_uris_are_scored_like_single_process_predict(
     junk.write_bytes(b"not an image")
     common = ["--model", _bundled_bottle(), str(listing), str(tmp_path / "list.parquet"),
               str(junk), "--no-overlays"]  # fmt: skip
-    single = subprocess.run(
-        [sys.executable, "-m", "hfr", "predict", *common, "--output", str(tmp_path / "one")],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},  # one thread, as each actor has
-    )  # fmt: skip
-    assert single.returncode == 0, single.stderr[-2000:]
-    on_ray = subprocess.run(
-        [sys.executable, "-m", "hfr", "predict", *common, "--output", str(tmp_path / "ray"),
-         "--ray", ray_address, "--workers", "2", "--cpus-per-worker", "0.75"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert on_ray.returncode == 0, on_ray.stderr[-2000:]
-    assert "13 images scored" in on_ray.stdout and "1 unreadable" in on_ray.stdout
+    assert _one_thread(main, ["predict", *common, "--output", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    on_ray = ["predict", *common, "--output", str(tmp_path / "ray"), "--ray", ray_address,
+              "--workers", "2", "--cpus-per-worker", "0.75"]  # fmt: skip
+    assert main(on_ray) == 0
+    summary = capsys.readouterr().out
+    assert "13 images scored" in summary and "1 unreadable" in summary
     rows = {}
     for run in ("one", "ray"):
         with open(tmp_path / run / "scores.csv", newline="") as handle:
@@ -268,7 +267,7 @@ def test_lists_of_paths_and_uris_are_scored_like_single_process_predict(
 
 
 def test_a_killed_ray_predict_resumes_with_only_the_missing_images(
-    ray_address: str, tmp_path: Path, mobilenet_weights: str
+    ray_address: str, tmp_path: Path, mobilenet_weights: str, capsys: pytest.CaptureFixture
 ) -> None:
     _image_set(tmp_path / "images", 60, size=128)
     output = tmp_path / "out"
@@ -290,13 +289,13 @@ def test_a_killed_ray_predict_resumes_with_only_the_missing_images(
     first.wait(timeout=30)
     kept = len(scores.read_text().splitlines()) - 1
     assert 10 <= kept < 60, kept
-    refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0 and "--resume" in refused.stderr  # never mixed by accident
-    rerun = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert main(command[3:]) != 0  # refused in this process, before Ray: never mixed by accident
+    assert "--resume" in capsys.readouterr().err
+    assert main([*command[3:], "--resume"]) == 0
+    rerun = capsys.readouterr().out
     with open(scores, newline="") as handle:
         images = [row["image"] for row in csv.DictReader(handle)]
     assert len(images) == len(set(images)) == 60
-    done_before = int(rerun.stdout.split(" done before")[0].rsplit(", ", 1)[1])
-    assert f"{60 - done_before} images scored" in rerun.stdout
+    done_before = int(rerun.split(" done before")[0].rsplit(", ", 1)[1])
+    assert f"{60 - done_before} images scored" in rerun
     assert done_before >= kept - 1  # at most the half-written last row was dropped

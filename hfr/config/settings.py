@@ -139,6 +139,9 @@ MIN_STEPS = 600
 DEFAULT_HARD_FRACTION = 0.01  # the hard term of the loss: the hardest 1 % of each level's pixels
 DEFAULT_HARD_WEIGHT = 0.5  # ... weighs as much as the mean over all pixels
 TRAINING_PRECISIONS = ("auto", "bf16", "fp32")  # of the decoder's training steps
+# What scores images in `hfr predict` and the app: PyTorch, or the model exported to ONNX and
+# run by ONNX Runtime on the CPU (the `export` extra).
+BACKENDS = ("torch", "onnxruntime")
 
 
 def _weights(values: tuple[float, ...]) -> str:

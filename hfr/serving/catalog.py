@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from huggingface_hub import HfApi
 
 from hfr.config import CONFIG_FILE, WEIGHTS_FILE
+from hfr.config.settings import BACKENDS
 from hfr.errors import HFRError
 from hfr.hub import bundled_dir, hub_reachable
 from hfr.model import HFR
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
     from hfr.onnx_runtime import OnnxModel
 
 logger = logging.getLogger(__name__)
-# What scores the demo's images: PyTorch on the app's device, or the model exported to ONNX and
-# run by ONNX Runtime on the CPU (hfr[export]).
-BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)

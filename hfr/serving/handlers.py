@@ -79,7 +79,7 @@ class DemoHandlers:
     holds it by name), its result and trained-model folders, and its encoders to train with.
 
     ``max_side`` bounds an analysed image's longest side, ``cache_size`` the models kept loaded;
-    ``backend`` says what scores them (:data:`hfr.serving.catalog.BACKENDS`).
+    ``backend`` says what scores them (:data:`hfr.config.settings.BACKENDS`).
     """
 
     def __init__(self, *, max_side: int, cache_size: int, backend: str = "torch") -> None:

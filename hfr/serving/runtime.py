@@ -15,6 +15,7 @@ import numpy as np
 from gradio.utils import get_upload_folder as gradio_upload_folder
 
 from hfr.config import ModelSettings
+from hfr.config.settings import BACKENDS
 from hfr.device import auto_device
 from hfr.errors import HFRError
 from hfr.extras import require
@@ -24,7 +25,7 @@ from hfr.progress import ProgressCallback
 from hfr.scoring.calibration import Calibration
 from hfr.scoring.postprocess import Prediction
 from hfr.serving import studio
-from hfr.serving.catalog import BACKENDS, ModelCache, ModelEntry
+from hfr.serving.catalog import ModelCache, ModelEntry
 
 try:  # ZeroGPU on Hugging Face Spaces; the function itself elsewhere
     import spaces
@@ -78,7 +79,7 @@ def run_model(
 
 
 def serving_backend(requested: str) -> str:
-    """``requested`` (one of :data:`hfr.serving.catalog.BACKENDS`), checked: ``"onnxruntime"``
+    """``requested`` (one of :data:`hfr.config.settings.BACKENDS`), checked: ``"onnxruntime"``
     needs hfr[export], and says so at start-up rather than at the first request."""
     if requested not in BACKENDS:
         raise HFRError(f"backend must be one of {BACKENDS}, got {requested!r}")
