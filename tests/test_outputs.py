@@ -38,3 +38,34 @@ def test_a_second_run_never_mixes_with_the_first(tmp_path: Path) -> None:
         writer.write({"image": "new.png"})
     assert [r["image"] for r in csv.DictReader((tmp_path / "scores.csv").open())] == ["new.png"]
     assert not any((tmp_path / "overlays").iterdir())
+
+
+def test_overlays_without_scores_are_not_resumed(tmp_path: Path) -> None:
+    """Overlays left without a ``scores.csv`` name no finished images: resume is refused, not
+    allowed to replace them."""
+    (tmp_path / "overlays").mkdir()
+    (tmp_path / "overlays" / "old.png.overlay.png").write_bytes(b"png")
+    with pytest.raises(HFRError, match="already holds results"):
+        ResultsWriter(tmp_path, resume=True)
+    assert (tmp_path / "overlays" / "old.png.overlay.png").is_file()
+
+
+def test_predict_refuses_a_finished_folder_before_loading_or_exporting(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The output check comes first: an ONNX Runtime run into a finished folder stops before
+    it exports the model (which takes seconds), and writes nothing there."""
+    from conftest import tiny_model
+
+    from hfr.cli import main
+
+    tiny_model().save_pretrained(tmp_path / "model")  # not even calibrated: never loaded
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "scores.csv").write_text("image,score\nold.png,1.0\n")
+    image = tmp_path / "x.png"
+    image.write_bytes(b"never read")
+    command = ["predict", "--model", str(tmp_path / "model"), str(image), "--output", str(output)]
+    assert main([*command, "--backend", "onnxruntime"]) == 2
+    assert "already holds results" in capsys.readouterr().err
+    assert sorted(p.name for p in output.iterdir()) == ["scores.csv"]

@@ -12,7 +12,13 @@ from tqdm.auto import tqdm
 
 from hfr.commands.common import load_model
 from hfr.errors import HFRError, ImageLoadError
-from hfr.serving.outputs import ResultsWriter, csv_row, prediction_row, unique_names
+from hfr.serving.outputs import (
+    ResultsWriter,
+    check_output,
+    csv_row,
+    prediction_row,
+    unique_names,
+)
 from hfr.serving.viz import overlay
 from hfr.sources import expand_sources, read_source
 
@@ -24,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     sources = expand_sources(args.inputs)
+    check_output(args.output, overwrite=args.overwrite, resume=args.resume)  # before any load
     onnx_file = args.model.endswith(".onnx")
     if onnx_file and args.backend != "onnxruntime":
         parser.error("an .onnx model runs with --backend onnxruntime")

@@ -85,6 +85,24 @@ def unique_names(paths: list[Path]) -> list[str]:
     return ["__".join(p.relative_to(root).parts) for p in resolved]
 
 
+def check_output(folder: str | Path, *, overwrite: bool = False, resume: bool = False) -> bool:
+    """Whether ``folder`` holds results of an earlier run (``scores.csv`` or overlays), which
+    only ``overwrite``, or ``resume`` where ``scores.csv`` is there, may touch; checked before a
+    model loads or exports, and by :class:`ResultsWriter` itself.
+
+    Raises :class:`~hfr.errors.HFRError` when neither applies.
+    """
+    folder = Path(folder)
+    scores, overlays = folder / SCORES_FILE, folder / OVERLAYS_DIR
+    found = scores.exists() or (overlays.is_dir() and any(overlays.iterdir()))
+    if found and not (overwrite or (resume and scores.exists())):
+        raise HFRError(
+            f"{folder} already holds results of another run; pass --resume (resume=True) to "
+            "finish it, --overwrite (overwrite=True) to replace it, or choose another folder"
+        )
+    return found
+
+
 class ResultsWriter:
     """Context manager writing ``scores.csv`` row by row and overlays into ``folder``.
 
@@ -98,17 +116,11 @@ class ResultsWriter:
         self.folder = Path(folder)
         self.done: set[str] = set()
         scores, overlays = self.folder / SCORES_FILE, self.folder / OVERLAYS_DIR
-        has_results = scores.exists() or (overlays.is_dir() and any(overlays.iterdir()))
+        has_results = check_output(self.folder, overwrite=overwrite, resume=resume)
         if has_results and resume and scores.exists():
             _drop_partial_line(scores)
             self.done = _finished_images(scores)
         elif has_results:
-            if not overwrite:
-                raise HFRError(
-                    f"{self.folder} already holds results of another run; pass --resume "
-                    "(resume=True) to finish it, --overwrite (overwrite=True) to replace it, "
-                    "or choose another folder"
-                )
             scores.unlink(missing_ok=True)
             shutil.rmtree(overlays, ignore_errors=True)
         overlays.mkdir(parents=True, exist_ok=True)
