@@ -125,25 +125,6 @@ def calibrate(model: HFR, images: list[np.ndarray]) -> HFR:
     return model
 
 
-# The modules that take longest, longest first: xdist hands out whole modules in the order
-# they are collected, so no worker is left running one of these alone at the end.
-SLOWEST_MODULES = (
-    "test_ray.py",
-    "test_app.py",
-    "test_export.py",
-    "test_quantize.py",
-    "test_benchmark.py",
-    "test_dev_scripts.py",
-    "test_tiling.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run :data:`SLOWEST_MODULES` first, in that order; the rest as collected."""
-    rank = {name: index for index, name in enumerate(SLOWEST_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 RUNNING_IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
