@@ -37,6 +37,7 @@ from hfr.config.settings import (
     benchmark_term_weights,
 )
 from hfr.errors import HFRError
+from hfr.extras import require
 from hfr.scoring.calibration import THRESHOLD_FITS
 
 PROTOCOLS = ("mvtec", "mnist", "fashion-mnist", "cifar10")
@@ -405,8 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    command = importlib.import_module(f"hfr.commands.{args.command}")
     try:
+        if getattr(args, "ray", None) is not None:
+            require("ray", "ray")  # before the command's imports (seconds): said at once
+        command = importlib.import_module(f"hfr.commands.{args.command}")
         return command.run(args, parser)
     except HFRError as error:
         print(f"hfr {args.command}: error: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +96,25 @@ print((after - before) / 1024, outcome, sep="\\n")
 """
 
 
+@pytest.fixture(scope="module")
+def huge_square(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A 9999x9999 image file of each format, written once for the module (seconds each)."""
+    folder = tmp_path_factory.mktemp("huge")
+
+    def of(suffix: str) -> Path:
+        path = folder / f"huge{suffix}"
+        if not path.exists():
+            Image.new("RGB", (9999, 9999), (90, 100, 110)).save(path)
+        return path
+
+    return of
+
+
 @pytest.mark.parametrize(("suffix", "max_side"), [(".png", 0), (".jpg", 0), (".jpg", 1600)])
-def test_02_a_9999_pixel_square_costs_under_500_mb(tmp_path: Path, suffix: str, max_side: int):
-    path = tmp_path / f"huge{suffix}"
-    Image.new("RGB", (9999, 9999), (90, 100, 110)).save(path)
+def test_02_a_9999_pixel_square_costs_under_500_mb(
+    huge_square: Callable[[str], Path], suffix: str, max_side: int
+) -> None:
+    path = huge_square(suffix)
     probe = subprocess.run(
         [sys.executable, "-c", _MEMORY_PROBE, str(path), str(max_side)],
         capture_output=True,

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 import pytest
+import torch
 from conftest import synthetic_images, write_pngs
 from PIL import Image
 
@@ -158,7 +159,7 @@ def test_a_killed_run_resumes_with_only_the_missing_categories(
 
 def test_ray_without_the_extra_says_how_to_install_it(tmp_path: Path) -> None:
     """Ray hidden from a child process (a module finder that refuses it): the message names
-    the extra."""
+    the extra, at once (before the command imports torch)."""
     code = (
         "import sys, importlib.abc\n"
         "class NoRay(importlib.abc.MetaPathFinder):\n"
@@ -167,7 +168,9 @@ def test_ray_without_the_extra_says_how_to_install_it(tmp_path: Path) -> None:
         "            raise ImportError('hidden for the test')\n"
         "sys.meta_path.insert(0, NoRay())\n"
         "from hfr.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
+        "status = main(sys.argv[1:])\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+        "sys.exit(status)\n"
     )
     data = tmp_path / "data"
     _category(data, "x")
@@ -178,6 +181,7 @@ def test_ray_without_the_extra_says_how_to_install_it(tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode != 0
     assert "pip install 'hfr[ray]'" in run.stderr + run.stdout
+    assert "torch imported: False" in run.stdout  # said before the command's imports
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())  # nothing started
 
 
@@ -210,8 +214,6 @@ def _one_thread(function: Callable[..., T], *args: object, **kwargs: object) -> 
     """``function`` run in this process with one torch thread, as each actor has: on a CPU, a
     convolution's float32 result can depend on the thread count (by about one unit in the last
     place)."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
