@@ -934,12 +934,14 @@ def test_one_training_at_a_time_the_next_waits_in_the_queue(
                 queued_ranks.add((index, update.rank))
             if update.code in (Status.PROCESSING, Status.PROGRESS):
                 started.setdefault(index, time.perf_counter())
-            if job.done():
+            if update.code == Status.FINISHED or job.done():  # completed, or its files fetched
                 finished.setdefault(index, time.perf_counter())
         time.sleep(0.01)
     assert all("Trained **hfr-queued-" in job.result()[1] for job in jobs)
     first, second = sorted(started, key=started.get)
-    assert started[second] >= finished[first] - 0.2, (started, finished)
+    # the two jobs' messages arrive on their own streams: a loaded machine delivers one a few
+    # tenths of a second after the other; a training that overlapped would start seconds early
+    assert started[second] >= finished[first] - 0.5, (started, finished)
     assert any(index == second for index, _ in queued_ranks)
 
 
