@@ -45,7 +45,7 @@ def test_overlays_without_scores_are_not_resumed(tmp_path: Path) -> None:
     allowed to replace them."""
     (tmp_path / "overlays").mkdir()
     (tmp_path / "overlays" / "old.png.overlay.png").write_bytes(b"png")
-    with pytest.raises(HFRError, match="already holds results"):
+    with pytest.raises(HFRError, match="holds overlays but no scores.csv, so no run to resume"):
         ResultsWriter(tmp_path, resume=True)
     assert (tmp_path / "overlays" / "old.png.overlay.png").is_file()
 

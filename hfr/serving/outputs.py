@@ -96,6 +96,11 @@ def check_output(folder: str | Path, *, overwrite: bool = False, resume: bool = 
     scores, overlays = folder / SCORES_FILE, folder / OVERLAYS_DIR
     found = scores.exists() or (overlays.is_dir() and any(overlays.iterdir()))
     if found and not (overwrite or (resume and scores.exists())):
+        if resume:
+            raise HFRError(
+                f"{folder} holds overlays but no {SCORES_FILE}, so no run to resume; pass "
+                "--overwrite (overwrite=True) to replace them, or choose another folder"
+            )
         raise HFRError(
             f"{folder} already holds results of another run; pass --resume (resume=True) to "
             "finish it, --overwrite (overwrite=True) to replace it, or choose another folder"
