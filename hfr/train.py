@@ -38,6 +38,7 @@ from hfr.progress import ProgressCallback, TrainingProgress, ignore_progress
 from hfr.scoring import maps as anomaly
 from hfr.scoring.calibration import Calibration
 from hfr.scoring.terms import TrainingEvidence, term_type
+from hfr.scoring.terms.memory import search_dims
 from hfr.tiling import image_scores_of, resolution_summary, tiles_of
 
 __all__ = [
@@ -159,7 +160,11 @@ def fit(
         config = replace(config, epochs=default_epochs(len(train_images), config.batch_size))
         unit = "images" if len(train_images) == result.num_train_images else "tiles"
         logger.info("%d training %s: %d epochs", len(train_images), unit, config.epochs)
-    config = replace(config, precision=training_precision(config.precision, model.device))
+    config = replace(
+        config,
+        precision=training_precision(config.precision, model.device),
+        memory_search_dims=search_dims(sum(model.encoder.channels[1:]), config.memory_search_dims),
+    )
     report = on_progress or ignore_progress
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     cache, colours = _train_decoder(

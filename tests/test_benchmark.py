@@ -90,9 +90,11 @@ def test_benchmark_script_writes_the_documented_records(tmp_path: Path) -> None:
         assert record["train_seconds_per_epoch"] == by_precision[record["train_precision"]] > 0
         assert record["decoder_width"] is None  # hfr train's default: full width
         assert record["decoder_blocks"] == "separable"
+        # 160 memory vectors of 384 numbers (10 images' 16 or 24 cells): searched in 128
+        assert (record["memory_search_dims"], record["memory_vector_dims"]) == (128, 384)
         assert record["onnxruntime_ms_per_image"] > 0
         assert record["onnxruntime_over_encoder"] == pytest.approx(
             record["onnxruntime_ms_per_image"] / record["encoder_ms_per_image"]
         )
-    assert "| resnet18 | 64x64 | full, separable | 2 |" in table.read_text()
-    assert "| resnet18 | 96x64 | full, separable | 1 |" in table.read_text()
+    assert "| resnet18 | 64x64 | full, separable | 128 of 384 | 2 |" in table.read_text()
+    assert "| resnet18 | 96x64 | full, separable | 128 of 384 | 1 |" in table.read_text()

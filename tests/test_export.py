@@ -99,6 +99,25 @@ def test_onnx_export_carries_the_added_terms(tmp_path: Path, terms: dict) -> Non
         assert not np.allclose(maps, without.numpy(), atol=1e-3), left_out
 
 
+def test_onnx_export_carries_a_memory_searched_in_fewer_directions(tmp_path: Path) -> None:
+    """ResNet18's memory vectors, with enough of them kept, are searched in 128 of their 384
+    directions: the exported graph searches the same way and measures the same distances."""
+    from conftest import synthetic_images
+
+    from hfr.train import TrainConfig, fit
+
+    model = tiny_model(memory_weight=1.0)
+    training = TrainConfig(epochs=1, batch_size=4, memory_fraction=1.0)
+    fit(model, synthetic_images(12, seed=2), training, progress=False)
+    assert model.term("memory").search_dims == 128
+    images = torch.randn(2, 3, 64, 64)
+    maps, scores = _exported_outputs(model, tmp_path, images)
+    with torch.no_grad():
+        expected = model(images)
+    np.testing.assert_allclose(maps, expected.maps.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores, expected.scores.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_the_export_command_writes_a_checked_model(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -32,6 +32,7 @@ from hfr.scoring.terms.memory import (
     greedy_coreset,
     kept_vectors,
     patch_vectors,
+    search_dims,
 )
 from hfr.train import fit, split_for_calibration
 
@@ -284,3 +285,97 @@ def test_command_line_memory_fraction_reaches_training() -> None:
         args = parser.parse_args([*base, *extra])
         args.command_line = None  # set by hfr.cli.main from sys.argv
         assert run_options(args).training.memory_fraction == expected
+
+
+def test_wide_vectors_are_searched_in_their_principal_directions_and_measured_in_full() -> None:
+    """The search compares the kept vectors' first principal directions; the distance to the
+    vector it finds is that in all directions, so what lies outside them still counts."""
+    assert [search_dims(width) for width in (128, 152, 384, 1536)] == ["all", "all", 128, 512]
+    assert (search_dims(384, 64), search_dims(384, "all"), search_dims(96, 200)) == (
+        64,
+        "all",
+        "all",
+    )
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.randn(8, 384, generator=generator)  # normal patches vary in 8 directions
+    bank = torch.randn(600, 8, generator=generator) @ mixing
+    bank += 0.01 * torch.randn(600, 384, generator=generator)
+    features = [
+        None,
+        bank[:, :128].T.reshape(1, 128, 600, 1),
+        bank[:, 128:].T.reshape(1, 256, 600, 1),
+    ]
+    features = [None, torch.nn.functional.interpolate(features[1], scale_factor=2.0), features[2]]
+    memory = PatchMemory.from_features([features], fraction=0.5, dims=16)
+    assert memory.search_dims == 16 and tuple(memory.projection.shape) == (384, 16)
+    torch.testing.assert_close(
+        memory.projection.T @ memory.projection, torch.eye(16), atol=1e-5, rtol=0
+    )
+    full = PatchMemory(memory.bank)
+    queries = (torch.randn(50, 8, generator=generator) @ mixing).T.reshape(1, 384, 5, 10)
+    found, nearest = memory.distances(queries), full.distances(queries)
+    assert (found >= nearest - 1e-3).all()  # never nearer than the nearest
+    torch.testing.assert_close(found, nearest, atol=1e-3, rtol=1e-4)  # here the same vectors
+    outside = torch.linalg.svd(memory.bank - memory.bank.mean(0)).Vh[-1]  # no normal variation
+    shifted = (memory.bank[:4] + 5.0 * outside).T.reshape(1, 384, 2, 2)
+    torch.testing.assert_close(
+        memory.distances(shifted), torch.full((1, 2, 2), 5.0), atol=0.05, rtol=0
+    )
+    few = PatchMemory.from_features([features], fraction=0.01, dims=16)  # 16 vectors: too few
+    assert few.projection is None and few.search_dims == 384
+
+
+def test_training_records_the_reduced_search_and_it_travels_with_the_weights(
+    tmp_path: Path,
+) -> None:
+    """ResNet18's 384-number vectors: searched in 128 directions by default (with enough kept
+    vectors), in all of them with ``all``; the projection is saved, checked and reloaded."""
+    image = synthetic_images(1, seed=8)[0]
+    for setting, dims in (("auto", 128), ("all", 384)):
+        model = tiny_model(memory_weight=1.0)
+        fit(
+            model,
+            IMAGES,
+            replace(CONFIG, memory_fraction=1.0, memory_search_dims=setting),
+            progress=False,
+        )
+        recorded = model.config.training["memory_search_dims"]
+        assert model.term("memory").search_dims == dims
+        assert recorded == (dims if dims < 384 else "all")
+        model.save_pretrained(tmp_path / setting)
+        state = load_file(tmp_path / setting / "model.safetensors")
+        assert ("memory.projection" in state) == (dims < 384)
+        card = (tmp_path / setting / "README.md").read_text()
+        assert ("searched in their first 128 principal directions" in card) == (dims < 384)
+        loaded = HFR.from_pretrained(tmp_path / setting)
+        assert loaded.term("memory").search_dims == dims
+        assert loaded.predict(image)[0].score == model.predict(image)[0].score
+    state["memory.projection"] = torch.zeros(384, 384)
+    save_file(state, tmp_path / "auto" / "model.safetensors")
+    state = load_file(tmp_path / "auto" / "model.safetensors")
+    with pytest.raises(ModelFormatError, match=r"memory.projection is torch.float32 \(384, 384\)"):
+        HFR.from_pretrained(tmp_path / "auto")
+
+
+def test_command_line_memory_search_dims_reaches_training() -> None:
+    from hfr.cli import build_parser
+    from hfr.commands.common import run_options
+
+    parser = build_parser()
+    base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
+    for extra, expected in (
+        ([], "auto"),
+        (["--memory-search-dims", "64"], 64),
+        (["--memory-search-dims", "all"], "all"),
+    ):
+        args = parser.parse_args([*base, *extra])
+        args.command_line = None  # set by hfr.cli.main from sys.argv
+        assert run_options(args).training.memory_search_dims == expected
+    for bad in ("0", "half", "-3"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--memory-search-dims", bad])
+    for bad in (0, "half", 1.5, None):
+        with pytest.raises(
+            TrainingError, match="memory_search_dims must be 'auto', 'all' or an integer >= 1"
+        ):
+            TrainConfig(memory_search_dims=bad)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from hfr.config import DEFAULT_MEMORY_FRACTION, TERMS, TrainConfig
+from hfr.config import AUTO, DEFAULT_MEMORY_FRACTION, TERMS, TrainConfig
 from hfr.device import training_precision
 from hfr.model import HFR
 from hfr.scoring.terms import TrainingEvidence, term_type
@@ -94,13 +94,13 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
         decoder_blocks=args.decoder_blocks,
         **weights,
     ).to(device)
-    add_random_terms(model)
+    add_random_terms(model, search_dims=args.memory_search_dims)
     session = onnx_session(model, args.threads) if args.onnxruntime else None
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.compile:
         model.forward = torch.compile(model.forward)
-    records = []
+    records, memory = [], model.term("memory")
     for batch_size in args.batch_sizes:
         timing = time_pipeline(model, batch_size, repeats=args.repeats, onnx_session=session)
         records.append(
@@ -110,6 +110,8 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
                 "channels_last": args.channels_last,
                 "compiled": args.compile,
                 **weights,
+                "memory_search_dims": memory.search_dims if memory is not None else None,
+                "memory_vector_dims": memory.bank.shape[1] if memory is not None else None,
                 "autocast": "bf16" if device.type == "cuda" else "off",
             }
         )
@@ -141,11 +143,12 @@ def onnx_session(model: HFR, threads: int) -> Any:
         return OnnxModel(export_onnx(model, Path(folder, "model.onnx")), threads=threads).session
 
 
-def add_random_terms(model: HFR) -> None:
+def add_random_terms(model: HFR, *, search_dims: int | str = AUTO) -> None:
     """Fit each term the scoring weighs to random evidence, with a scale of 1: what the term
     costs, not what it finds. The features are those of as many images as the patch memory's
     default coreset keeps of bottle's training images, all kept (``memory_fraction`` 1): a
-    memory of that size without the coreset search; the images, two."""
+    memory of that size without the coreset search, searched in ``search_dims`` directions
+    (``TrainConfig.memory_search_dims``); the images, two."""
     height, width = model.config.preprocessing.input_size
     count = math.ceil(DEFAULT_MEMORY_FRACTION * BOTTLE_TRAIN_IMAGES)
     strides, device = (4, 8, 16), model.device
@@ -158,7 +161,7 @@ def add_random_terms(model: HFR) -> None:
         images=lambda: iter([torch.randn(2, 3, height, width, device=device)]),
         colours=None,
         count=count,
-        training=TrainConfig(memory_fraction=1.0),
+        training=TrainConfig(memory_fraction=1.0, memory_search_dims=search_dims),
     )
     scoring = model.config.scoring
     for name in TERMS:
@@ -184,11 +187,12 @@ def machine(device: str) -> str:
 def markdown(records: list[dict], command: str, device: str) -> str:
     onnx = any(r.get("onnxruntime_ms_per_image") is not None for r in records)
     lines = [
-        "| encoder | input | decoder width, blocks | batch | encoder ms/img | decoder ms/img | "
+        "| encoder | input | decoder width, blocks | memory searched in | batch | encoder ms/img | "
+        "decoder ms/img | "
         "maps ms/img | full ms/img | full / encoder | "
         + ("ONNX Runtime ms/img | ONNX Runtime / encoder | " if onnx else "")
         + "img/s | peak MB | train s/epoch (188 img) | decoder / encoder GFLOPs |",
-        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if onnx else "") + "---|---|---|---|",
+        "|---" * 10 + "|" + ("---|---|" if onnx else "") + "---|---|---|---|",
     ]
     for r in records:
         ort = (
@@ -198,7 +202,7 @@ def markdown(records: list[dict], command: str, device: str) -> str:
         )
         lines.append(
             f"| {r['encoder']} | {r['input']} | {r['decoder_width'] or 'full'}, "
-            f"{r['decoder_blocks']} | "
+            f"{r['decoder_blocks']} | {searched(r)} | "
             f"{r['batch_size']} | {r['encoder_ms_per_image']:.2f} | "
             f"{r['decoder_ms_per_image']:.2f} | {r['maps_ms_per_image']:.2f} | "
             f"{r['full_ms_per_image']:.2f} | {r['full_over_encoder']:.2f} | {ort}"
@@ -212,6 +216,12 @@ def markdown(records: list[dict], command: str, device: str) -> str:
         f"\n\nCommand:\n\n```\n{command}\n```\n\n"
     )
     return header + "\n".join(lines) + "\n"
+
+
+def searched(record: dict) -> str:
+    """The memory's search in a record: ``"128 of 384"`` numbers per vector, ``"-"`` without one."""
+    dims = record.get("memory_search_dims")
+    return "-" if dims is None else f"{dims} of {record['memory_vector_dims']}"
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

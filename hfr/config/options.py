@@ -15,6 +15,7 @@ from hfr.config.checks import is_int
 
 AUTO = "auto"  # a setting that training decides from the training images
 FULL_WIDTH = "full"  # a decoder whose blocks are as wide as the features they decode
+SEARCH_ALL = "all"  # a patch memory searched in every number of its vectors
 MIN_INPUT_SIDE = 32  # the smallest input side (hfr.config.schema.Preprocessing)
 
 
@@ -154,6 +155,22 @@ def width_or_full(text: str) -> int | None:
         return None
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected {FULL_WIDTH} or a whole number >= 1: {text!r}")
+    return int(text)
+
+
+def search_dims_option(text: str) -> int | str:
+    """``--memory-search-dims``: a number of directions >= 1, ``all`` or ``auto``.
+
+    Example:
+        >>> search_dims_option("64"), search_dims_option("all"), search_dims_option("auto")
+        (64, 'all', 'auto')
+    """
+    if text in (AUTO, SEARCH_ALL):
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected {AUTO}, {SEARCH_ALL} or a whole number >= 1: {text!r}"
+        )
     return int(text)
 
 

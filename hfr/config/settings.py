@@ -23,10 +23,12 @@ from hfr.config.checks import is_int, is_number
 from hfr.config.options import (
     AUTO,
     FULL_WIDTH,
+    SEARCH_ALL,
     image_size,
     image_size_or_auto,
     input_budget,
     level_weights,
+    search_dims_option,
     setting,
     term_weight,
     weight_or_auto,
@@ -119,6 +121,13 @@ DEFAULT_MEMORY_FRACTION = 0.05
 # 5 % are 2406 and 3686: the limit leaves them unchanged; research/results/memory_cost_0.22.json).
 DEFAULT_MEMORY_LIMIT = 4096
 MIN_MEMORY = 16  # patch vectors a memory keeps at least, however few the training images
+# The memory's search is one matrix product whose cost grows with the numbers in each vector.
+# Vectors of more than MAX_FULL_SEARCH_DIMS numbers (ResNet18's 384, Wide-ResNet50-2's 1536) are
+# searched in MEMORY_SEARCH_SHARE of them, the kept vectors' first principal directions, and the
+# distance to the vector found is measured in full; the mobile encoders' (MobileNetV2 128,
+# EfficientNet-Lite0 152) are searched whole.
+MAX_FULL_SEARCH_DIMS = 192
+MEMORY_SEARCH_SHARE = 1 / 3
 # How the colour term (terms.colour) measures a cell's colour against the normal ones at that
 # cell: "mahalanobis", the root of the mean over channels of the squared standardised
 # difference (PaDiM's distance), or "squared", that mean itself, whose long tail lets a few
@@ -378,6 +387,16 @@ class TrainConfig:
         "vectors, a random sample of that many)",
         parse=int,
     )
+    memory_search_dims: int | str = setting(
+        AUTO,
+        "--memory-search-dims",
+        "how many principal directions of the kept patch vectors the memory's nearest vector is "
+        "searched in (its distance is measured in all): all, N, or auto: all up to "
+        f"{MAX_FULL_SEARCH_DIMS} numbers per vector, {MEMORY_SEARCH_SHARE:.2g} of them beyond "
+        "(ResNet18's 384: 128)",
+        parse=search_dims_option,
+        metavar="N",
+    )
     threshold_fit: str = setting(
         DEFAULT_THRESHOLD_FIT,
         "--threshold-fit",
@@ -446,6 +465,12 @@ class TrainConfig:
                 "memory_limit",
                 is_int(self.memory_limit) and self.memory_limit >= MIN_MEMORY,
                 f"an integer >= {MIN_MEMORY}",
+            ),
+            (
+                "memory_search_dims",
+                self.memory_search_dims in (AUTO, SEARCH_ALL)
+                or (is_int(self.memory_search_dims) and self.memory_search_dims >= 1),
+                f"{AUTO!r}, {SEARCH_ALL!r} or an integer >= 1",
             ),
             (
                 "threshold_fit",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import random_png, run_repo_script
 from PIL import Image
 
@@ -348,6 +349,37 @@ def test_the_five_seed_summary_holds_each_mean_to_its_bar() -> None:
     table = study.table([beyond], "256", "512")
     assert "| screw | b | 2 | 0.9900 -> 0.9900 (+0.0000) |" in table
     assert "| 30 -> 120 | no |" in table
+
+
+def test_the_memory_search_study_gives_the_model_training_with_fewer_directions_gives() -> None:
+    """A model rescored by ``searched_in`` (its memory's projection set, its memory scale and
+    threshold measured afresh) scores as the model trained with ``--memory-search-dims``."""
+    from conftest import synthetic_images, tiny_model
+
+    from hfr.train import TrainConfig, fit, training_split
+
+    study = _load_script("memory_search_study")
+    images = synthetic_images(12)
+    models = {}
+    for dims in ("all", 16):
+        models[dims] = tiny_model(memory_weight=1.0)
+        training = TrainConfig(epochs=1, batch_size=4, memory_fraction=1.0, memory_search_dims=dims)
+        fit(models[dims], images, training, progress=False)
+    rescored, trained = models["all"], models[16]
+    assert rescored.term("memory").projection is None
+    _, held_out = training_split(rescored, images)
+    study.searched_in(rescored, 16, held_out)
+    assert torch.equal(rescored.term("memory").projection, trained.term("memory").projection)
+    assert rescored.config.scoring.memory_scale == pytest.approx(
+        trained.config.scoring.memory_scale, rel=1e-6
+    )
+    assert rescored.config.calibration.threshold == pytest.approx(
+        trained.config.calibration.threshold, rel=1e-5
+    )
+    image = synthetic_images(1, seed=9)[0]
+    assert rescored.predict(image)[0].score == pytest.approx(
+        trained.predict(image)[0].score, rel=1e-5
+    )
 
 
 def _part_on_background(seed: int) -> np.ndarray:

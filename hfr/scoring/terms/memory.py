@@ -11,7 +11,11 @@ limit the coreset is chosen from a seeded random sample of ``limit / fraction`` 
 as a training set at the limit has: the memory's search and its coreset then cost the same
 however many training images there are. ``scoring.memory_pooling`` says whether each feature
 is first averaged over its ``k`` x ``k`` neighbourhood: 1 (none, the default) or 3
-(PatchCore's, whose coarser vectors cost bottle's AUPRO). See docs/method.md, "Patch memory".
+(PatchCore's, whose coarser vectors cost bottle's AUPRO). Vectors wider than
+``MAX_FULL_SEARCH_DIMS`` numbers (``TrainConfig.memory_search_dims``) are searched in the kept
+vectors' first principal directions and their distance is then measured in full: the search,
+one matrix product, costs in proportion to the numbers searched. See docs/method.md, "Patch
+memory".
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from hfr.config import (
+    AUTO,
     DEFAULT_MEMORY_FRACTION,
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_MEMORY_POOLING,
+    MAX_FULL_SEARCH_DIMS,
+    MEMORY_SEARCH_SHARE,
     MIN_MEMORY,
+    SEARCH_ALL,
 )
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
 from hfr.scoring.terms.base import TrainingEvidence
@@ -41,6 +49,7 @@ logger = logging.getLogger(__name__)
 SEARCH_CHUNK = 256  # memory rows per block of the nearest-neighbour search
 STATE_PREFIX = "memory."
 STATE_KEY = STATE_PREFIX + "bank"
+PROJECTION_KEY = STATE_PREFIX + "projection"
 
 
 def patch_vectors(
@@ -140,9 +149,64 @@ def nearest_distances(
     return (nearest + queries.pow(2).sum(1)).clamp_min(0).sqrt()
 
 
+def nearest_rows(
+    queries: torch.Tensor, bank: torch.Tensor, bank_norms: torch.Tensor
+) -> torch.Tensor:
+    """``(N,)`` index of the nearest row of ``bank`` (M, C) to each row of ``queries`` (N, C),
+    searched as :func:`nearest_distances` searches, ``SEARCH_CHUNK`` bank rows at a time.
+
+    Example:
+        >>> bank = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+        >>> nearest_rows(torch.tensor([[3.0, 3.0], [0.0, 1.0]]), bank, bank.pow(2).sum(1)).tolist()
+        [1, 0]
+    """
+    nearest = rows = None
+    for start in range(0, len(bank), SEARCH_CHUNK):
+        block = slice(start, start + SEARCH_CHUNK)
+        values, found = torch.addmm(bank_norms[block], queries, bank[block].T, alpha=-2).min(1)
+        if nearest is None:
+            nearest, rows = values, found
+        else:
+            closer = values < nearest
+            nearest = torch.where(closer, values, nearest)
+            rows = torch.where(closer, found + start, rows)
+    return rows
+
+
+def search_dims(width: int, setting: int | str = AUTO) -> int | str:
+    """How many principal directions the memory of ``width``-number vectors is searched in, by
+    ``TrainConfig.memory_search_dims`` ``setting``: ``"all"`` (``SEARCH_ALL``) for the vectors
+    themselves; ``"auto"``: all up to ``MAX_FULL_SEARCH_DIMS`` numbers, ``MEMORY_SEARCH_SHARE`` of
+    them beyond.
+
+    Example:
+        >>> search_dims(128), search_dims(384), search_dims(384, 64), search_dims(128, 200)
+        ('all', 128, 64, 'all')
+    """
+    if setting == AUTO:
+        wide = width > MAX_FULL_SEARCH_DIMS
+        setting = round(width * MEMORY_SEARCH_SHARE) if wide else SEARCH_ALL
+    return SEARCH_ALL if setting == SEARCH_ALL or setting >= width else setting
+
+
+def principal_directions(vectors: torch.Tensor, count: int) -> torch.Tensor:
+    """``(C, count)`` orthonormal columns: the first ``count`` principal directions of the rows of
+    ``vectors`` (N, C), computed in float64.
+
+    Example:
+        >>> line = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+        >>> torch.allclose(principal_directions(line, 1).abs(), torch.full((2, 1), 0.5**0.5))
+        True
+    """
+    centred = vectors.double() - vectors.double().mean(0)
+    return torch.linalg.svd(centred, full_matrices=False).Vh[:count].T.float().contiguous()
+
+
 class PatchMemory(nn.Module):
     """The kept normal patch vectors, an ``(N, C)`` buffer, the ``pooling`` of
-    :func:`patch_vectors` that made them, and the distance map to them.
+    :func:`patch_vectors` that made them, and the distance map to them. With a ``projection``
+    (``(C, D)`` orthonormal columns, ``D < C``), the nearest vector is searched in those ``D``
+    directions and the distance to it measured in all ``C``.
 
     Example:
         >>> features = [None, torch.randn(8, 2, 8, 8), torch.randn(8, 3, 4, 4)]  # 8 images
@@ -154,12 +218,28 @@ class PatchMemory(nn.Module):
     name = "memory"
     label = "patch memory"
 
-    def __init__(self, bank: torch.Tensor, *, pooling: int = DEFAULT_MEMORY_POOLING) -> None:
+    def __init__(
+        self,
+        bank: torch.Tensor,
+        *,
+        pooling: int = DEFAULT_MEMORY_POOLING,
+        projection: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.register_buffer("bank", bank.float())
-        # the search's bias, computed once; derived from the bank, so never saved
-        self.register_buffer("bank_norms", self.bank.pow(2).sum(1), persistent=False)
+        self.register_buffer("projection", None if projection is None else projection.float())
+        # the searched vectors and the search's bias, computed once from the bank: never saved
+        searched = self.bank if projection is None else self.bank @ self.projection
+        self.register_buffer("bank_norms", searched.pow(2).sum(1), persistent=False)
+        searched = None if projection is None else searched
+        self.register_buffer("searched_bank", searched, persistent=False)
         self.pooling = pooling
+
+    @property
+    def search_dims(self) -> int:
+        """How many numbers of each vector the search compares."""
+        searched = self.bank if self.projection is None else self.projection
+        return searched.shape[1]
 
     @classmethod
     def from_features(
@@ -170,11 +250,13 @@ class PatchMemory(nn.Module):
         fraction: float = DEFAULT_MEMORY_FRACTION,
         limit: int = DEFAULT_MEMORY_LIMIT,
         images: int | None = None,
+        dims: int | str = AUTO,
     ) -> PatchMemory:
         """The coreset of the patch vectors of ``images`` normal images (``None``: as many as
         the batches hold, read first), given as batches of encoder features ``[f1, f2, f3]``;
         beyond ``limit`` kept vectors, of a seeded random sample (:func:`sampling_rate`) taken
-        batch by batch, so the vectors of a large set are never held at once."""
+        batch by batch, so the vectors of a large set are never held at once; searched in the
+        kept vectors' first :func:`search_dims` principal directions (``dims``)."""
         batches = iter(batches) if images is not None else list(batches)
         if images is None:
             images = sum(len(levels[-1]) for levels in batches)
@@ -191,14 +273,19 @@ class PatchMemory(nn.Module):
             parts.append(vectors)
         if not parts or sum(len(part) for part in parts) < 2:
             raise TrainingError("a patch memory needs the features of one image or more")
-        return cls(kept_vectors(torch.cat(parts), fraction, limit), pooling=pooling)
+        bank = kept_vectors(torch.cat(parts), fraction, limit)
+        count = search_dims(bank.shape[1], dims)
+        if count == SEARCH_ALL or count >= len(bank):  # fewer vectors than directions asked for
+            return cls(bank, pooling=pooling)
+        return cls(bank, pooling=pooling, projection=principal_directions(bank, count))
 
     @classmethod
     def from_state(
         cls, state: dict[str, torch.Tensor], channels: int, *, pooling: int
     ) -> PatchMemory:
-        """Rebuild from the ``memory.bank`` tensor of a weights file, checked."""
-        bank = state.get(STATE_KEY)
+        """Rebuild from the ``memory.bank`` (and ``memory.projection``, where the search is
+        reduced) tensors of a weights file, checked."""
+        bank, projection = state.get(STATE_KEY), state.get(PROJECTION_KEY)
         if bank is None:
             raise ModelFormatError(f"the weights file lacks {STATE_KEY!r}")
         if bank.dtype != torch.float32 or bank.dim() != 2 or bank.shape[1] != channels:
@@ -208,11 +295,24 @@ class PatchMemory(nn.Module):
             )
         if len(bank) == 0 or not torch.isfinite(bank).all():
             raise ModelFormatError(f"{STATE_KEY} is empty or holds NaN or infinite values")
-        return cls(bank, pooling=pooling)
+        if projection is not None and (
+            projection.dtype != torch.float32
+            or projection.dim() != 2
+            or projection.shape[0] != channels
+            or not 1 <= projection.shape[1] < channels
+            or not torch.isfinite(projection).all()
+        ):
+            raise ModelFormatError(
+                f"{PROJECTION_KEY} is {projection.dtype} {tuple(projection.shape)}, expected "
+                f"finite float32 ({channels}, D) with 1 <= D < {channels}"
+            )
+        return cls(bank, pooling=pooling, projection=projection)
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The tensor a weights file stores."""
-        return {STATE_KEY: self.bank}
+        """The tensors a weights file stores."""
+        if self.projection is None:
+            return {STATE_KEY: self.bank}
+        return {STATE_KEY: self.bank, PROJECTION_KEY: self.projection}
 
     def distances(self, vectors: torch.Tensor) -> torch.Tensor:
         """``(B, H, W)`` distance of each ``(B, C, H, W)`` patch vector to its nearest memory."""
@@ -223,7 +323,12 @@ class PatchMemory(nn.Module):
             )
         batch, channels, height, width = vectors.shape
         queries = vectors.float().permute(0, 2, 3, 1).reshape(-1, channels)
-        return nearest_distances(queries, self.bank, self.bank_norms).view(batch, height, width)
+        if self.projection is None:
+            nearest = nearest_distances(queries, self.bank, self.bank_norms)
+        else:
+            rows = nearest_rows(queries @ self.projection, self.searched_bank, self.bank_norms)
+            nearest = torch.linalg.vector_norm(queries - self.bank[rows], dim=1)
+        return nearest.view(batch, height, width)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The ``(B, H/16, W/16)`` map of encoder features ``[f1, f2, f3]``."""
@@ -246,8 +351,11 @@ class PatchMemory(nn.Module):
             fraction=evidence.training.memory_fraction,
             limit=evidence.training.memory_limit,
             images=evidence.count,
+            dims=evidence.training.memory_search_dims,
         )
-        logger.info("patch memory: %d of the training patches", len(memory.bank))
+        width, dims = memory.bank.shape[1], memory.search_dims
+        searched = "" if dims == width else f", searched in {dims} of their {width} directions"
+        logger.info("patch memory: %d of the training patches%s", len(memory.bank), searched)
         return memory
 
     @classmethod
