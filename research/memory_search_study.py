@@ -23,7 +23,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from five_seed_study import BACKBONES, measured, summary_rows, table, trained_model
+from five_seed_study import BACKBONES, METRICS, measured, summary_rows, table, trained_model
 
 from hfr import HFR
 from hfr.calibrate import recalibrate
@@ -75,9 +75,7 @@ def main() -> int:
                     dims = round(share * width)
                     searched_in(model, dims, held_out)
                     report = evaluate(model, dataset, progress=False)
-                    candidate = {
-                        name: report[name] for name in ("image_auroc", "pixel_auroc", "aupro")
-                    }
+                    candidate = {name: report[name] for name in METRICS}
                     candidate |= {"search_dims": dims, "vector_dims": width}
                     candidate |= {"ms_per_image": report["inference_ms_per_image"]}
                     candidate["train_seconds"] = reference["train_seconds"]

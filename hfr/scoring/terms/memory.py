@@ -21,7 +21,7 @@ memory".
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -142,11 +142,20 @@ def nearest_distances(
     if bank_norms is None:
         bank_norms = bank.pow(2).sum(1)
     nearest = None
-    for start in range(0, len(bank), SEARCH_CHUNK):
-        rows = slice(start, start + SEARCH_CHUNK)
-        block = torch.addmm(bank_norms[rows], queries, bank[rows].T, alpha=-2).amin(1)
+    for _, distances in _distance_blocks(queries, bank, bank_norms):
+        block = distances.amin(1)
         nearest = block if nearest is None else torch.minimum(nearest, block)
     return (nearest + queries.pow(2).sum(1)).clamp_min(0).sqrt()
+
+
+def _distance_blocks(
+    queries: torch.Tensor, bank: torch.Tensor, bank_norms: torch.Tensor
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``|b|^2 - 2 q.b`` of ``queries`` against ``SEARCH_CHUNK`` rows of ``bank`` at a time, each
+    ``(N, chunk)`` block with the index of its first bank row."""
+    for start in range(0, len(bank), SEARCH_CHUNK):
+        rows = slice(start, start + SEARCH_CHUNK)
+        yield start, torch.addmm(bank_norms[rows], queries, bank[rows].T, alpha=-2)
 
 
 def nearest_rows(
@@ -161,9 +170,8 @@ def nearest_rows(
         [1, 0]
     """
     nearest = rows = None
-    for start in range(0, len(bank), SEARCH_CHUNK):
-        block = slice(start, start + SEARCH_CHUNK)
-        values, found = torch.addmm(bank_norms[block], queries, bank[block].T, alpha=-2).min(1)
+    for start, distances in _distance_blocks(queries, bank, bank_norms):
+        values, found = distances.min(1)
         if nearest is None:
             nearest, rows = values, found
         else:
@@ -231,8 +239,8 @@ class PatchMemory(nn.Module):
         # the searched vectors and the search's bias, computed once from the bank: never saved
         searched = self.bank if projection is None else self.bank @ self.projection
         self.register_buffer("bank_norms", searched.pow(2).sum(1), persistent=False)
-        searched = None if projection is None else searched
-        self.register_buffer("searched_bank", searched, persistent=False)
+        reduced = None if projection is None else searched
+        self.register_buffer("searched_bank", reduced, persistent=False)
         self.pooling = pooling
 
     @property
