@@ -328,7 +328,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last tensors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
-    add_setting_options(parser, ModelSettings, names=("decoder_width", "decoder_blocks"))
+    add_setting_options(
+        parser, ModelSettings, names=("decoder_width", "decoder_blocks", "memory_context")
+    )
     add_setting_options(parser, TrainConfig, names=("memory_search_dims",))
     parser.add_argument(
         "--onnxruntime",

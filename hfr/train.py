@@ -38,7 +38,7 @@ from hfr.progress import ProgressCallback, TrainingProgress, ignore_progress
 from hfr.scoring import maps as anomaly
 from hfr.scoring.calibration import Calibration
 from hfr.scoring.terms import TrainingEvidence, term_type
-from hfr.scoring.terms.memory import search_dims
+from hfr.scoring.terms.memory import search_dims, vector_width
 from hfr.tiling import image_scores_of, resolution_summary, tiles_of
 
 __all__ = [
@@ -163,7 +163,10 @@ def fit(
     config = replace(
         config,
         precision=training_precision(config.precision, model.device),
-        memory_search_dims=search_dims(sum(model.encoder.channels[1:]), config.memory_search_dims),
+        memory_search_dims=search_dims(
+            vector_width(model.encoder.channels, model.config.scoring.memory_context),
+            config.memory_search_dims,
+        ),
     )
     report = on_progress or ignore_progress
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None

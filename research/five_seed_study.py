@@ -26,6 +26,7 @@ import hashlib
 import json
 import shlex
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +36,17 @@ from hfr.cli import main as hfr_main
 from hfr.config import DEFAULT_INPUT_BUDGET
 from hfr.data import load_mvtec
 from hfr.evaluate import evaluate
+from hfr.images import ImageInput
 from hfr.preprocessing import auto_input_size, typical_size
 from hfr.serving.outputs import write_json
+from hfr.train import training_split
 
 BACKBONES = {
     "mobilenetv2": ("mobilenetv2_100", "mobilenet_v2-b0353104.pth"),
     "efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet-lite0-57934424.pth"),
 }
 METRICS = {"image_auroc": 0.005, "pixel_auroc": 0.002, "aupro": 0.002}  # the largest drop allowed
+PER_TYPE = ("per_defect_pixel_auroc", "per_defect_aupro")
 SCRIPT = "research/five_seed_study.py"
 
 
@@ -193,6 +197,74 @@ def run(
     (output / "summary.md").write_text(f"`{command}`\n\n{table(summary, *labels)}")
     print(table(summary, *labels))
     return 0
+
+
+def rescoring_parser(description: str) -> argparse.ArgumentParser:
+    """The options every study that rescores the reference models takes (the variants compared
+    are the caller's)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", required=True, help="MVTec AD root, or a structural check")
+    parser.add_argument("--categories", default="bottle,screw")
+    parser.add_argument("--backbones", default=",".join(BACKBONES))
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--reference-dir", required=True)
+    parser.add_argument("--output", required=True)
+    return parser
+
+
+def rescored_runs(
+    args: argparse.Namespace,
+    variants: Sequence[float],
+    rescore: Callable[[HFR, float, list[ImageInput], list[ImageInput]], None],
+) -> dict[float, list[dict]]:
+    """For each reference model of ``args`` (``--reference-dir``, trained there with the
+    defaults where missing) and each of ``variants``: the model rescored by ``rescore(model,
+    variant, training_images, held_out)`` (the split training made) and measured on the test
+    split (``METRICS``, each defect type's pixel figures where the data has types, the memory's
+    search), beside the reference's measurement, as rows for :func:`summary_rows`."""
+    output = Path(args.output)
+    rows: dict[float, list[dict]] = {variant: [] for variant in variants}
+    for backbone in args.backbones.split(","):
+        for category in args.categories.split(","):
+            dataset = load_mvtec(args.data, category)
+            for seed in map(int, args.seeds.split(",")):
+                where = Path(backbone, f"seed{seed}", category)
+                folder = Path(args.reference_dir, where)
+                model = trained_model(folder, args.data, backbone, category, seed, [])
+                cache = output / "measured" / "reference" / where.with_suffix(".json")
+                reference = measured(folder, model, args.data, category, cache)
+                training_images, held_out = training_split(model, dataset.train)
+                for variant in variants:
+                    model = HFR.from_pretrained(folder)
+                    rescore(model, variant, training_images, held_out)
+                    report = evaluate(model, dataset, progress=False)
+                    memory = model.term("memory")
+                    candidate = {name: report[name] for name in METRICS}
+                    candidate |= {name: report[name] for name in PER_TYPE if name in report}
+                    candidate |= {"search_dims": memory.search_dims}
+                    candidate |= {"vector_dims": memory.bank.shape[1]}
+                    candidate |= {"ms_per_image": report["inference_ms_per_image"]}
+                    candidate["train_seconds"] = reference["train_seconds"]
+                    row = {"category": category, "backbone": backbone, "seed": seed}
+                    rows[variant].append(row | {"reference": reference, "candidate": candidate})
+                    print(variant, rows[variant][-1], flush=True)
+    return rows
+
+
+def write_rescored(
+    rows: dict[float, list[dict]], output: Path, command: str, name: str, label: str
+) -> None:
+    """Each variant's runs and summary under ``output/NAME_VARIANT/``, the table's columns
+    ``label`` (the reference's, then the variant's with ``{}`` for its value)."""
+    for variant, variant_rows in rows.items():
+        folder = output / f"{name}_{variant:g}"
+        summary = summary_rows(variant_rows)
+        write_json(folder / "runs.json", {"command": command, "runs": variant_rows})
+        write_json(folder / "summary.json", {"command": command, "summary": summary})
+        reference, candidate = label
+        labels = (reference, candidate.format(f"{variant:g}"))
+        (folder / "summary.md").write_text(f"`{command}`\n\n{table(summary, *labels)}")
+        print(table(summary, *labels))
 
 
 def main(argv: list[str] | None = None) -> int:

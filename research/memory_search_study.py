@@ -17,21 +17,16 @@ training measures them. Each share's runs and summary go to ``OUTPUT/share_S/``.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from five_seed_study import BACKBONES, METRICS, measured, summary_rows, table, trained_model
+from five_seed_study import rescored_runs, rescoring_parser, write_rescored
 
 from hfr import HFR
 from hfr.calibrate import recalibrate
-from hfr.data import load_mvtec
-from hfr.evaluate import evaluate
 from hfr.scoring.terms.memory import PatchMemory, principal_directions
-from hfr.serving.outputs import write_json
-from hfr.train import training_split
 
 
 def searched_in(model: HFR, dims: int, held_out: list) -> None:
@@ -39,57 +34,26 @@ def searched_in(model: HFR, dims: int, held_out: list) -> None:
     and measure its memory scale and threshold afresh on the ``held_out`` normal images."""
     memory = model.term("memory")
     projection = principal_directions(memory.bank, dims)
-    model.terms["memory"] = PatchMemory(memory.bank, pooling=memory.pooling, projection=projection)
+    model.terms["memory"] = PatchMemory(
+        memory.bank, pooling=memory.pooling, context=memory.context, projection=projection
+    )
     model.config = model.config.replace(scoring=replace(model.config.scoring, memory_scale=None))
     target_fpr = (model.config.training or {}).get("target_fpr")
     recalibrate(model, held_out, target_fpr=target_fpr, progress=False)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="MVTec AD root")
-    parser.add_argument("--categories", default="bottle,screw")
-    parser.add_argument("--backbones", default=",".join(BACKBONES))
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--reference-dir", required=True)
+    parser = rescoring_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--shares", default="0.333,0.5", help="comma-separated, of each vector")
-    parser.add_argument("--output", required=True)
     args = parser.parse_args()
     command = shlex.join(["python", *sys.argv])
-    output = Path(args.output)
+
+    def rescore(model: HFR, share: float, _training: list, held_out: list) -> None:
+        searched_in(model, round(share * model.term("memory").bank.shape[1]), held_out)
+
     shares = [float(share) for share in args.shares.split(",")]
-    rows: dict[float, list[dict]] = {share: [] for share in shares}
-    for backbone in args.backbones.split(","):
-        for category in args.categories.split(","):
-            dataset = load_mvtec(args.data, category)
-            for seed in map(int, args.seeds.split(",")):
-                where = Path(backbone, f"seed{seed}", category)
-                folder = Path(args.reference_dir, where)
-                model = trained_model(folder, args.data, backbone, category, seed, [])
-                cache = output / "measured" / "reference" / where.with_suffix(".json")
-                reference = measured(folder, model, args.data, category, cache)
-                _, held_out = training_split(model, dataset.train)
-                width = model.term("memory").bank.shape[1]
-                for share in shares:
-                    model = HFR.from_pretrained(folder)
-                    dims = round(share * width)
-                    searched_in(model, dims, held_out)
-                    report = evaluate(model, dataset, progress=False)
-                    candidate = {name: report[name] for name in METRICS}
-                    candidate |= {"search_dims": dims, "vector_dims": width}
-                    candidate |= {"ms_per_image": report["inference_ms_per_image"]}
-                    candidate["train_seconds"] = reference["train_seconds"]
-                    row = {"category": category, "backbone": backbone, "seed": seed}
-                    rows[share].append(row | {"reference": reference, "candidate": candidate})
-                    print(share, rows[share][-1], flush=True)
-    for share, share_rows in rows.items():
-        folder = output / f"share_{share:g}"
-        summary = summary_rows(share_rows)
-        write_json(folder / "runs.json", {"command": command, "share": share, "runs": share_rows})
-        write_json(folder / "summary.json", {"command": command, "summary": summary})
-        labels = ("all directions", f"{share:g} of them")
-        (folder / "summary.md").write_text(f"`{command}`\n\n{table(summary, *labels)}")
-        print(table(summary, *labels))
+    rows = rescored_runs(args, shares, rescore)
+    write_rescored(rows, Path(args.output), command, "share", ("all directions", "{} of them"))
     return 0
 
 

@@ -67,13 +67,13 @@ class ColouredPatchMemory(PatchMemory):
     """A patch memory whose vectors end with ``factor`` times the cell's mean colour; the
     batch's normalised images are handed over in ``images`` before each call."""
 
-    def __init__(self, bank: torch.Tensor, *, pooling: int, factor: float) -> None:
-        super().__init__(bank, pooling=pooling)
+    def __init__(self, bank: torch.Tensor, *, pooling: int, context: float, factor: float) -> None:
+        super().__init__(bank, pooling=pooling, context=context)
         self.factor = factor
         self.images: torch.Tensor | None = None
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        vectors = patch_vectors(features, self.pooling)
+        vectors = patch_vectors(features, self.pooling, self.context)
         colour = self.factor * cell_colour(self.images, vectors)
         return self.distances(torch.cat([vectors, colour], 1))
 
@@ -92,26 +92,34 @@ def hand_inputs_to_memory(model: HFR) -> None:
 def training_cells(
     model: HFR, images: Sequence[ImageInput], pooling: int, batch_size: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(N, C)`` patch vectors (features averaged over ``pooling`` x ``pooling`` first) and
-    ``(N, 3)`` cell colours of every cell of ``images``."""
+    """The ``(N, C)`` patch vectors (features averaged over ``pooling`` x ``pooling`` first,
+    with the model's memory context) and ``(N, 3)`` cell colours of every cell of ``images``."""
+    context = model.config.scoring.memory_context
     vectors, colours = [], []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = model.preprocess(images[start : start + batch_size])
-            cells = patch_vectors(model.encode(batch), pooling)
+            cells = patch_vectors(model.encode(batch), pooling, context)
             vectors.append(cells.permute(0, 2, 3, 1).flatten(0, 2))
             colours.append(cell_colour(batch, cells).permute(0, 2, 3, 1).flatten(0, 2))
     return torch.cat(vectors), torch.cat(colours)
 
 
 def coloured_memory(
-    vectors: torch.Tensor, colours: torch.Tensor, *, fraction: float, share: float, pooling: int
+    vectors: torch.Tensor,
+    colours: torch.Tensor,
+    *,
+    fraction: float,
+    share: float,
+    pooling: int,
+    context: float,
 ) -> ColouredPatchMemory:
     """The coreset memory of ``fraction`` of the cells, with their colour at ``share`` of the
     features' total variance, kept as :class:`~hfr.scoring.terms.memory.PatchMemory` keeps it."""
     factor = (share * vectors.var(0).sum() / colours.var(0).sum()).sqrt().item()
     cells = torch.cat([vectors, factor * colours], 1)
-    return ColouredPatchMemory(kept_vectors(cells, fraction), pooling=pooling, factor=factor)
+    bank = kept_vectors(cells, fraction)
+    return ColouredPatchMemory(bank, pooling=pooling, context=context, factor=factor)
 
 
 def verdicts_by_fit(
@@ -178,7 +186,12 @@ def main() -> None:
         vectors, colours = cells[pooling]
         started = time.perf_counter()
         model.terms["memory"] = coloured_memory(
-            vectors, colours, fraction=fraction, share=share, pooling=pooling
+            vectors,
+            colours,
+            fraction=fraction,
+            share=share,
+            pooling=pooling,
+            context=trained.scoring.memory_context,
         )
         coreset_seconds = time.perf_counter() - started
         scoring = replace(trained.scoring, memory_pooling=pooling, memory_scale=None)

@@ -80,10 +80,12 @@ def tiny_model(seed: int = 0, **kwargs) -> HFR:
 
 def as_format_1(config: dict) -> dict:
     """``config`` (today's ``config.json`` contents) as 0.1-0.19 wrote it: format 1, without
-    ``hfr_version``, the decoder's width and blocks and the calibration's guarantee and scores;
-    a test then removes the keys that its version lacked."""
+    ``hfr_version``, the decoder's width and blocks, the memory's context and the calibration's
+    guarantee and scores; a test then removes the keys that its version lacked."""
     added = ("hfr_version", "decoder_width", "decoder_blocks")
     older = {key: value for key, value in copy.deepcopy(config).items() if key not in added}
+    if isinstance(older.get("scoring"), dict):
+        older["scoring"].pop("memory_context", None)
     if isinstance(older.get("calibration"), dict):
         for key in ("guaranteed_fpr", "fpr_bound", "scores"):
             older["calibration"].pop(key, None)

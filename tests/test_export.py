@@ -100,16 +100,17 @@ def test_onnx_export_carries_the_added_terms(tmp_path: Path, terms: dict) -> Non
 
 
 def test_onnx_export_carries_a_memory_searched_in_fewer_directions(tmp_path: Path) -> None:
-    """ResNet18's memory vectors, with enough of them kept, are searched in 128 of their 384
-    directions: the exported graph searches the same way and measures the same distances."""
+    """ResNet18's memory vectors (384 numbers and their 3x3 context), with enough of them kept,
+    are searched in 256 of their 768 directions: the exported graph searches the same way and
+    measures the same distances."""
     from conftest import synthetic_images
 
     from hfr.train import TrainConfig, fit
 
-    model = tiny_model(memory_weight=1.0)
+    model = tiny_model(memory_weight=1.0, memory_context=2.0)
     training = TrainConfig(epochs=1, batch_size=4, memory_fraction=1.0)
-    fit(model, synthetic_images(12, seed=2), training, progress=False)
-    assert model.term("memory").search_dims == 128
+    fit(model, synthetic_images(24, seed=2), training, progress=False)
+    assert model.term("memory").search_dims == 256
     images = torch.randn(2, 3, 64, 64)
     maps, scores = _exported_outputs(model, tmp_path, images)
     with torch.no_grad():

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from hfr import HFR
 from hfr.cards import scoring_text
-from hfr.config import Scoring, TrainConfig
+from hfr.config import DEFAULT_MEMORY_CONTEXT, Scoring, TrainConfig
 from hfr.errors import ConfigError, ModelFormatError, TrainingError
 from hfr.scoring import maps as anomaly
 from hfr.scoring.terms.memory import (
@@ -33,6 +33,7 @@ from hfr.scoring.terms.memory import (
     kept_vectors,
     patch_vectors,
     search_dims,
+    vector_width,
 )
 from hfr.train import fit, split_for_calibration
 
@@ -379,3 +380,74 @@ def test_command_line_memory_search_dims_reaches_training() -> None:
             TrainingError, match="memory_search_dims must be 'auto', 'all' or an integer >= 1"
         ):
             TrainConfig(memory_search_dims=bad)
+
+
+def test_the_context_appends_each_features_3x3_mean_weighted() -> None:
+    features = [None, torch.randn(2, 3, 8, 8), torch.randn(2, 5, 4, 4)]
+    expected = torch.cat([patch_vectors(features), 2.0 * patch_vectors(features, 3)], 1)
+    torch.testing.assert_close(patch_vectors(features, 1, 2.0), expected)
+    assert vector_width((16, 3, 5), 2.0) == 16 and vector_width((16, 3, 5), 0.0) == 8
+    for bad in (-1, float("inf"), True, "2"):
+        with pytest.raises(ConfigError, match="scoring.memory_context must be a number >= 0"):
+            Scoring.preset("hfr", memory_context=bad)
+
+
+def test_with_context_a_smooth_stretch_in_a_striped_part_finds_no_normal_match() -> None:
+    """Normal parts are striped: cells A and B alternate. A stretch of A cells alone holds no
+    cell the memory lacks, so without context it scores 0; with the neighbourhood's mean
+    appended its cells match no normal cell."""
+    a, b = torch.randn(6), torch.randn(6)
+    stripes = torch.stack([a if column % 2 else b for column in range(8)], 1)  # (6, 8)
+    normal = stripes[:, None, :].expand(6, 8, 8)[None]  # (1, 6, 8, 8): rows of stripes
+    smooth = normal.clone()
+    smooth[0, :, 2:6, 2:6] = a[:, None, None]  # the structure gone in the middle
+    features = [None, normal[:, :2].repeat_interleave(2, 2).repeat_interleave(2, 3), normal[:, 2:]]
+    gap = [None, smooth[:, :2].repeat_interleave(2, 2).repeat_interleave(2, 3), smooth[:, 2:]]
+    for context, found in ((0.0, False), (2.0, True)):
+        memory = PatchMemory.from_features([features], context=context, fraction=1.0)
+        assert memory.distances(patch_vectors(features, 1, context)).max() < 1e-2
+        distances = memory(gap)
+        assert (distances[0, 3:5, 3:5].min() > 0.1) == found
+
+
+def test_command_line_memory_context_reaches_the_model_and_older_models_keep_none(
+    tmp_path: Path,
+) -> None:
+    from hfr.cli import build_parser
+    from hfr.commands.common import model_settings
+
+    parser = build_parser()
+    base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
+    for extra, expected in (([], DEFAULT_MEMORY_CONTEXT), (["--memory-context", "2"], 2.0)):
+        settings = model_settings(parser.parse_args([*base, *extra]))
+        assert model_from_settings(settings).config.scoring.memory_context == expected
+    for bad in ("-1", "inf", "wide"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--memory-context", bad])
+    model = trained_tiny_model(memory_weight=1.0)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["scoring"]["memory_context"]  # as 0.25's development versions wrote it
+    (tmp_path / "config.json").write_text(json.dumps({**config, "format_version": 5}))
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.config.scoring.memory_context == 0.0 and loaded.term("memory").context == 0.0
+    image = synthetic_images(1, seed=9)[0]
+    assert loaded.predict(image)[0].score == model.predict(image)[0].score
+
+
+def test_a_memory_with_context_travels_with_the_weights_and_the_card_says_so(
+    tmp_path: Path,
+) -> None:
+    model = trained_tiny_model(memory_weight=1.0, memory_context=2.0)
+    assert model.term("memory").bank.shape[1] == 768  # ResNet18's 384 numbers and their context
+    model.save_pretrained(tmp_path)
+    assert "described with its 3x3 neighbourhood (weight 2)" in (tmp_path / "README.md").read_text()
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.term("memory").context == 2.0
+    image = synthetic_images(1, seed=9)[0]
+    assert loaded.predict(image)[0].score == model.predict(image)[0].score
+    state = load_file(tmp_path / "model.safetensors")
+    state["memory.bank"] = state["memory.bank"][:, :384].contiguous()  # a bank without context
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ModelFormatError, match=r"expected float32 \(N, 768\)"):
+        HFR.from_pretrained(tmp_path)

@@ -220,7 +220,7 @@ def test_config_describes_encoder_preprocessing_and_calibration(model: HFR, tmp_
     assert config["encoder_fingerprint"] == model.config.encoder_fingerprint
     assert config["preprocessing"]["input_size"] == [64, 64]
     assert config["calibration"]["threshold"] == model.config.calibration.threshold
-    assert config["format_version"] == 5 and config["hfr_version"] == hfr.__version__
+    assert config["format_version"] == 6 and config["hfr_version"] == hfr.__version__
 
 
 def _edit_config(folder: Path, **changes) -> None:

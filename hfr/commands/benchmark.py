@@ -92,6 +92,7 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
         input_size=args.image_size,
         decoder_width=args.decoder_width,
         decoder_blocks=args.decoder_blocks,
+        memory_context=args.memory_context,
         **weights,
     ).to(device)
     add_random_terms(model, search_dims=args.memory_search_dims)
@@ -110,6 +111,7 @@ def benchmark_encoder(encoder: str, args: argparse.Namespace) -> list[dict]:
                 "channels_last": args.channels_last,
                 "compiled": args.compile,
                 **weights,
+                "memory_context": args.memory_context,
                 "memory_search_dims": memory.search_dims if memory is not None else None,
                 "memory_vector_dims": memory.bank.shape[1] if memory is not None else None,
                 "autocast": "bf16" if device.type == "cuda" else "off",

@@ -4,9 +4,10 @@ Every ``config.json`` from 0.1 to 0.19 says ``format_version`` 1 and lacks the k
 it was written; each missing key gets the value such a config always scored with. From 0.20 on,
 configs record the ``hfr_version`` that wrote them, with every key: ``format_version`` 2 (0.20),
 3 (0.21: the calibration states the rate it guarantees and keeps its normal scores), 4 (0.22:
-the decoder's width, ``decoder_width``; earlier decoders were as wide as each level), 5 (0.25
-on: the decoder's convolutions, ``decoder_blocks``; earlier decoders' were dense). Only this
-module knows the old forms: the rest of the code sees today's schema.
+the decoder's width, ``decoder_width``; earlier decoders were as wide as each level), 5 (0.25's
+development: the decoder's convolutions, ``decoder_blocks``; earlier decoders' were dense), 6
+(0.25 on: the patch memory's context, ``scoring.memory_context``; earlier memories had none).
+Only this module knows the old forms: the rest of the code sees today's schema.
 
 Example:
     >>> old = {"format_version": 1, "encoder": "resnet18", "encoder_fingerprint": None,
@@ -14,7 +15,7 @@ Example:
     ...                          "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}}
     >>> new = upgrade(old)
     >>> new["format_version"], new["decoder"], new["sigma"], new["scoring"]["image_score"]
-    (5, 'paper', 4.0, 'max')
+    (6, 'paper', 4.0, 'max')
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from hfr.config.settings import TERMS
 from hfr.errors import ConfigError
 from hfr.scoring.thresholds import fpr_bound, guaranteed_fpr
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 # Keys a format-1 config may lack, and the values it scored with: the paper's decoder, sigma
 # and scoring (before 0.3 every model scored so), stage features, stretched images.
 _FORMAT_1_DEFAULTS = {
@@ -52,6 +53,7 @@ _SCORING_ADDED = {
         for key, value in (("weight", 0.0), ("scale", None))
     },
     "memory_pooling": 3,
+    "memory_context": 0.0,
     "combination": "sum",
     "colour_distance": "squared",
 }
@@ -79,7 +81,7 @@ def upgrade(data: object) -> dict[str, Any]:
     version = data.get("format_version")
     if version == FORMAT_VERSION:
         return dict(data)
-    if version not in (1, 2, 3, 4) or isinstance(version, bool):
+    if version not in (1, 2, 3, 4, 5) or isinstance(version, bool):
         raise ConfigError(
             f"format_version must be 1 to {FORMAT_VERSION} (this hfr reads formats up to "
             f"{FORMAT_VERSION}; upgrade hfr for others), got {version!r}"
@@ -88,6 +90,8 @@ def upgrade(data: object) -> dict[str, Any]:
     values["format_version"] = FORMAT_VERSION
     values.setdefault("decoder_width", None)
     values.setdefault("decoder_blocks", "dense")
+    if isinstance(values.get("scoring"), Mapping):
+        values["scoring"] = {"memory_context": 0.0, **values["scoring"]}
     calibration = values.get("calibration")
     if version < 3 and isinstance(calibration, Mapping):
         values["calibration"] = _with_guarantee(calibration)

@@ -378,6 +378,7 @@ class HFRConfig:
             settings.scoring,
             **weights,
             memory_pooling=settings.memory_pooling,
+            memory_context=settings.memory_context,
             combination=settings.combination,
             colour_distance=settings.colour_distance,
         )

@@ -38,7 +38,8 @@ class Scoring:
     each stride-8 feature from the normal ones at its position (:mod:`hfr.scoring.terms.position`);
     ``memory``, the distance of each stride-16 patch to the nearest normal training patch
     (:mod:`hfr.scoring.terms.memory`), its features first averaged over ``memory_pooling`` x
-    ``memory_pooling`` neighbourhoods; ``colour``, the distance of the input's colour in each
+    ``memory_pooling`` neighbourhoods, and ``memory_context`` times their means over 3 x 3
+    neighbourhoods appended (0: none); ``colour``, the distance of the input's colour in each
     4 x 4 cell from the normal colours at that cell (:mod:`hfr.scoring.terms.colour`), measured as
     ``colour_distance`` says. ``combination`` sums everything (``"sum"``) or multiplies the fine
     evidence, strides 4 and 8, with the coarse, stride 16 and the added terms (``"product"``).
@@ -58,6 +59,7 @@ class Scoring:
     memory_weight: float
     memory_scale: float | None
     memory_pooling: int
+    memory_context: float
     combination: str
     colour_weight: float | str
     colour_scale: float | None
@@ -95,6 +97,10 @@ class Scoring:
             value = getattr(self, name)
             ok = value in allowed and type(value) is type(allowed[0])
             check(ok, f"scoring.{name}", f"one of {allowed}", value)
+        context = self.memory_context
+        ok = is_number(context) and context >= 0
+        check(ok, "scoring.memory_context", "a number >= 0", context)
+        object.__setattr__(self, "memory_context", float(context))
 
     def _check_levels(self) -> None:
         for name, allowed in (
@@ -150,6 +156,7 @@ class Scoring:
             "level_scales": None,
             "level_weights": PAPER_LEVEL_WEIGHTS if paper else HFR_LEVEL_WEIGHTS,
             "memory_pooling": 1,
+            "memory_context": 0.0,
             "combination": "sum",
             "colour_distance": "mahalanobis",
             **{f"{term}_weight": 0.0 for term in TERMS},

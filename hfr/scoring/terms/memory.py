@@ -11,7 +11,10 @@ limit the coreset is chosen from a seeded random sample of ``limit / fraction`` 
 as a training set at the limit has: the memory's search and its coreset then cost the same
 however many training images there are. ``scoring.memory_pooling`` says whether each feature
 is first averaged over its ``k`` x ``k`` neighbourhood: 1 (none, the default) or 3
-(PatchCore's, whose coarser vectors cost bottle's AUPRO). Vectors wider than
+(PatchCore's, whose coarser vectors cost bottle's AUPRO). ``scoring.memory_context`` appends
+that many times each feature's mean over its 3 x 3 neighbourhood to each vector (PatchCore's
+neighbourhood, kept beside the cell's own features rather than in their place), so that a cell
+matches a normal one only where its surroundings match too. Vectors wider than
 ``MAX_FULL_SEARCH_DIMS`` numbers (``TrainConfig.memory_search_dims``) are searched in the kept
 vectors' first principal directions and their distance is then measured in full: the search,
 one matrix product, costs in proportion to the numbers searched. See docs/method.md, "Patch
@@ -34,6 +37,7 @@ from hfr.config import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_MEMORY_POOLING,
     MAX_FULL_SEARCH_DIMS,
+    MEMORY_CONTEXT_SIDE,
     MEMORY_SEARCH_SHARE,
     MIN_MEMORY,
     SEARCH_ALL,
@@ -53,16 +57,27 @@ PROJECTION_KEY = STATE_PREFIX + "projection"
 
 
 def patch_vectors(
-    features: list[torch.Tensor], pooling: int = DEFAULT_MEMORY_POOLING
+    features: list[torch.Tensor], pooling: int = DEFAULT_MEMORY_POOLING, context: float = 0.0
 ) -> torch.Tensor:
     """``(B, C8 + C16, H/16, W/16)`` patch descriptions from encoder features ``[f1, f2, f3]``,
-    each feature first averaged over its ``pooling`` x ``pooling`` neighbourhood.
+    each feature first averaged over its ``pooling`` x ``pooling`` neighbourhood; with a
+    ``context`` above 0, followed by ``context`` times the same description averaged over
+    ``MEMORY_CONTEXT_SIDE`` x ``MEMORY_CONTEXT_SIDE`` neighbourhoods (twice the channels).
 
     Example:
         >>> features = [torch.randn(2, 4, 16, 16), torch.randn(2, 6, 8, 8), torch.randn(2, 8, 4, 4)]
-        >>> tuple(patch_vectors(features).shape)
-        (2, 14, 4, 4)
+        >>> tuple(patch_vectors(features).shape), tuple(patch_vectors(features, 1, 2.0).shape)
+        ((2, 14, 4, 4), (2, 28, 4, 4))
     """
+    vectors = _pooled_vectors(features, pooling)
+    if context == 0:
+        return vectors
+    return torch.cat([vectors, context * _pooled_vectors(features, MEMORY_CONTEXT_SIDE)], 1)
+
+
+def _pooled_vectors(features: list[torch.Tensor], pooling: int) -> torch.Tensor:
+    """The stride-8 and stride-16 features, each averaged over ``pooling`` x ``pooling``
+    neighbourhoods, at stride 16."""
     fine, coarse = features[1].float(), features[2].float()
     if pooling > 1:
         fine, coarse = (
@@ -181,6 +196,17 @@ def nearest_rows(
     return rows
 
 
+def vector_width(channels: tuple[int, ...], context: float) -> int:
+    """The numbers in each patch vector of an encoder of ``channels`` (strides 4, 8, 16) with
+    ``scoring.memory_context`` ``context``.
+
+    Example:
+        >>> vector_width((16, 32, 96), 0.0), vector_width((16, 32, 96), 2.0)
+        (128, 256)
+    """
+    return (channels[1] + channels[2]) * (2 if context > 0 else 1)
+
+
 def search_dims(width: int, setting: int | str = AUTO) -> int | str:
     """How many principal directions the memory of ``width``-number vectors is searched in, by
     ``TrainConfig.memory_search_dims`` ``setting``: ``"all"`` (``SEARCH_ALL``) for the vectors
@@ -211,7 +237,7 @@ def principal_directions(vectors: torch.Tensor, count: int) -> torch.Tensor:
 
 
 class PatchMemory(nn.Module):
-    """The kept normal patch vectors, an ``(N, C)`` buffer, the ``pooling`` of
+    """The kept normal patch vectors, an ``(N, C)`` buffer, the ``pooling`` and ``context`` of
     :func:`patch_vectors` that made them, and the distance map to them. With a ``projection``
     (``(C, D)`` orthonormal columns, ``D < C``), the nearest vector is searched in those ``D``
     directions and the distance to it measured in all ``C``.
@@ -231,6 +257,7 @@ class PatchMemory(nn.Module):
         bank: torch.Tensor,
         *,
         pooling: int = DEFAULT_MEMORY_POOLING,
+        context: float = 0.0,
         projection: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
@@ -242,6 +269,7 @@ class PatchMemory(nn.Module):
         reduced = None if projection is None else searched
         self.register_buffer("searched_bank", reduced, persistent=False)
         self.pooling = pooling
+        self.context = context
 
     @property
     def search_dims(self) -> int:
@@ -255,6 +283,7 @@ class PatchMemory(nn.Module):
         batches: Iterable[list[torch.Tensor]],
         *,
         pooling: int = DEFAULT_MEMORY_POOLING,
+        context: float = 0.0,
         fraction: float = DEFAULT_MEMORY_FRACTION,
         limit: int = DEFAULT_MEMORY_LIMIT,
         images: int | None = None,
@@ -271,7 +300,8 @@ class PatchMemory(nn.Module):
         generator = torch.Generator().manual_seed(0)
         parts, rate = [], 1.0
         for levels in batches:
-            vectors = patch_vectors(levels, pooling).detach().permute(0, 2, 3, 1).flatten(0, 2)
+            vectors = patch_vectors(levels, pooling, context).detach()
+            vectors = vectors.permute(0, 2, 3, 1).flatten(0, 2)
             if not parts:
                 total = images * (len(vectors) // max(1, len(levels[-1])))
                 rate = sampling_rate(total, fraction, limit)
@@ -284,15 +314,16 @@ class PatchMemory(nn.Module):
         bank = kept_vectors(torch.cat(parts), fraction, limit)
         count = search_dims(bank.shape[1], dims)
         if count == SEARCH_ALL or count >= len(bank):  # fewer vectors than directions asked for
-            return cls(bank, pooling=pooling)
-        return cls(bank, pooling=pooling, projection=principal_directions(bank, count))
+            return cls(bank, pooling=pooling, context=context)
+        projection = principal_directions(bank, count)
+        return cls(bank, pooling=pooling, context=context, projection=projection)
 
     @classmethod
     def from_state(
-        cls, state: dict[str, torch.Tensor], channels: int, *, pooling: int
+        cls, state: dict[str, torch.Tensor], channels: int, *, pooling: int, context: float = 0.0
     ) -> PatchMemory:
         """Rebuild from the ``memory.bank`` (and ``memory.projection``, where the search is
-        reduced) tensors of a weights file, checked."""
+        reduced) tensors of a weights file, checked: ``channels`` numbers per vector."""
         bank, projection = state.get(STATE_KEY), state.get(PROJECTION_KEY)
         if bank is None:
             raise ModelFormatError(f"the weights file lacks {STATE_KEY!r}")
@@ -314,7 +345,7 @@ class PatchMemory(nn.Module):
                 f"{PROJECTION_KEY} is {projection.dtype} {tuple(projection.shape)}, expected "
                 f"finite float32 ({channels}, D) with 1 <= D < {channels}"
             )
-        return cls(bank, pooling=pooling, projection=projection)
+        return cls(bank, pooling=pooling, context=context, projection=projection)
 
     def state(self) -> dict[str, torch.Tensor]:
         """The tensors a weights file stores."""
@@ -340,7 +371,7 @@ class PatchMemory(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The ``(B, H/16, W/16)`` map of encoder features ``[f1, f2, f3]``."""
-        return self.distances(patch_vectors(features, self.pooling))
+        return self.distances(patch_vectors(features, self.pooling, self.context))
 
     # --- the scoring-term protocol (hfr.scoring.terms.base.ScoringTerm) ---
 
@@ -356,6 +387,7 @@ class PatchMemory(nn.Module):
         memory = cls.from_features(
             evidence.features(),
             pooling=scoring.memory_pooling,
+            context=scoring.memory_context,
             fraction=evidence.training.memory_fraction,
             limit=evidence.training.memory_limit,
             images=evidence.count,
@@ -371,14 +403,25 @@ class PatchMemory(nn.Module):
         cls, tensors: dict[str, torch.Tensor], channels: tuple[int, ...], scoring: Scoring
     ) -> PatchMemory:
         """Rebuild from a weights file for an encoder of ``channels``, checked."""
-        return cls.from_state(tensors, channels[1] + channels[2], pooling=scoring.memory_pooling)
+        context = scoring.memory_context
+        width = vector_width(channels, context)
+        return cls.from_state(tensors, width, pooling=scoring.memory_pooling, context=context)
 
     @staticmethod
     def describe(scoring: Scoring) -> str:
         """The card's phrase."""
         pooling = scoring.memory_pooling
         pooled = "" if pooling == 1 else f" (features averaged {pooling}x{pooling})"
-        return f"the distance of each stride-16 patch{pooled} to the nearest normal training patch"
+        side = MEMORY_CONTEXT_SIDE
+        context = (
+            f", described with its {side}x{side} neighbourhood (weight {scoring.memory_context:g}),"
+            if scoring.memory_context > 0
+            else ""
+        )
+        return (
+            f"the distance of each stride-16 patch{pooled}{context} to the nearest normal "
+            "training patch"
+        )
 
     @staticmethod
     def chosen_weight(evidence: TrainingEvidence, scoring: Scoring) -> None:
