@@ -239,7 +239,7 @@ def test_loading_refuses_other_encoder_weights(model: HFR, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"format_version": 99}, "format_version must be 1 to 5"),
+        ({"format_version": 99}, "format_version must be 1 to 6"),
         ({"sigma": -1}, "sigma"),
         ({"preprocessing": {"input_size": [50, 50]}}, "preprocessing must be an object"),
         ({"calibration": {"threshold": "high"}}, "calibration"),
