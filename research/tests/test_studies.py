@@ -15,6 +15,8 @@ import torch
 from conftest import random_png, run_repo_script
 from PIL import Image
 
+from hfr import HFR
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -395,7 +397,7 @@ def test_the_memory_context_study_gives_the_model_training_with_a_context_gives(
     _assert_scores_as_trained(rescored, trained)
 
 
-def _assert_scores_as_trained(rescored: object, trained: object) -> None:
+def _assert_scores_as_trained(rescored: HFR, trained: HFR) -> None:
     """The rescored model's memory scale, threshold and a new image's score are the trained
     model's (to float32 rounding: the memories were fitted in separate feature passes)."""
     from conftest import synthetic_images
