@@ -23,7 +23,8 @@ are combined (the loss, the level scales, the position statistics, the patch mem
 statistics and the terms' scales come from the features and residuals), so one model rescored
 with each setting is what a model trained with that setting would score. A position, memory or
 colour weight above 0 needs a model trained with one (it holds the statistics or the memory).
-Reports image AUROC, and with masks pixel AUROC and AUPRO, per setting. With ``--verdict``
+Reports image AUROC, and with masks pixel AUROC and AUPRO (and per defect type where the data
+has types), per setting. With ``--verdict``
 each setting's threshold is also set afresh from the model's held-out normal training images
 (the calibration split, from the config's seed and fraction), as training sets it, and the
 row holds the share of defective and good test images it flags; on MVTec AD the row also
@@ -39,6 +40,7 @@ import shlex
 import sys
 from dataclasses import replace
 
+from five_seed_study import PER_TYPE
 from splits import held_out_images
 from synthetic_defects import synthetic_check
 
@@ -150,7 +152,7 @@ def main() -> None:
             "colour_weight": colour,
             "combination": combination,
         }
-        row |= {name: values[name] for name in METRICS if name in values}
+        row |= {name: values[name] for name in (*METRICS, *PER_TYPE) if name in values}
         if held_out:
             row |= threshold_rates(model, maps)
             row["threshold"] = model.config.calibration.threshold
