@@ -397,6 +397,26 @@ def test_the_memory_context_study_gives_the_model_training_with_a_context_gives(
     _assert_scores_as_trained(rescored, trained)
 
 
+def test_the_memory_weight_study_gives_the_model_training_with_that_weight_gives() -> None:
+    """A model rescored by ``weighed`` (its memory weighed otherwise, its threshold measured
+    afresh) scores as the model trained with ``--memory-weight``."""
+    from conftest import synthetic_images, tiny_model
+
+    from hfr.train import TrainConfig, fit, training_split
+
+    study = _load_script("memory_weight_study")
+    images = synthetic_images(12)
+    models = {}
+    for weight in (1.0, 2.0):
+        models[weight] = tiny_model(memory_weight=weight)
+        fit(models[weight], images, TrainConfig(epochs=1, batch_size=4), progress=False)
+    rescored, trained = models[1.0], models[2.0]
+    _, held_out = training_split(rescored, images)
+    study.weighed(rescored, 2.0, held_out)
+    assert rescored.config.scoring.memory_weight == 2.0
+    _assert_scores_as_trained(rescored, trained)
+
+
 def _assert_scores_as_trained(rescored: HFR, trained: HFR) -> None:
     """The rescored model's memory scale, threshold and a new image's score are the trained
     model's (to float32 rounding: the memories were fitted in separate feature passes)."""
