@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from hfr import HFR
+from hfr.calibrate import recalibrate
 from hfr.cli import main as hfr_main
 from hfr.config import DEFAULT_INPUT_BUDGET
 from hfr.data import load_mvtec
@@ -210,6 +211,13 @@ def rescoring_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--reference-dir", required=True)
     parser.add_argument("--output", required=True)
     return parser
+
+
+def recalibrate_as_trained(model: HFR, held_out: Sequence[ImageInput]) -> None:
+    """Set ``model``'s threshold (and any scale left unset) afresh on the ``held_out`` normal
+    images, at the false-alarm rate its training recorded, as training sets them."""
+    target_fpr = (model.config.training or {}).get("target_fpr")
+    recalibrate(model, held_out, target_fpr=target_fpr, progress=False)
 
 
 def rescored_runs(

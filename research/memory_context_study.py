@@ -28,10 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from five_seed_study import PER_TYPE, rescored_runs, rescoring_parser, write_rescored
+from five_seed_study import (
+    PER_TYPE,
+    recalibrate_as_trained,
+    rescored_runs,
+    rescoring_parser,
+    write_rescored,
+)
 
 from hfr import HFR
-from hfr.calibrate import recalibrate
 from hfr.config import AUTO, TrainConfig
 from hfr.images import ImageInput
 from hfr.scoring.terms.base import TrainingEvidence
@@ -76,8 +81,7 @@ def with_context(
         training=training,
     )
     model.terms["memory"] = PatchMemory.fit(evidence, scoring).to(model.device)
-    target_fpr = recorded.get("target_fpr")
-    recalibrate(model, held_out, target_fpr=target_fpr, progress=False)
+    recalibrate_as_trained(model, held_out)
 
 
 def per_kind_table(rows: dict[float, list[dict]]) -> str:

@@ -22,10 +22,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from five_seed_study import rescored_runs, rescoring_parser, write_rescored
+from five_seed_study import recalibrate_as_trained, rescored_runs, rescoring_parser, write_rescored
 
 from hfr import HFR
-from hfr.calibrate import recalibrate
 from hfr.scoring.terms.memory import PatchMemory, principal_directions
 
 
@@ -38,8 +37,7 @@ def searched_in(model: HFR, dims: int, held_out: list) -> None:
         memory.bank, pooling=memory.pooling, context=memory.context, projection=projection
     )
     model.config = model.config.replace(scoring=replace(model.config.scoring, memory_scale=None))
-    target_fpr = (model.config.training or {}).get("target_fpr")
-    recalibrate(model, held_out, target_fpr=target_fpr, progress=False)
+    recalibrate_as_trained(model, held_out)
 
 
 def main() -> int:

@@ -19,18 +19,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from five_seed_study import rescored_runs, rescoring_parser, write_rescored
+from five_seed_study import recalibrate_as_trained, rescored_runs, rescoring_parser, write_rescored
 
 from hfr import HFR
-from hfr.calibrate import recalibrate
 
 
 def weighed(model: HFR, weight: float, held_out: list) -> None:
     """Weigh ``model``'s memory ``weight`` and set its threshold afresh on ``held_out``."""
     scoring = replace(model.config.scoring, memory_weight=weight)
     model.config = model.config.replace(scoring=scoring)
-    target_fpr = (model.config.training or {}).get("target_fpr")
-    recalibrate(model, held_out, target_fpr=target_fpr, progress=False)
+    recalibrate_as_trained(model, held_out)
 
 
 def main() -> int:
