@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from five_seed_study import (
     PER_TYPE,
     recalibrate_as_trained,
@@ -38,7 +37,9 @@ from five_seed_study import (
 
 from hfr import HFR
 from hfr.config import AUTO, TrainConfig
+from hfr.feature_passes import feature_batches
 from hfr.images import ImageInput
+from hfr.progress import ignore_progress
 from hfr.scoring.terms.base import TrainingEvidence
 from hfr.scoring.terms.memory import PatchMemory, search_dims, vector_width
 
@@ -68,13 +69,10 @@ def with_context(
         memory_search_dims=search_dims(width, dims),
     )
 
-    def features() -> Iterator[list[torch.Tensor]]:
-        for start in range(0, len(training_images), batch_size):
-            with torch.inference_mode():
-                yield model.encode(model.preprocess(training_images[start : start + batch_size]))
-
     evidence = TrainingEvidence(
-        features=features,
+        features=lambda: feature_batches(
+            model, training_images, None, batch_size, False, ignore_progress
+        ),
         images=lambda: iter(()),
         colours=None,
         count=len(training_images),
