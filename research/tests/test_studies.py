@@ -417,6 +417,31 @@ def test_the_memory_weight_study_gives_the_model_training_with_that_weight_gives
     _assert_scores_as_trained(rescored, trained)
 
 
+def test_the_memory_layout_study_reproduces_the_model_with_its_own_layout(
+    widget: tuple[Path, Path], evaluation: dict, tmp_path: Path
+) -> None:
+    record, config = widget_study(
+        "memory_layout_study", widget, tmp_path / "layout.json",
+        "--layouts", "16,32,8", "--poolings", "1,3", "--limits", "4096,0", "--sigmas", "2,4",
+    )  # fmt: skip
+    rows = record["results"]
+    settings = [(r["layout"], r["pooling"], r["limit"], r["sigma"]) for r in rows]
+    assert settings == [
+        (s, p, lim, sg) for s in (16, 32, 8) for p in (1, 3) for lim in (4096, 0) for sg in (2, 4)
+    ]
+    own = rows[0]  # layout 16, pooling 1, the model's fraction, limit, weight and sigma 2
+    assert config["sigma"] == 2 and config["scoring"]["memory_weight"] == own["weight"]
+    assert own["threshold"] == pytest.approx(config["calibration"]["threshold"], rel=1e-5)
+    assert_reproduces(own, evaluation, (*AUCS, *RATES))
+    assert own["per_defect_aupro"].keys() == {"dent"}
+    # the widget's 12 images hold fewer cells than any limit: the limit changes nothing here
+    assert rows[2]["memory_size"] == own["memory_size"] and rows[2]["aupro"] == own["aupro"]
+    sizes = {r["layout"]: r["memory_size"] for r in rows if r["pooling"] == 1}
+    assert sizes[32] <= sizes[16] < sizes[8]  # a quarter of the cells (at least MIN_MEMORY), 4x
+    assert rows[1]["alone"] != own["alone"]  # sigma 4 smooths the memory's own map too
+    assert rows[4]["threshold"] != pytest.approx(own["threshold"], rel=1e-3)  # pooled vectors
+
+
 def _assert_scores_as_trained(rescored: HFR, trained: HFR) -> None:
     """The rescored model's memory scale, threshold and a new image's score are the trained
     model's (to float32 rounding: the memories were fitted in separate feature passes)."""
