@@ -30,6 +30,7 @@ own pooling, fraction and limit, its weight and sigma is the model as trained.
 
 from __future__ import annotations
 
+import itertools
 import shlex
 import sys
 import time
@@ -167,21 +168,21 @@ def main() -> None:
     dataset = load(args.protocol, args.data, args.category)
     training_images, held_out = training_split(model, dataset.train)
     rows = []
-    for layout, pooling, fraction, limit in (
-        (layout, int(pooling), fraction, int(limit))
-        for layout in layouts
-        for pooling in poolings
-        for fraction in fractions
-        for limit in limits
-    ):
+    for layout, pooling, fraction, limit in itertools.product(layouts, poolings, fractions, limits):
+        pooling, limit = int(pooling), int(limit)
         started = time.perf_counter()
         model.terms["memory"] = laid_out_memory(
             model, training_images, layout=layout, pooling=pooling, fraction=fraction,
             limit=limit or NO_LIMIT,
         )  # fmt: skip
-        setting = {"layout": layout, "pooling": pooling, "fraction": fraction, "limit": limit}
-        setting |= {"memory_size": len(model.term("memory").bank)}
-        setting["coreset_seconds"] = time.perf_counter() - started
+        setting = {
+            "layout": layout,
+            "pooling": pooling,
+            "fraction": fraction,
+            "limit": limit,
+            "memory_size": len(model.term("memory").bank),
+            "coreset_seconds": time.perf_counter() - started,
+        }
         for sigma in sigmas:
             alone = figures(compute_metrics(memory_alone(model, dataset, sigma)))
             for weight in weights:
@@ -192,8 +193,8 @@ def main() -> None:
                 values = {**compute_metrics(maps), **threshold_rates(model, maps)}
                 row = {**setting, "sigma": sigma, "weight": weight, **figures(values)}
                 row |= {name: values[name] for name in ("threshold_tpr", "threshold_fpr")}
-                rows.append(row | {"threshold": model.config.calibration.threshold})
-                rows[-1]["alone"] = alone
+                row |= {"threshold": model.config.calibration.threshold, "alone": alone}
+                rows.append(row)
                 print(
                     f"layout {layout} pooling {pooling} fraction {fraction:g} limit {limit} "
                     f"({setting['memory_size']} kept) sigma {sigma:g} weight {weight:g}:  "
