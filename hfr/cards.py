@@ -92,7 +92,7 @@ def scoring_text(scoring: Scoring) -> str:
         scale = "" if scale is None else f" ({scale:.4f})"
         described = term_type(name).describe(scoring)
         levels += f", plus {weight:g} x {described}, divided by its normal mean{scale}"
-    undecided = [name.removesuffix("_weight") for name in scoring.unresolved]
+    undecided = [n.removesuffix("_weight") for n in scoring.unresolved if n.endswith("_weight")]
     if undecided:
         levels += f", plus the {' and '.join(undecided)} term where training turns it on"
     if scoring.combination == "product":

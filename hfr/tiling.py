@@ -192,6 +192,8 @@ def resolution_summary(source: tuple[int, int], preprocessing: Preprocessing) ->
         'trained at 256x256 from 900x900 images (each side 3.5x smaller)'
         >>> resolution_summary((1200, 1600), Preprocessing((432, 576)))[41:]
         '(each side 2.8x smaller; 3.8x the pixels and time per image of 256x256)'
+        >>> resolution_summary((512, 512), Preprocessing((512, 512)))[39:]
+        '(at their own size; 4x the pixels and time per image of 256x256)'
         >>> resolution_summary((3000, 4000), Preprocessing((256, 256), tile=(512, 512)))
         'trained on 512x512 px tiles at 256x256 from 4000x3000 images (88 tiles each)'
     """
@@ -202,7 +204,12 @@ def resolution_summary(source: tuple[int, int], preprocessing: Preprocessing) ->
         tile = f"{preprocessing.tile[1]}x{preprocessing.tile[0]}"
         return f"trained on {tile} px tiles at {width}x{height} {images} ({tiles} tiles each)"
     factor = reduction(source, preprocessing)
-    scale = f"each side {factor:.2g}x smaller" if factor >= 1 else f"enlarged {1 / factor:.2g}x"
+    if f"{factor:.2g}" == "1":
+        scale = "at their own size"
+    elif factor > 1:
+        scale = f"each side {factor:.2g}x smaller"
+    else:
+        scale = f"enlarged {1 / factor:.2g}x"
     if height * width > DEFAULT_INPUT_SIZE**2:
         cost = height * width / DEFAULT_INPUT_SIZE**2
         square = f"{DEFAULT_INPUT_SIZE}x{DEFAULT_INPUT_SIZE}"

@@ -295,9 +295,15 @@ def _settle_auto_settings(
     if budget is not None:
         seen = config.preprocessing.tile or source
         size = auto_input_size(seen, budget)
-        preprocessing = replace(config.preprocessing, input_size=size, input_budget=None)
-        config = config.replace(preprocessing=preprocessing)
-        logger.info("input %dx%d chosen within %d pixels", size[1], size[0], budget)
+        config = config.with_input_size(size)
+        logger.info(
+            "input %dx%d chosen within %d pixels: patch-memory cells of %d px, sigma %g",
+            size[1],
+            size[0],
+            budget,
+            config.scoring.memory_stride,
+            config.sigma,
+        )
     if config.preprocessing.resize == AUTO:
         preprocessing = replace(config.preprocessing, resize=fitted_resize(images))
         config = config.replace(preprocessing=preprocessing)

@@ -8,6 +8,10 @@ python research/five_seed_study.py --data ../shared/datasets/mvtec_ad \
     --output research/results/image_size_0.25
 
 (``--candidate=...`` with ``=``: argparse reads a value that starts with ``--`` as an option.)
+With ``--reference-records`` (an earlier study's ``measured/reference`` folder) instead of
+``--reference-dir``, the reference figures are that study's records of the same backbone, seed
+and category, each kept with its model's weights fingerprint, and no reference model is
+trained: for a reference whose settings have not changed since it was recorded.
 Each model is trained as a user trains it (``hfr train`` with the defaults, the backbone's
 ImageNet weights, ``--seed`` and the options; a model already in its folder, laid out as
 ``BACKBONE/seedS/CATEGORY``, is reused) and measured with :func:`hfr.evaluate.evaluate` on the
@@ -148,7 +152,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--backbones", default=",".join(BACKBONES))
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--models-dir", required=True, help="where the candidate models go")
-    parser.add_argument("--reference-dir", required=True, help="the reference models (or where)")
+    references = parser.add_mutually_exclusive_group(required=True)
+    references.add_argument("--reference-dir", help="the reference models (or where)")
+    references.add_argument(
+        "--reference-records",
+        help="an earlier study's measured/reference folder: its figures, no reference models",
+    )
     parser.add_argument("--output", required=True, help="folder for runs.json, summary.*")
     parser.add_argument(
         "--trained-only",
@@ -179,10 +188,17 @@ def run(
                 ):
                     continue
                 row = {"category": category, "backbone": backbone, "seed": seed}
-                for side, root in (
-                    ("reference", args.reference_dir),
-                    ("candidate", args.models_dir),
-                ):
+                sides = [("candidate", args.models_dir)]
+                if args.reference_records:
+                    record = Path(args.reference_records, where.with_suffix(".json"))
+                    if not record.is_file():
+                        raise SystemExit(f"no reference record {record}")
+                    kept = json.loads(record.read_text())
+                    row["reference"] = kept["measured"]
+                    row["reference_record"] = {"path": str(record), **kept}
+                else:
+                    sides.insert(0, ("reference", args.reference_dir))
+                for side, root in sides:
                     folder = Path(root, where)
                     model = trained_model(
                         folder, args.data, backbone, category, seed, options[side]

@@ -119,3 +119,55 @@ def test_a_budget_without_auto_is_refused_rather_than_ignored() -> None:
     assert tiny_model(input_size="auto", input_budget=384).config.preprocessing.input_budget == (
         384 * 384
     )
+
+
+@pytest.mark.parametrize(
+    ("size", "sigma", "stride"),
+    [
+        (64, 2.0, 16),
+        (256, 2.0, 16),
+        ((288, 400), 2.0, 16),
+        (512, 4.0, 32),
+        ((432, 576), 4.0, 32),
+        (1024, 4.0, 32),
+    ],
+)
+def test_the_smoothing_and_memory_cells_follow_the_input_scale(size, sigma, stride) -> None:
+    """An input of about twice 256x256's side smooths twice as much and describes each memory
+    cell over twice the pixels, so that both see as much of the part as at 256x256."""
+    config = HFRConfig.build(encoder="resnet18", encoder_weights="random", input_size=size)
+    assert (config.sigma, config.scoring.memory_stride) == (sigma, stride)
+    given = HFRConfig.build(encoder="resnet18", input_size=size, sigma=3.0, memory_stride=64)
+    assert (given.sigma, given.scoring.memory_stride) == (3.0, 64)  # what a user gives stays
+
+
+def test_an_auto_input_decides_its_smoothing_and_memory_cells_with_its_size() -> None:
+    model = tiny_model(input_size="auto", input_budget=512, memory_weight=1.0)
+    assert {"sigma", "scoring.memory_stride"} <= set(model.config.unresolved)
+    assert model.config.map_sigma == 2.0  # what the 256x256 input it has until training needs
+    fit(model, synthetic_images(8, size=512), TrainConfig(epochs=1, batch_size=8), progress=False)
+    config = model.config
+    assert config.preprocessing.input_size == (512, 512) and config.unresolved == []
+    assert (config.sigma, config.scoring.memory_stride, model.term("memory").stride) == (
+        4.0,
+        32,
+        32,
+    )
+    assert model.predict(synthetic_images(1, size=512, seed=3)[0])[0].anomaly_map.shape == (
+        512,
+        512,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"sigma": "auto"}, "sigma"), ({"memory_stride": "auto"}, "scoring.memory_stride")],
+)
+def test_a_decided_input_with_an_undecided_setting_is_refused(changes, field) -> None:
+    values = HFRConfig.build(encoder="resnet18", input_size=64).to_dict()
+    if "memory_stride" in changes:
+        values["scoring"] = {**values["scoring"], **changes}
+    else:
+        values |= changes
+    with pytest.raises(ConfigError, match=field):
+        HFRConfig.from_dict(values)

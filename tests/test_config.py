@@ -77,14 +77,17 @@ def test_unreadable_files_are_config_errors(tmp_path: Path, content: bytes, mess
 def test_round_trip_and_configs_of_earlier_versions(tmp_path: Path) -> None:
     config = HFRConfig.from_dict(GOOD)
     assert config.to_dict() == GOOD
-    assert GOOD["format_version"] == 6 and GOOD["hfr_version"] == hfr.__version__
+    assert GOOD["format_version"] == 7 and GOOD["hfr_version"] == hfr.__version__
     legacy = {**as_format_1(GOOD), "input_size": 64}  # written before the typed config
-    no_context = replace(config.scoring, memory_context=0.0)
+    no_context = replace(config.scoring, memory_context=0.0, memory_stride=16)
     before = config.replace(
         hfr_version=None, decoder_width=None, decoder_blocks="dense", scoring=no_context
     )
     assert HFRConfig.from_dict(legacy) == before
-    scoring_5 = {k: v for k, v in GOOD["scoring"].items() if k != "memory_context"}
+    scoring_6 = {k: v for k, v in GOOD["scoring"].items() if k != "memory_stride"}
+    format_6 = GOOD | {"format_version": 6, "scoring": scoring_6}
+    assert HFRConfig.from_dict(format_6).scoring.memory_stride == 16  # before 0.25: 16 px cells
+    scoring_5 = {k: v for k, v in scoring_6.items() if k != "memory_context"}
     format_5 = GOOD | {"format_version": 5, "scoring": scoring_5}
     assert HFRConfig.from_dict(format_5).scoring == no_context  # before 0.25: no context
     format_4 = {k: v for k, v in format_5.items() if k != "decoder_blocks"} | {"format_version": 4}

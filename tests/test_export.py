@@ -70,6 +70,7 @@ def test_onnx_export_of_other_networks_matches_torch(tmp_path: Path, options: di
     [
         {"position_weight": 1.0, "memory_weight": 1.0, "memory_pooling": 3, "colour_weight": 0.25},
         {"memory_weight": 1.0, "combination": "product"},
+        {"memory_weight": 1.0, "memory_stride": 32},
     ],
 )
 def test_onnx_export_carries_the_added_terms(tmp_path: Path, terms: dict) -> None:

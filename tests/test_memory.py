@@ -451,3 +451,53 @@ def test_a_memory_with_context_travels_with_the_weights_and_the_card_says_so(
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(ModelFormatError, match=r"expected float32 \(N, 768\)"):
         HFR.from_pretrained(tmp_path)
+
+
+def test_a_coarser_stride_averages_the_stride_16_vectors_over_its_cells() -> None:
+    """Stride 32 describes each 2 x 2 block of stride-16 cells by their mean vector; a partial
+    block at the bottom or right edge (an odd number of cells) by the mean of those there."""
+    features = [None, torch.randn(2, 3, 10, 14), torch.randn(2, 5, 5, 7)]  # 5 x 7 cells
+    fine = patch_vectors(features)
+    coarse = patch_vectors(features, stride=32)
+    assert coarse.shape == (2, 8, 3, 4)
+    torch.testing.assert_close(coarse[..., 0, 0], fine[..., :2, :2].mean((-2, -1)))
+    torch.testing.assert_close(coarse[..., 2, 3], fine[..., 4, 6])  # the corner cell alone
+    torch.testing.assert_close(coarse[..., 2, 1], fine[..., 4, 2:4].mean(-1))
+    with_context = patch_vectors(features, 1, 2.0, 32)
+    torch.testing.assert_close(with_context[:, :8], coarse)
+    memory = PatchMemory.from_features([features], stride=32, fraction=1.0)
+    assert memory(features).shape == (2, 3, 4) and float(memory(features).max()) < 1e-2
+    for bad in (24, 16.0, "32"):
+        with pytest.raises(ConfigError, match="scoring.memory_stride must be one of"):
+            Scoring.preset("hfr", memory_stride=bad)
+
+
+def test_a_trained_stride_travels_with_the_weights_and_the_card_says_so(tmp_path: Path) -> None:
+    model = trained_tiny_model(memory_weight=1.0, memory_stride=32)
+    memory = model.term("memory")
+    # 9 training images (3 of 12 held out) of 2 x 2 cells at 64x64: 36 vectors, 5 % of them
+    assert memory.stride == 32 and len(memory.bank) == MIN_MEMORY
+    image = synthetic_images(1, seed=9)[0]
+    assert (
+        model.predict(image)[0].score
+        != trained_tiny_model(memory_weight=1.0).predict(image)[0].score
+    )
+    model.save_pretrained(tmp_path)
+    assert "stride-32 patch vectors" in (tmp_path / "README.md").read_text()
+    loaded = HFR.from_pretrained(tmp_path)
+    assert loaded.config.scoring.memory_stride == 32 and loaded.term("memory").stride == 32
+    assert loaded.predict(image)[0].score == model.predict(image)[0].score
+
+
+def test_command_line_memory_stride_reaches_the_model() -> None:
+    from hfr.cli import build_parser
+    from hfr.commands.common import model_settings
+
+    parser = build_parser()
+    base = ["train", "--train-dir", "good", "--output", "m", "--encoder", "resnet18"]
+    for extra, expected in (([], 16), (["--memory-stride", "32"], 32)):
+        settings = model_settings(parser.parse_args([*base, *extra]))
+        assert model_from_settings(settings).config.scoring.memory_stride == expected
+    for bad in ("24", "-16", "wide"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--memory-stride", bad])

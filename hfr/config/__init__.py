@@ -53,6 +53,7 @@ from hfr.config.settings import (
     MEMORY_CONTEXT_SIDE,
     MEMORY_POOLINGS,
     MEMORY_SEARCH_SHARE,
+    MEMORY_STRIDES,
     MIN_MEMORY,
     MIN_STEPS,
     RESIZE_MODES,
@@ -64,6 +65,7 @@ from hfr.config.settings import (
     ModelSettings,
     TrainConfig,
     default_epochs,
+    scale_step,
 )
 
 __all__ = [
@@ -101,6 +103,7 @@ __all__ = [
     "MEMORY_CONTEXT_SIDE",
     "MEMORY_POOLINGS",
     "MEMORY_SEARCH_SHARE",
+    "MEMORY_STRIDES",
     "MIN_MEMORY",
     "MIN_STEPS",
     "PAPER_LEVEL_WEIGHTS",
@@ -119,5 +122,6 @@ __all__ = [
     "TrainConfig",
     "default_epochs",
     "read_config",
+    "scale_step",
     "write_config",
 ]

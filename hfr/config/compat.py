@@ -6,7 +6,9 @@ configs record the ``hfr_version`` that wrote them, with every key: ``format_ver
 3 (0.21: the calibration states the rate it guarantees and keeps its normal scores), 4 (0.22:
 the decoder's width, ``decoder_width``; earlier decoders were as wide as each level), 5 (0.25's
 development: the decoder's convolutions, ``decoder_blocks``; earlier decoders' were dense), 6
-(0.25 on: the patch memory's context, ``scoring.memory_context``; earlier memories had none).
+(0.25's development: the patch memory's context, ``scoring.memory_context``; earlier memories had
+none), 7 (0.25 on: the patch memory's cell, ``scoring.memory_stride``; earlier memories' cells were
+the stride-16 ones).
 Only this module knows the old forms: the rest of the code sees today's schema.
 
 Example:
@@ -15,7 +17,7 @@ Example:
     ...                          "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}}
     >>> new = upgrade(old)
     >>> new["format_version"], new["decoder"], new["sigma"], new["scoring"]["image_score"]
-    (6, 'paper', 4.0, 'max')
+    (7, 'paper', 4.0, 'max')
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from hfr.config.settings import TERMS
 from hfr.errors import ConfigError
 from hfr.scoring.thresholds import fpr_bound, guaranteed_fpr
 
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 # Keys a format-1 config may lack, and the values it scored with: the paper's decoder, sigma
 # and scoring (before 0.3 every model scored so), stage features, stretched images.
 _FORMAT_1_DEFAULTS = {
@@ -54,6 +56,7 @@ _SCORING_ADDED = {
     },
     "memory_pooling": 3,
     "memory_context": 0.0,
+    "memory_stride": 16,
     "combination": "sum",
     "colour_distance": "squared",
 }
@@ -81,7 +84,7 @@ def upgrade(data: object) -> dict[str, Any]:
     version = data.get("format_version")
     if version == FORMAT_VERSION:
         return dict(data)
-    if version not in (1, 2, 3, 4, 5) or isinstance(version, bool):
+    if version not in range(1, FORMAT_VERSION) or isinstance(version, bool):
         raise ConfigError(
             f"format_version must be 1 to {FORMAT_VERSION} (this hfr reads formats up to "
             f"{FORMAT_VERSION}; upgrade hfr for others), got {version!r}"
@@ -91,7 +94,7 @@ def upgrade(data: object) -> dict[str, Any]:
     values.setdefault("decoder_width", None)
     values.setdefault("decoder_blocks", "dense")
     if isinstance(values.get("scoring"), Mapping):
-        values["scoring"] = {"memory_context": 0.0, **values["scoring"]}
+        values["scoring"] = {"memory_context": 0.0, "memory_stride": 16, **values["scoring"]}
     calibration = values.get("calibration")
     if version < 3 and isinstance(calibration, Mapping):
         values["calibration"] = _with_guarantee(calibration)

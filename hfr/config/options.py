@@ -174,6 +174,20 @@ def search_dims_option(text: str) -> int | str:
     return int(text)
 
 
+def stride_or_auto(text: str) -> int | str:
+    """``--memory-stride``: a whole number of pixels, or ``auto`` (from the input's scale).
+
+    Example:
+        >>> stride_or_auto("32"), stride_or_auto("auto")
+        (32, 'auto')
+    """
+    if text == AUTO:
+        return AUTO
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected {AUTO} or a whole number, e.g. 32: {text!r}")
+    return int(text)
+
+
 def weight_or_auto(text: str) -> float | str:
     """A term's weight or ``auto`` (chosen by training from the training images).
 

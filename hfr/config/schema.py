@@ -50,6 +50,7 @@ from hfr.config.settings import (
     RESIZE_MODES,
     TERMS,
     ModelSettings,
+    scale_step,
 )
 from hfr.errors import ConfigError
 from hfr.scoring.calibration import Calibration
@@ -235,7 +236,7 @@ class HFRConfig:
     decoder_width: int | None
     decoder_blocks: str
     preprocessing: Preprocessing
-    sigma: float
+    sigma: float | str
     scoring: Scoring
     calibration: Calibration | None = None
     dataset: str | None = None
@@ -293,13 +294,21 @@ class HFRConfig:
             "predicts each cell of the stride-16 map from the cells two away)",
             self.decoder,
         )
+        pending = self.preprocessing.input_budget is not None
         check(
-            is_number(self.sigma) and 0 <= self.sigma <= MAX_SIGMA,
+            (is_number(self.sigma) and 0 <= self.sigma <= MAX_SIGMA)
+            or (pending and self.sigma == AUTO),
             "sigma",
-            f"a number in [0, {MAX_SIGMA:g}]",
+            f"a number in [0, {MAX_SIGMA:g}]" + (" or 'auto'" if pending else ""),
             self.sigma,
         )
         check(isinstance(self.scoring, Scoring), "scoring", "a Scoring", self.scoring)
+        check(
+            pending or self.scoring.memory_stride != AUTO,
+            "scoring.memory_stride",
+            "a number of pixels once the input size is decided",
+            self.scoring.memory_stride,
+        )
         check(
             self.calibration is None or isinstance(self.calibration, Calibration),
             "calibration",
@@ -318,7 +327,8 @@ class HFRConfig:
                 )
         optional_object("training", self.training)
         optional_object("evaluation", self.evaluation)
-        object.__setattr__(self, "sigma", float(self.sigma))
+        if self.sigma != AUTO:
+            object.__setattr__(self, "sigma", float(self.sigma))
 
     @property
     def unresolved(self) -> list[str]:
@@ -326,7 +336,38 @@ class HFRConfig:
         preprocessing = self.preprocessing
         size = ["preprocessing.input_size"] if preprocessing.input_budget is not None else []
         resize = ["preprocessing.resize"] if preprocessing.resize == AUTO else []
-        return size + resize + [f"scoring.{name}" for name in self.scoring.unresolved]
+        sigma = ["sigma"] if self.sigma == AUTO else []
+        return size + resize + sigma + [f"scoring.{name}" for name in self.scoring.unresolved]
+
+    @property
+    def map_sigma(self) -> float:
+        """The smoothing of the maps: ``sigma``, or while the input size is still ``"auto"``
+        the default for the input it has until training decides it."""
+        if self.sigma == AUTO:
+            return default_sigma(self.decoder, self.preprocessing.input_size)
+        return self.sigma
+
+    def with_input_size(self, size: tuple[int, int]) -> HFRConfig:
+        """This config with its ``"auto"`` input decided as ``size`` (the budget cleared), and
+        its sigma and memory stride, where still ``"auto"``, chosen for that input.
+
+        Example:
+            >>> config = HFRConfig.build(encoder="resnet18", input_size="auto")
+            >>> config.sigma, config.scoring.memory_stride
+            ('auto', 'auto')
+            >>> decided = config.with_input_size((512, 512))
+            >>> decided.sigma, decided.scoring.memory_stride, decided.unresolved
+            (4.0, 32, ['preprocessing.resize', 'scoring.colour_weight'])
+        """
+        preprocessing = replace(self.preprocessing, input_size=_sides(size), input_budget=None)
+        sigma = self.sigma
+        if sigma == AUTO:
+            sigma = default_sigma(self.decoder, preprocessing.input_size)
+        scoring = self.scoring
+        if scoring.memory_stride == AUTO:
+            stride = memory_stride(preprocessing.input_size)
+            scoring = replace(scoring, memory_stride=stride)
+        return self.replace(preprocessing=preprocessing, sigma=sigma, scoring=scoring)
 
     @classmethod
     def build(cls, settings: ModelSettings | None = None, /, **keywords: Any) -> HFRConfig:
@@ -335,8 +376,10 @@ class HFRConfig:
 
         Preprocessing is timm's for the encoder; the decoder ``"context"`` from
         ``CONTEXT_MIN_INPUT`` px a side on and ``"paper"`` below; sigma ``CONTEXT_SIGMA`` with
-        the context decoder and the paper's with its; the level weights the scoring preset's.
-        ``"auto"`` settings stay so until training decides them.
+        the context decoder and the paper's with its, and the patch memory's cells 16 px, each
+        times the input's :func:`~hfr.config.settings.scale_step`; the level weights the scoring
+        preset's. ``"auto"`` settings stay so until training decides them (with an ``"auto"``
+        input, also the sigma and memory stride that follow from it).
 
         Example:
             >>> config = HFRConfig.build(encoder="resnet18", input_size=(64, 96))
@@ -368,9 +411,13 @@ class HFRConfig:
         if decoder is None:
             large = min(preprocessing.input_size) >= CONTEXT_MIN_INPUT
             decoder = "context" if large else "paper"
+        pending = preprocessing.input_budget is not None
         sigma = settings.sigma
         if sigma is None:
-            sigma = CONTEXT_SIGMA if decoder == "context" else DEFAULT_SIGMA
+            sigma = AUTO if pending else default_sigma(decoder, preprocessing.input_size)
+        stride = settings.memory_stride
+        if stride == AUTO and not pending:
+            stride = memory_stride(preprocessing.input_size)
         weights = {f"{term}_weight": getattr(settings, f"{term}_weight") for term in TERMS}
         if tiled:  # the per-position terms have no place in a tile: "auto" is off
             weights.update({k: 0.0 for k, v in weights.items() if v == AUTO})
@@ -379,6 +426,7 @@ class HFRConfig:
             **weights,
             memory_pooling=settings.memory_pooling,
             memory_context=settings.memory_context,
+            memory_stride=stride,
             combination=settings.combination,
             colour_distance=settings.colour_distance,
         )
@@ -443,6 +491,29 @@ class HFRConfig:
         if self.encoder_weights in (None, RANDOM_WEIGHTS):
             return self.encoder_weights
         return self.encoder_weights.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def default_sigma(decoder: str, input_size: tuple[int, int]) -> float:
+    """The map's smoothing where none is given: ``CONTEXT_SIGMA`` with the context decoder, the
+    paper's ``DEFAULT_SIGMA`` with its, times the input's :func:`scale_step`.
+
+    Example:
+        >>> default_sigma("context", (256, 256)), default_sigma("context", (512, 512))
+        (2.0, 4.0)
+    """
+    base = CONTEXT_SIGMA if decoder == "context" else DEFAULT_SIGMA
+    return base * scale_step(input_size)
+
+
+def memory_stride(input_size: tuple[int, int]) -> int:
+    """The patch memory's cell side for an input of ``input_size``: 16 px times its
+    :func:`scale_step`, so that each cell sees as much of the part as at 256x256.
+
+    Example:
+        >>> memory_stride((256, 256)), memory_stride((432, 576)), memory_stride((1024, 1024))
+        (16, 32, 32)
+    """
+    return 16 * scale_step(input_size)
 
 
 def read_config(path: str | Path) -> HFRConfig:

@@ -14,6 +14,7 @@ from hfr.config.settings import (
     COMBINATIONS,
     HFR_LEVEL_WEIGHTS,
     MEMORY_POOLINGS,
+    MEMORY_STRIDES,
     SCORING_PRESETS,
     TERMS,
 )
@@ -36,10 +37,12 @@ class Scoring:
     Each added term (``TERMS``) has a weight (0: off; ``"auto"``: chosen by training) and a
     scale, its mean on held-out normal images, set by calibration: ``position``, the distance of
     each stride-8 feature from the normal ones at its position (:mod:`hfr.scoring.terms.position`);
-    ``memory``, the distance of each stride-16 patch to the nearest normal training patch
+    ``memory``, the distance of each patch to the nearest normal training patch
     (:mod:`hfr.scoring.terms.memory`), its features first averaged over ``memory_pooling`` x
     ``memory_pooling`` neighbourhoods, and ``memory_context`` times their means over 3 x 3
-    neighbourhoods appended (0: none); ``colour``, the distance of the input's colour in each
+    neighbourhoods appended (0: none), each patch ``memory_stride`` input pixels a side (16, the
+    stride-16 cells; 32 or 64, their vectors averaged over 2 x 2 or 4 x 4 cells; ``"auto"``
+    until training chooses the input size); ``colour``, the distance of the input's colour in each
     4 x 4 cell from the normal colours at that cell (:mod:`hfr.scoring.terms.colour`), measured as
     ``colour_distance`` says. ``combination`` sums everything (``"sum"``) or multiplies the fine
     evidence, strides 4 and 8, with the coarse, stride 16 and the added terms (``"product"``).
@@ -60,6 +63,7 @@ class Scoring:
     memory_scale: float | None
     memory_pooling: int
     memory_context: float
+    memory_stride: int | str
     combination: str
     colour_weight: float | str
     colour_scale: float | None
@@ -97,6 +101,9 @@ class Scoring:
             value = getattr(self, name)
             ok = value in allowed and type(value) is type(allowed[0])
             check(ok, f"scoring.{name}", f"one of {allowed}", value)
+        stride = self.memory_stride
+        ok = stride == AUTO or (stride in MEMORY_STRIDES and type(stride) is int)
+        check(ok, "scoring.memory_stride", f"one of {(AUTO, *MEMORY_STRIDES)}", stride)
         context = self.memory_context
         ok = is_number(context) and context >= 0
         check(ok, "scoring.memory_context", "a number >= 0", context)
@@ -157,6 +164,7 @@ class Scoring:
             "level_weights": PAPER_LEVEL_WEIGHTS if paper else HFR_LEVEL_WEIGHTS,
             "memory_pooling": 1,
             "memory_context": 0.0,
+            "memory_stride": MEMORY_STRIDES[0],
             "combination": "sum",
             "colour_distance": "mahalanobis",
             **{f"{term}_weight": 0.0 for term in TERMS},
@@ -172,7 +180,8 @@ class Scoring:
     @property
     def unresolved(self) -> list[str]:
         """The settings still ``"auto"``, which training decides."""
-        return [f"{t}_weight" for t in TERMS if getattr(self, f"{t}_weight") == AUTO]
+        weights = [f"{t}_weight" for t in TERMS if getattr(self, f"{t}_weight") == AUTO]
+        return weights + (["memory_stride"] if self.memory_stride == AUTO else [])
 
     @classmethod
     def from_dict(cls, values: object) -> Scoring:

@@ -30,6 +30,7 @@ from hfr.config.options import (
     level_weights,
     search_dims_option,
     setting,
+    stride_or_auto,
     term_weight,
     weight_or_auto,
     width_or_full,
@@ -46,6 +47,16 @@ DEFAULT_INPUT_SIZE = 256
 # square input of this side (hfr.preprocessing.auto_input_size): 512x512, about 4x the time of
 # 256x256 per image, and never fewer pixels than DEFAULT_INPUT_SIZE's square.
 DEFAULT_INPUT_BUDGET = 512
+# A larger input sees each part at a larger scale, so the patch memory's cells and the map's
+# smoothing grow with it: an input of about 2^k times DEFAULT_INPUT_SIZE's side (k from
+# scale_step) describes each memory cell over 16 x 2^k input pixels and smooths with 2^k times
+# the decoder's sigma, as 256x256 does at k = 0. At 512x512, stride-16 cells each saw a quarter
+# of the part and the memory limit kept 1.4 % of screw's (4,096 of 294,912); with stride-32 cells
+# and sigma 4, EfficientNet-Lite0's seed 0 came within the bar of 256x256 on bottle and screw
+# (research/notebook.md, "A larger input's patch memory at the 256x256 scale"). Steps beyond 2
+# (inputs from about 724 px a side) are unmeasured, so such inputs keep 2's.
+MEMORY_STRIDES = (16, 32, 64)
+MAX_SCALE_STEP = 2
 # The scoring terms added to the residual levels, each a module of hfr.scoring.terms with a
 # weight setting (``<name>_weight``) and a scale that calibration measures.
 TERMS = ("position", "memory", "colour")
@@ -162,6 +173,20 @@ TRAINING_PRECISIONS = ("auto", "bf16", "fp32")  # of the decoder's training step
 BACKENDS = ("torch", "onnxruntime")
 
 
+def scale_step(input_size: tuple[int, int]) -> int:
+    """``2^k``, the input's scale against a ``DEFAULT_INPUT_SIZE`` square (the ratio of the
+    geometric means of their sides) rounded to a power of two, from 1 to ``MAX_SCALE_STEP``.
+
+    Example:
+        >>> scale_step((256, 256)), scale_step((512, 512)), scale_step((432, 576))
+        (1, 2, 2)
+        >>> scale_step((64, 64)), scale_step((352, 352)), scale_step((1024, 1024))
+        (1, 1, 2)
+    """
+    ratio = math.sqrt(input_size[0] * input_size[1]) / DEFAULT_INPUT_SIZE
+    return min(2 ** max(round(math.log2(ratio)), 0), MAX_SCALE_STEP)
+
+
 def _weights(values: tuple[float, ...]) -> str:
     return ",".join(f"{w:g}" for w in values)
 
@@ -170,9 +195,10 @@ def _weights(values: tuple[float, ...]) -> str:
 class ModelSettings:
     """What a new model is built from: the encoder, its input and how its maps are made.
 
-    ``None`` and ``"auto"`` are decided when the model is built (``sigma``, ``decoder``,
-    ``level_weights``: from the input size and the scoring) or trained (``input_size``,
-    ``resize``, ``position_weight``, ``colour_weight``: from the training images). Checked
+    ``None`` and ``"auto"`` are decided when the model is built (``sigma``, ``memory_stride``,
+    ``decoder``, ``level_weights``: from the input size and the scoring) or trained
+    (``input_size``, and with it ``sigma`` and ``memory_stride``; ``resize``,
+    ``position_weight``, ``colour_weight``: from the training images). Checked
     when the model's config is built (:meth:`HFRConfig.build <hfr.config.HFRConfig.build>`).
     """
 
@@ -224,7 +250,8 @@ class ModelSettings:
         None,
         "--sigma",
         f"Gaussian smoothing of the map, in input pixels (default: {CONTEXT_SIGMA:g} with the "
-        f"context decoder, {DEFAULT_SIGMA:g}, the paper's, with the paper's)",
+        f"context decoder, {DEFAULT_SIGMA:g}, the paper's, with the paper's; twice that for an "
+        f"input of about twice {DEFAULT_INPUT_SIZE}'s side or more)",
         parse=float,
     )
     scoring: str = setting(
@@ -255,8 +282,8 @@ class ModelSettings:
     memory_weight: float = setting(
         DEFAULT_MEMORY_WEIGHT,
         "--memory-weight",
-        "add W x the distance of each stride-16 patch to the nearest normal training patch (a "
-        "coreset of them, --memory-fraction); 0 is off",
+        "add W x the distance of each patch (--memory-stride) to the nearest normal training "
+        "patch (a coreset of them, --memory-fraction); 0 is off",
         parse=term_weight,
         metavar="W",
     )
@@ -287,6 +314,16 @@ class ModelSettings:
         "none; 3 is PatchCore's",
         parse=int,
         choices=MEMORY_POOLINGS,
+    )
+    memory_stride: int | str = setting(
+        AUTO,
+        "--memory-stride",
+        "input pixels each patch-memory cell describes: its stride-8 and stride-16 features "
+        "averaged over cells of this side; auto: 16, or 32 for an input of about twice "
+        f"{DEFAULT_INPUT_SIZE}'s side or more, so that a cell sees as much of the part as at "
+        f"{DEFAULT_INPUT_SIZE}x{DEFAULT_INPUT_SIZE}",
+        parse=stride_or_auto,
+        choices=(AUTO, *MEMORY_STRIDES),
     )
     memory_context: float = setting(
         DEFAULT_MEMORY_CONTEXT,

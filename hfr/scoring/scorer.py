@@ -93,7 +93,7 @@ class Scorer(nn.Module):
             if scale is None:
                 raise ConfigError(f"scoring.{term}_scale is not set: calibrate the model first")
             levels.append(values * (getattr(scoring, f"{term}_weight") / scale))
-        maps = anomaly.combined_map(levels, size, config.sigma, scoring.combination)
+        maps = anomaly.combined_map(levels, size, config.map_sigma, scoring.combination)
         return maps, anomaly.image_scores(maps, scoring.image_score, scoring.top_k_fraction)
 
     def state(self) -> dict[str, torch.Tensor]:

@@ -353,6 +353,23 @@ def test_the_five_seed_summary_holds_each_mean_to_its_bar() -> None:
     assert "| 30 -> 120 | no |" in table
 
 
+def test_the_five_seed_study_takes_recorded_references_and_names_a_missing_one(
+    tmp_path: Path,
+) -> None:
+    study = _load_script("five_seed_study")
+    candidate = tmp_path / "models" / "mobilenetv2" / "seed0" / "screw"
+    candidate.mkdir(parents=True)
+    (candidate / "config.json").write_text("{}")  # trained, as --trained-only sees it
+    records = tmp_path / "records"
+    common = ["--data", "d", "--models-dir", str(tmp_path / "models"), "--output", "o"]
+    common += ["--candidate=--image-size auto", "--backbones", "mobilenetv2", "--seeds", "0"]
+    common += ["--categories", "screw", "--trained-only"]
+    with pytest.raises(SystemExit, match=r"no reference record .*mobilenetv2/seed0/screw\.json"):
+        study.main([*common, "--reference-records", str(records)])
+    with pytest.raises(SystemExit):  # one kind of reference, not both
+        study.main([*common, "--reference-records", str(records), "--reference-dir", "r"])
+
+
 def test_the_memory_search_study_gives_the_model_training_with_fewer_directions_gives() -> None:
     """A model rescored by ``searched_in`` (its memory's projection set, its memory scale and
     threshold measured afresh) scores as the model trained with ``--memory-search-dims``."""

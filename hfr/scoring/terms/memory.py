@@ -4,7 +4,9 @@ A reconstruction rebuilds what its neighbours suggest, so a defect that spreads 
 cells, or a part bent into a shape the decoder can still continue, leaves small residuals.
 This term asks instead whether any training image held a patch like it, wherever that patch
 was (PatchCore's idea, Roth et al. 2022). Each stride-16 cell is described by its stride-8
-features (pooled to stride 16) and its stride-16 features, a greedy coreset keeps a share of
+features (pooled to stride 16) and its stride-16 features; with ``scoring.memory_stride`` 32 or
+64 (a larger input's, so that a cell sees as much of the part as at 256x256) those descriptions
+are averaged over 2 x 2 or 4 x 4 cells. A greedy coreset keeps a share of
 the training images' vectors (``TrainConfig.memory_fraction``, 5 % by default) up to a limit
 (``TrainConfig.memory_limit``), and a cell's term is the distance to the nearest one. Beyond the
 limit the coreset is chosen from a seeded random sample of ``limit / fraction`` vectors, as many
@@ -51,28 +53,38 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SEARCH_CHUNK = 256  # memory rows per block of the nearest-neighbour search
+STRIDE = 16  # input pixels per cell of the encoder's deepest level
 STATE_PREFIX = "memory."
 STATE_KEY = STATE_PREFIX + "bank"
 PROJECTION_KEY = STATE_PREFIX + "projection"
 
 
 def patch_vectors(
-    features: list[torch.Tensor], pooling: int = DEFAULT_MEMORY_POOLING, context: float = 0.0
+    features: list[torch.Tensor],
+    pooling: int = DEFAULT_MEMORY_POOLING,
+    context: float = 0.0,
+    stride: int = STRIDE,
 ) -> torch.Tensor:
-    """``(B, C8 + C16, H/16, W/16)`` patch descriptions from encoder features ``[f1, f2, f3]``,
-    each feature first averaged over its ``pooling`` x ``pooling`` neighbourhood; with a
-    ``context`` above 0, followed by ``context`` times the same description averaged over
-    ``MEMORY_CONTEXT_SIDE`` x ``MEMORY_CONTEXT_SIDE`` neighbourhoods (twice the channels).
+    """``(B, C8 + C16, H/stride, W/stride)`` patch descriptions from encoder features
+    ``[f1, f2, f3]``, each feature first averaged over its ``pooling`` x ``pooling``
+    neighbourhood; with a ``context`` above 0, followed by ``context`` times the same
+    description averaged over ``MEMORY_CONTEXT_SIDE`` x ``MEMORY_CONTEXT_SIDE`` neighbourhoods
+    (twice the channels). A ``stride`` above 16 averages the stride-16 descriptions over
+    ``stride / 16`` cells a side (a partial cell at the bottom or right edge over those there).
 
     Example:
         >>> features = [torch.randn(2, 4, 16, 16), torch.randn(2, 6, 8, 8), torch.randn(2, 8, 4, 4)]
         >>> tuple(patch_vectors(features).shape), tuple(patch_vectors(features, 1, 2.0).shape)
         ((2, 14, 4, 4), (2, 28, 4, 4))
+        >>> tuple(patch_vectors(features, stride=32).shape)
+        (2, 14, 2, 2)
     """
     vectors = _pooled_vectors(features, pooling)
-    if context == 0:
+    if context > 0:
+        vectors = torch.cat([vectors, context * _pooled_vectors(features, MEMORY_CONTEXT_SIDE)], 1)
+    if stride == STRIDE:
         return vectors
-    return torch.cat([vectors, context * _pooled_vectors(features, MEMORY_CONTEXT_SIDE)], 1)
+    return F.avg_pool2d(vectors, stride // STRIDE, ceil_mode=True)
 
 
 def _pooled_vectors(features: list[torch.Tensor], pooling: int) -> torch.Tensor:
@@ -237,10 +249,10 @@ def principal_directions(vectors: torch.Tensor, count: int) -> torch.Tensor:
 
 
 class PatchMemory(nn.Module):
-    """The kept normal patch vectors, an ``(N, C)`` buffer, the ``pooling`` and ``context`` of
-    :func:`patch_vectors` that made them, and the distance map to them. With a ``projection``
-    (``(C, D)`` orthonormal columns, ``D < C``), the nearest vector is searched in those ``D``
-    directions and the distance to it measured in all ``C``.
+    """The kept normal patch vectors, an ``(N, C)`` buffer, the ``pooling``, ``context`` and
+    ``stride`` of :func:`patch_vectors` that made them, and the distance map to them. With a
+    ``projection`` (``(C, D)`` orthonormal columns, ``D < C``), the nearest vector is searched
+    in those ``D`` directions and the distance to it measured in all ``C``.
 
     Example:
         >>> features = [None, torch.randn(8, 2, 8, 8), torch.randn(8, 3, 4, 4)]  # 8 images
@@ -258,6 +270,7 @@ class PatchMemory(nn.Module):
         *,
         pooling: int = DEFAULT_MEMORY_POOLING,
         context: float = 0.0,
+        stride: int = STRIDE,
         projection: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
@@ -270,6 +283,7 @@ class PatchMemory(nn.Module):
         self.register_buffer("searched_bank", reduced, persistent=False)
         self.pooling = pooling
         self.context = context
+        self.stride = stride
 
     @property
     def search_dims(self) -> int:
@@ -284,6 +298,7 @@ class PatchMemory(nn.Module):
         *,
         pooling: int = DEFAULT_MEMORY_POOLING,
         context: float = 0.0,
+        stride: int = STRIDE,
         fraction: float = DEFAULT_MEMORY_FRACTION,
         limit: int = DEFAULT_MEMORY_LIMIT,
         images: int | None = None,
@@ -300,7 +315,7 @@ class PatchMemory(nn.Module):
         generator = torch.Generator().manual_seed(0)
         parts, rate = [], 1.0
         for levels in batches:
-            vectors = patch_vectors(levels, pooling, context).detach()
+            vectors = patch_vectors(levels, pooling, context, stride).detach()
             vectors = vectors.permute(0, 2, 3, 1).flatten(0, 2)
             if not parts:
                 total = images * (len(vectors) // max(1, len(levels[-1])))
@@ -313,14 +328,20 @@ class PatchMemory(nn.Module):
             raise TrainingError("a patch memory needs the features of one image or more")
         bank = kept_vectors(torch.cat(parts), fraction, limit)
         count = search_dims(bank.shape[1], dims)
+        layout = {"pooling": pooling, "context": context, "stride": stride}
         if count == SEARCH_ALL or count >= len(bank):  # fewer vectors than directions asked for
-            return cls(bank, pooling=pooling, context=context)
-        projection = principal_directions(bank, count)
-        return cls(bank, pooling=pooling, context=context, projection=projection)
+            return cls(bank, **layout)
+        return cls(bank, **layout, projection=principal_directions(bank, count))
 
     @classmethod
     def from_state(
-        cls, state: dict[str, torch.Tensor], channels: int, *, pooling: int, context: float = 0.0
+        cls,
+        state: dict[str, torch.Tensor],
+        channels: int,
+        *,
+        pooling: int,
+        context: float = 0.0,
+        stride: int = STRIDE,
     ) -> PatchMemory:
         """Rebuild from the ``memory.bank`` (and ``memory.projection``, where the search is
         reduced) tensors of a weights file, checked: ``channels`` numbers per vector."""
@@ -345,7 +366,7 @@ class PatchMemory(nn.Module):
                 f"{PROJECTION_KEY} is {projection.dtype} {tuple(projection.shape)}, expected "
                 f"finite float32 ({channels}, D) with 1 <= D < {channels}"
             )
-        return cls(bank, pooling=pooling, context=context, projection=projection)
+        return cls(bank, pooling=pooling, context=context, stride=stride, projection=projection)
 
     def state(self) -> dict[str, torch.Tensor]:
         """The tensors a weights file stores."""
@@ -370,15 +391,15 @@ class PatchMemory(nn.Module):
         return nearest.view(batch, height, width)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """The ``(B, H/16, W/16)`` map of encoder features ``[f1, f2, f3]``."""
-        return self.distances(patch_vectors(features, self.pooling, self.context))
+        """The ``(B, H/stride, W/stride)`` map of encoder features ``[f1, f2, f3]``."""
+        return self.distances(patch_vectors(features, self.pooling, self.context, self.stride))
 
     # --- the scoring-term protocol (hfr.scoring.terms.base.ScoringTerm) ---
 
     def term_map(
         self, features: list[torch.Tensor], images: torch.Tensor, scoring: Scoring
     ) -> torch.Tensor:
-        """The ``(B, H/16, W/16)`` map of the encoder features."""
+        """The ``(B, H/stride, W/stride)`` map of the encoder features."""
         return self(features)
 
     @classmethod
@@ -388,6 +409,7 @@ class PatchMemory(nn.Module):
             evidence.features(),
             pooling=scoring.memory_pooling,
             context=scoring.memory_context,
+            stride=scoring.memory_stride,
             fraction=evidence.training.memory_fraction,
             limit=evidence.training.memory_limit,
             images=evidence.count,
@@ -405,7 +427,13 @@ class PatchMemory(nn.Module):
         """Rebuild from a weights file for an encoder of ``channels``, checked."""
         context = scoring.memory_context
         width = vector_width(channels, context)
-        return cls.from_state(tensors, width, pooling=scoring.memory_pooling, context=context)
+        return cls.from_state(
+            tensors,
+            width,
+            pooling=scoring.memory_pooling,
+            context=context,
+            stride=scoring.memory_stride,
+        )
 
     @staticmethod
     def describe(scoring: Scoring) -> str:
@@ -419,8 +447,8 @@ class PatchMemory(nn.Module):
             else ""
         )
         return (
-            f"the distance of each stride-16 patch{pooled}{context} to the nearest normal "
-            "training patch"
+            f"the distance of each stride-{scoring.memory_stride} patch{pooled}{context} to the "
+            "nearest normal training patch"
         )
 
     @staticmethod
