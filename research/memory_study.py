@@ -64,8 +64,9 @@ def cell_colour(images: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
 
 
 class ColouredPatchMemory(PatchMemory):
-    """A patch memory whose vectors end with ``factor`` times the cell's mean colour; the
-    batch's normalised images are handed over in ``images`` before each call."""
+    """A patch memory whose vectors end with ``factor`` times the cell's mean colour (none at
+    ``factor`` 0); the batch's normalised images are handed over in ``images`` before each
+    call."""
 
     def __init__(self, bank: torch.Tensor, *, pooling: int, context: float, factor: float) -> None:
         super().__init__(bank, pooling=pooling, context=context)
@@ -74,6 +75,8 @@ class ColouredPatchMemory(PatchMemory):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         vectors = patch_vectors(features, self.pooling, self.context)
+        if self.factor == 0:  # the plain memory's vectors, searched as the model searches them
+            return self.distances(vectors)
         colour = self.factor * cell_colour(self.images, vectors)
         return self.distances(torch.cat([vectors, colour], 1))
 
@@ -117,7 +120,7 @@ def coloured_memory(
     """The coreset memory of ``fraction`` of the cells, with their colour at ``share`` of the
     features' total variance, kept as :class:`~hfr.scoring.terms.memory.PatchMemory` keeps it."""
     factor = (share * vectors.var(0).sum() / colours.var(0).sum()).sqrt().item()
-    cells = torch.cat([vectors, factor * colours], 1)
+    cells = torch.cat([vectors, factor * colours], 1) if factor > 0 else vectors
     bank = kept_vectors(cells, fraction)
     return ColouredPatchMemory(bank, pooling=pooling, context=context, factor=factor)
 
