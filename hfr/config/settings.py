@@ -40,8 +40,9 @@ from hfr.scoring.calibration import DEFAULT_THRESHOLD_FIT, THRESHOLD_FITS
 
 DEFAULT_ENCODER = "resnet18.tv_in1k"
 # 256x256 stays the default input: 512x512 (what input_size "auto" chooses for MVTec AD bottle
-# and screw), with its memory cells and sigma at the 256x256 scale, cost EfficientNet-Lite0's
-# screw 0.0038 AUPRO over two seeds (research/results/image_size_auto_0.25).
+# and screw), with its memory cells and sigma at the 256x256 scale, is within the bar in seeds
+# 0-1 (0-2 for EfficientNet-Lite0's screw, AUPRO -0.0019 at the edge), not yet over five seeds
+# (research/results/image_size_auto_0.25).
 DEFAULT_INPUT_SIZE = 256
 # With input_size "auto", training fits the training images' aspect within as many pixels as a
 # square input of this side (hfr.preprocessing.auto_input_size): 512x512, about 4x the time of
