@@ -195,7 +195,10 @@ def run(
                         raise SystemExit(f"no reference record {record}")
                     kept = json.loads(record.read_text())
                     row["reference"] = kept["measured"]
-                    row["reference_record"] = {"path": str(record), **kept}
+                    row["reference_record"] = {
+                        "path": str(record),
+                        **{k: kept[k] for k in ("model", "weights_sha256")},
+                    }
                 else:
                     sides.insert(0, ("reference", args.reference_dir))
                 for side, root in sides:

@@ -47,6 +47,7 @@ from hfr.config.settings import (
     DEFAULT_INPUT_SIZE,
     DEFAULT_SIGMA,
     FEATURE_LOCATIONS,
+    MEMORY_STRIDES,
     RESIZE_MODES,
     TERMS,
     ModelSettings,
@@ -360,13 +361,10 @@ class HFRConfig:
             (4.0, 32, ['preprocessing.resize', 'scoring.colour_weight'])
         """
         preprocessing = replace(self.preprocessing, input_size=_sides(size), input_budget=None)
-        sigma = self.sigma
-        if sigma == AUTO:
-            sigma = default_sigma(self.decoder, preprocessing.input_size)
-        scoring = self.scoring
-        if scoring.memory_stride == AUTO:
-            stride = memory_stride(preprocessing.input_size)
-            scoring = replace(scoring, memory_stride=stride)
+        sigma, stride = _at_scale(
+            self.sigma, self.scoring.memory_stride, self.decoder, preprocessing.input_size
+        )
+        scoring = replace(self.scoring, memory_stride=stride)
         return self.replace(preprocessing=preprocessing, sigma=sigma, scoring=scoring)
 
     @classmethod
@@ -411,13 +409,10 @@ class HFRConfig:
         if decoder is None:
             large = min(preprocessing.input_size) >= CONTEXT_MIN_INPUT
             decoder = "context" if large else "paper"
-        pending = preprocessing.input_budget is not None
-        sigma = settings.sigma
-        if sigma is None:
-            sigma = AUTO if pending else default_sigma(decoder, preprocessing.input_size)
+        sigma = AUTO if settings.sigma is None else settings.sigma
         stride = settings.memory_stride
-        if stride == AUTO and not pending:
-            stride = memory_stride(preprocessing.input_size)
+        if preprocessing.input_budget is None:  # the input is decided: so are they
+            sigma, stride = _at_scale(sigma, stride, decoder, preprocessing.input_size)
         weights = {f"{term}_weight": getattr(settings, f"{term}_weight") for term in TERMS}
         if tiled:  # the per-position terms have no place in a tile: "auto" is off
             weights.update({k: 0.0 for k, v in weights.items() if v == AUTO})
@@ -493,6 +488,17 @@ class HFRConfig:
         return self.encoder_weights.replace("\\", "/").rsplit("/", 1)[-1]
 
 
+def _at_scale(
+    sigma: float | str, stride: int | str, decoder: str, input_size: tuple[int, int]
+) -> tuple[float, int]:
+    """``sigma`` and the memory ``stride``, each where ``"auto"`` decided for ``input_size``."""
+    if sigma == AUTO:
+        sigma = default_sigma(decoder, input_size)
+    if stride == AUTO:
+        stride = memory_stride(input_size)
+    return sigma, stride
+
+
 def default_sigma(decoder: str, input_size: tuple[int, int]) -> float:
     """The map's smoothing where none is given: ``CONTEXT_SIGMA`` with the context decoder, the
     paper's ``DEFAULT_SIGMA`` with its, times the input's :func:`scale_step`.
@@ -513,7 +519,7 @@ def memory_stride(input_size: tuple[int, int]) -> int:
         >>> memory_stride((256, 256)), memory_stride((432, 576)), memory_stride((1024, 1024))
         (16, 32, 32)
     """
-    return 16 * scale_step(input_size)
+    return MEMORY_STRIDES[0] * scale_step(input_size)
 
 
 def read_config(path: str | Path) -> HFRConfig:

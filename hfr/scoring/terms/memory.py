@@ -41,6 +41,7 @@ from hfr.config import (
     MAX_FULL_SEARCH_DIMS,
     MEMORY_CONTEXT_SIDE,
     MEMORY_SEARCH_SHARE,
+    MEMORY_STRIDES,
     MIN_MEMORY,
     SEARCH_ALL,
 )
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SEARCH_CHUNK = 256  # memory rows per block of the nearest-neighbour search
-STRIDE = 16  # input pixels per cell of the encoder's deepest level
+STRIDE = MEMORY_STRIDES[0]  # input pixels per cell of the encoder's deepest level
 STATE_PREFIX = "memory."
 STATE_KEY = STATE_PREFIX + "bank"
 PROJECTION_KEY = STATE_PREFIX + "projection"
